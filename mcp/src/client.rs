@@ -1,0 +1,109 @@
+//! The client side of the control socket, used by the CLI and the `loopsy mcp` bridge.
+
+use std::path::Path;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+};
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt};
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::control::{self, ControlError, Verb, Welcome};
+
+/// Why the daemon could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon listens on the socket.
+    #[error("loopsy is not running (no daemon on {0}); start it with `loopsy start`")]
+    NotRunning(String),
+    /// The hello failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The MCP exchange failed.
+    #[error("MCP: {0}")]
+    Mcp(String),
+}
+
+/// Connect and complete the hello for `verb`; returns the socket halves after the welcome.
+pub async fn connect(
+    socket: &Path,
+    verb: Verb,
+) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf, Welcome), ClientError> {
+    let stream = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ClientError::NotRunning(socket.display().to_string()));
+        }
+        Err(e) => return Err(ClientError::Control(e.into())),
+    };
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let welcome = control::handshake(&mut r, &mut w, verb).await?;
+    Ok((r, w, welcome))
+}
+
+/// Send a one-shot verb (`ping`, `shutdown`, `reload-key`) and return the welcome.
+pub async fn request(socket: &Path, verb: Verb) -> Result<Welcome, ClientError> {
+    connect(socket, verb).await.map(|(_, _, w)| w)
+}
+
+/// An MCP client session over the control socket.
+pub struct McpClient {
+    service: RunningService<RoleClient, ClientConfig>,
+    /// What the daemon said in its hello.
+    pub welcome: Welcome,
+}
+
+impl std::fmt::Debug for McpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpClient")
+            .field("welcome", &self.welcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl McpClient {
+    /// Connect, hello, and initialize MCP.
+    pub async fn connect(socket: &Path) -> Result<Self, ClientError> {
+        let (r, w, welcome) = connect(socket, Verb::Mcp).await?;
+        let info = ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("loopsy-cli", loopsy_mesh::VERSION),
+        );
+        let service = info
+            .serve((r, w))
+            .await
+            .map_err(|e| ClientError::Mcp(e.to_string()))?;
+        Ok(Self { service, welcome })
+    }
+
+    /// Call a tool. A tool-level error comes back as `Ok` with `is_error`.
+    pub async fn call(
+        &self,
+        name: &'static str,
+        args: serde_json::Value,
+    ) -> Result<CallToolResult, ClientError> {
+        let mut params = CallToolRequestParams::new(name);
+        if let serde_json::Value::Object(map) = args {
+            params = params.with_arguments(map);
+        }
+        self.service
+            .peer()
+            .call_tool(params)
+            .await
+            .map_err(|e| ClientError::Mcp(e.to_string()))
+    }
+
+    /// Close the session.
+    pub async fn close(self) {
+        let _ = self.service.cancel().await;
+    }
+}

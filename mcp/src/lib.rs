@@ -1,0 +1,17 @@
+//! loopsy-mcp: the MCP tool surface every client uses — agents through `loopsy mcp`, the CLI,
+//! and (optionally) HTTP clients — plus the local control socket and the audit log.
+
+pub mod audit;
+pub mod client;
+pub mod control;
+pub mod ctx;
+pub mod http;
+pub mod listener;
+pub mod server;
+pub mod tool_error;
+pub mod tools;
+
+pub use audit::AuditLog;
+pub use ctx::{Caller, DaemonCtx};
+pub use server::LoopsyServer;
+pub use tool_error::{ErrorCode, ToolError};

@@ -1,0 +1,3 @@
+//! Tool input and output types, one file per capability.
+
+pub mod status;

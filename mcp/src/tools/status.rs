@@ -1,0 +1,69 @@
+//! `loopsy_status`: this node at a glance.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{DaemonCtx, ToolError, tool_error::ErrorCode};
+
+/// `loopsy_status` takes no arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusArgs {}
+
+/// This node.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StatusOut {
+    /// Friendly name (unique in the mesh).
+    pub name: String,
+    /// libp2p PeerId: the machine's identity.
+    pub peer_id: String,
+    /// Daemon version.
+    pub version: String,
+    /// Control-socket protocol version.
+    pub control_protocol: u32,
+    /// Daemon process id.
+    pub pid: u32,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// Unix time the daemon started.
+    pub started_at: u64,
+    /// Where the mesh listens, as multiaddrs.
+    pub listen_addrs: Vec<String>,
+    /// The Streamable HTTP MCP endpoint, when enabled.
+    pub http_url: Option<String>,
+    /// The data dir.
+    pub data_dir: String,
+}
+
+/// Gather the status.
+pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
+    let info = ctx
+        .node()
+        .info()
+        .await
+        .map_err(|e| ToolError::new(ErrorCode::Unavailable, e.to_string()))?;
+    Ok(StatusOut {
+        name: ctx.name().to_string(),
+        peer_id: info.peer_id.to_string(),
+        version: loopsy_mesh::VERSION.to_string(),
+        control_protocol: crate::control::PROTOCOL,
+        pid: std::process::id(),
+        uptime_s: ctx.uptime_s(),
+        started_at: ctx.started_unix(),
+        listen_addrs: info.listen_addrs.iter().map(|a| a.to_string()).collect(),
+        http_url: ctx.http_addr().map(|a| format!("http://{a}/mcp")),
+        data_dir: ctx.home().root().display().to_string(),
+    })
+}
+
+/// One line for people.
+pub fn summary(s: &StatusOut) -> String {
+    format!(
+        "{} ({}) loopsy {} up {}s, listening on {}",
+        s.name,
+        s.peer_id,
+        s.version,
+        s.uptime_s,
+        s.listen_addrs.join(", ")
+    )
+}

@@ -1,0 +1,528 @@
+//! `config.toml`: one typed struct, loaded once — defaults → file → `LOOPSY_*` env → flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default mesh (libp2p) listen port. Fixed so peers can be added by `host:port`; 0 picks one.
+pub const DEFAULT_MESH_PORT: u16 = 19532;
+/// Default port of the optional Streamable HTTP MCP endpoint on 127.0.0.1.
+pub const DEFAULT_HTTP_PORT: u16 = 19533;
+/// Largest `config.toml` we read; anything bigger is not a config file.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The whole configuration. Unknown keys anywhere are an error that names file, line and key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This machine.
+    pub node: NodeConfig,
+    /// The libp2p mesh.
+    pub mesh: MeshConfig,
+    /// How peers are found.
+    pub discovery: DiscoveryConfig,
+    /// The optional Streamable HTTP MCP endpoint.
+    pub http: HttpConfig,
+    /// The audit log of tool calls.
+    pub audit: AuditConfig,
+    /// The daemon's own log.
+    pub log: LogConfig,
+}
+
+/// `[node]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Friendly name, unique in a mesh. Default: the hostname.
+    pub name: Option<String>,
+}
+
+/// `[mesh]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    /// TCP port the mesh listens on (0 = any free port).
+    pub listen_port: u16,
+    /// Listen on loopback only instead of all interfaces.
+    pub local_only: bool,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            listen_port: DEFAULT_MESH_PORT,
+            local_only: false,
+        }
+    }
+}
+
+/// `[discovery]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Find peers on the LAN by mDNS.
+    pub mdns: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self { mdns: true }
+    }
+}
+
+/// `[http]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve MCP over Streamable HTTP on 127.0.0.1 (bearer = `loopsy key show`).
+    pub enabled: bool,
+    /// Its port (0 = any free port; `loopsy status` shows it).
+    pub port: u16,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: DEFAULT_HTTP_PORT,
+        }
+    }
+}
+
+/// `[audit]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Rotate `logs/audit.jsonl` when it grows past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files to keep (`audit.jsonl.1` … `.N`).
+    pub keep: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            keep: 3,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Log filter for the daemon (`error`, `warn`, `info`, `debug`, `trace`, or a
+    /// `tracing` directive such as `loopsy_mesh=debug`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values from command-line flags; the last layer, applied over env and file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--name`
+    pub name: Option<String>,
+    /// `--port`
+    pub mesh_port: Option<u16>,
+    /// `--local-only`
+    pub local_only: Option<bool>,
+    /// `--http-port` (also enables the endpoint)
+    pub http_port: Option<u16>,
+}
+
+/// Why a configuration could not be loaded. Every variant says where to look.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("{}:{line}:{column}: {message}{}", path.display(), key.as_ref().map(|k| format!(" (key `{k}`)")).unwrap_or_default())]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// The dotted key at fault, when known.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment variable holds a value of the wrong type.
+    #[error("environment variable {var}={value:?} is not valid: expected {expected}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should look like.
+        expected: &'static str,
+    },
+    /// A value parsed but is not allowed.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted key.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Load `path` (missing file = defaults), then apply env and flags, then validate.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut cfg = Self::from_file(path)?;
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.apply_overrides(overrides);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse a config file; a missing file gives the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(io(e)),
+            Ok(m) if m.len() > MAX_CONFIG_BYTES => {
+                return Err(ConfigError::Invalid {
+                    field: "config.toml",
+                    message: format!(
+                        "{} is {} bytes; the limit is 1 MiB",
+                        path.display(),
+                        m.len()
+                    ),
+                });
+            }
+            Ok(_) => {}
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse config text; errors carry `path`, line, column and key.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column, key) = match e.span() {
+                Some(span) => locate(text, span.start),
+                None => (1, 1, None),
+            };
+            let message = e.message().trim().replace("unknown field", "unknown key");
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message,
+            }
+        })
+    }
+
+    /// Apply `LOOPSY_*` variables, read through `get` (so tests need not touch the process env).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("LOOPSY_NAME") {
+            self.node.name = Some(v);
+        }
+        if let Some(v) = get("LOOPSY_MESH_PORT") {
+            self.mesh.listen_port = parse_env("LOOPSY_MESH_PORT", v, "a port number 0-65535")?;
+        }
+        if let Some(v) = get("LOOPSY_LOCAL_ONLY") {
+            self.mesh.local_only = parse_bool("LOOPSY_LOCAL_ONLY", v)?;
+        }
+        if let Some(v) = get("LOOPSY_MDNS") {
+            self.discovery.mdns = parse_bool("LOOPSY_MDNS", v)?;
+        }
+        if let Some(v) = get("LOOPSY_HTTP") {
+            self.http.enabled = parse_bool("LOOPSY_HTTP", v)?;
+        }
+        if let Some(v) = get("LOOPSY_HTTP_PORT") {
+            self.http.port = parse_env("LOOPSY_HTTP_PORT", v, "a port number 0-65535")?;
+        }
+        if let Some(v) = get("LOOPSY_LOG") {
+            self.log.level = v;
+        }
+        Ok(())
+    }
+
+    /// Apply command-line flags.
+    pub fn apply_overrides(&mut self, o: &Overrides) {
+        if let Some(n) = &o.name {
+            self.node.name = Some(n.clone());
+        }
+        if let Some(p) = o.mesh_port {
+            self.mesh.listen_port = p;
+        }
+        if let Some(l) = o.local_only {
+            self.mesh.local_only = l;
+        }
+        if let Some(p) = o.http_port {
+            self.http.enabled = true;
+            self.http.port = p;
+        }
+    }
+
+    /// Check values that parse but are not allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(n) = &self.node.name {
+            validate_name(n).map_err(|message| ConfigError::Invalid {
+                field: "node.name",
+                message,
+            })?;
+        }
+        if self.audit.max_bytes < 4096 {
+            return Err(ConfigError::Invalid {
+                field: "audit.max_bytes",
+                message: "must be at least 4096".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// This node's name: the configured one, else the hostname (sanitised).
+    pub fn node_name(&self) -> String {
+        self.node.name.clone().unwrap_or_else(default_name)
+    }
+}
+
+/// The default node name: the hostname, cut at the first dot, reduced to allowed characters.
+pub fn default_name() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let short = host.split('.').next().unwrap_or_default();
+    let clean: String = short
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(63)
+        .collect();
+    if clean.is_empty() || clean.starts_with('-') {
+        "loopsy".into()
+    } else {
+        clean
+    }
+}
+
+/// Names: 1–63 of `A-Z a-z 0-9 - _ .`, not starting with `-` or `.`.
+pub fn validate_name(n: &str) -> Result<(), String> {
+    let ok_chars = n
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if n.is_empty() || n.len() > 63 || !ok_chars || n.starts_with(['-', '.']) {
+        return Err(format!(
+            "{n:?} is not a valid name: use 1-63 letters, digits, '-', '_' or '.', not starting with '-' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_env<T: std::str::FromStr>(
+    var: &'static str,
+    value: String,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::Env {
+        var,
+        value,
+        expected,
+    })
+}
+
+fn parse_bool(var: &'static str, value: String) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Env {
+            var,
+            value,
+            expected: "true or false",
+        }),
+    }
+}
+
+/// 1-based line and column of byte `offset`, and the dotted key written on that line.
+fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or_default();
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(['[', ']']).trim().to_string());
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty())
+        .map(|k| match &section {
+            Some(s) => format!("{s}.{k}"),
+            None => k,
+        });
+    (line, column, key)
+}
+
+/// The file `loopsy init` writes: every setting, documented, with its default.
+/// Only the name is set; the rest are commented-out defaults (a test keeps them true).
+pub fn template(name: &str) -> String {
+    format!(
+        r#"# loopsy configuration. Precedence: defaults < this file < LOOPSY_* env < flags.
+# Every setting is shown with its default; uncomment to change. Unknown keys are errors.
+
+[node]
+# Friendly name, unique in your mesh (default: the hostname). Env: LOOPSY_NAME
+name = "{name}"
+
+[mesh]
+# TCP port the mesh (libp2p) listens on; 0 picks a free port. Env: LOOPSY_MESH_PORT
+# listen_port = {DEFAULT_MESH_PORT}
+# Listen on loopback only (no other machine can reach this node). Env: LOOPSY_LOCAL_ONLY
+# local_only = false
+
+[discovery]
+# Find peers on the LAN by mDNS. Env: LOOPSY_MDNS
+# mdns = true
+
+[http]
+# Also serve MCP over Streamable HTTP on 127.0.0.1, bearer = `loopsy key show`. Env: LOOPSY_HTTP
+# enabled = false
+# Port of that endpoint; 0 picks a free port. Env: LOOPSY_HTTP_PORT
+# port = {DEFAULT_HTTP_PORT}
+
+[audit]
+# Rotate logs/audit.jsonl past this many bytes.
+# max_bytes = 10485760
+# Rotated files to keep.
+# keep = 3
+
+[log]
+# Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".
+# Env: LOOPSY_LOG
+# level = "info"
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> &'static Path {
+        Path::new("/h/config.toml")
+    }
+
+    #[test]
+    fn template_documents_exactly_the_defaults() -> Result<(), ConfigError> {
+        // Uncomment every `# key = value` line: the result must equal the defaults.
+        let text = template("kai");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") && !rest.contains(':') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = Config::parse(p(), &uncommented)?;
+        let mut want = Config::default();
+        want.node.name = Some("kai".into());
+        assert_eq!(cfg, want);
+        // And every field of the struct appears in the template.
+        let ser = toml::to_string(&want).map_err(|e| ConfigError::Invalid {
+            field: "test",
+            message: e.to_string(),
+        })?;
+        for line in ser.lines().filter(|l| l.contains(" = ")) {
+            let key = line.split(" = ").next().unwrap_or_default();
+            assert!(
+                uncommented.contains(&format!("{key} = ")),
+                "{key} undocumented"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = "[node]\nname = \"a\"\n\n[mesh]\nlisten_prot = 5\n";
+        let err = Config::parse(p(), text).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.starts_with("/h/config.toml:5:1:"), "{err}");
+        assert!(err.contains("unknown key `listen_prot`"), "{err}");
+        assert!(err.contains("mesh.listen_prot"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_and_garbage_are_located() {
+        let err = Config::parse(p(), "[mesh]\nlisten_port = \"x\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains(":2:") && err.contains("mesh.listen_port"),
+            "{err}"
+        );
+        let err = Config::parse(p(), "[mesh\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("/h/config.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn layering_defaults_file_env_flags() -> Result<(), ConfigError> {
+        let mut cfg = Config::parse(p(), "[mesh]\nlisten_port = 1000\n")?;
+        assert_eq!(cfg.mesh.listen_port, 1000);
+        cfg.apply_env(|k| match k {
+            "LOOPSY_MESH_PORT" => Some("2000".into()),
+            "LOOPSY_LOCAL_ONLY" => Some("yes".into()),
+            _ => None,
+        })?;
+        assert_eq!(cfg.mesh.listen_port, 2000);
+        assert!(cfg.mesh.local_only);
+        cfg.apply_overrides(&Overrides {
+            mesh_port: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(cfg.mesh.listen_port, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_env_and_names_are_refused() {
+        let mut cfg = Config::default();
+        let e = cfg.apply_env(|k| (k == "LOOPSY_MESH_PORT").then(|| "70000".to_string()));
+        assert!(matches!(
+            e,
+            Err(ConfigError::Env {
+                var: "LOOPSY_MESH_PORT",
+                ..
+            })
+        ));
+        for bad in ["", "-x", "a b", "a/b", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["kai", "mac-mini_2", "a.b"] {
+            assert!(validate_name(good).is_ok(), "{good:?}");
+        }
+        assert!(validate_name(&default_name()).is_ok());
+    }
+}

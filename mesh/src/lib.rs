@@ -1,0 +1,22 @@
+//! loopsy-mesh: this machine's node — its data dir, config, identity and libp2p swarm.
+//!
+//! Everything a daemon owns about *itself* lives here; the MCP surface (`loopsy-mcp`) and the
+//! CLI reach it through [`Home`], [`Config`] and a cloneable [`NodeHandle`].
+
+pub mod config;
+pub mod fsutil;
+pub mod home;
+pub mod identity;
+pub mod node;
+pub mod pidlock;
+pub mod token;
+
+pub use config::{Config, ConfigError, Overrides};
+pub use home::Home;
+pub use identity::Identity;
+pub use node::{NodeHandle, NodeInfo};
+pub use pidlock::PidLock;
+pub use token::ApiToken;
+
+/// The daemon's application version (the workspace version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,169 @@
+//! The command line: every subcommand and flag (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+/// loopsy: a mesh for your terminals and AI coding agents across machines.
+#[derive(Debug, Parser)]
+#[command(name = "loopsy", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Data dir (default: $LOOPSY_HOME, else ~/.loopsy).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data dir: config.toml, this machine's identity and the local API token.
+    Init(InitArgs),
+    /// Start the daemon in the background (initializing first if needed).
+    Start(StartArgs),
+    /// Ask the running daemon to shut down, and wait until it has.
+    Stop,
+    /// Stop, then start.
+    Restart(DaemonArgs),
+    /// Show this node: name, PeerId, version, pid, listen addresses.
+    Status(JsonFlag),
+    /// Show the daemon's log (or the audit log of tool calls).
+    Logs(LogsArgs),
+    /// Check config, permissions, identity, socket and daemon; say how to fix each problem.
+    Doctor(DoctorArgs),
+    /// Run the daemon at login (systemd user unit / launchd agent / Task Scheduler).
+    Enable(ServiceArgs),
+    /// Remove what `enable` installed.
+    Disable(ServiceArgs),
+    /// MCP server on stdio for agents: bridges to the daemon, starting it if needed.
+    Mcp,
+    /// The local API token (bearer for the HTTP MCP endpoint).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: Shell,
+    },
+    /// Run the daemon in the foreground (what `start` launches).
+    #[command(hide = true)]
+    Daemon(DaemonArgs),
+}
+
+/// `--json`
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// This machine's name in the mesh (default: the hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace an existing identity and config (the machine gets a new PeerId).
+    #[arg(long)]
+    pub force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags that configure a daemon run (override config.toml and LOOPSY_* env).
+#[derive(Debug, Args, Clone, Default)]
+pub struct DaemonArgs {
+    /// Mesh listen port (0 = any free port).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Listen on loopback only.
+    #[arg(long)]
+    pub local_only: bool,
+    /// Serve MCP over HTTP on 127.0.0.1:PORT (0 = any free port).
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+}
+
+/// `start`
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Stay in the foreground (for service managers and containers).
+    #[arg(long)]
+    pub foreground: bool,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// `logs`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show the audit log (one JSON line per tool call) instead.
+    #[arg(long)]
+    pub audit: bool,
+    /// Lines to show from the end.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub lines: usize,
+}
+
+/// `doctor`
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Fix what can be fixed safely (permissions).
+    #[arg(long)]
+    pub fix: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `enable` / `disable`
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// Print what would be written or run, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `key`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print the token.
+    Show,
+    /// Replace the token; the running daemon switches at once, the old one stops working.
+    Rotate,
+}
+
+impl DaemonArgs {
+    /// As config overrides.
+    pub fn overrides(&self) -> loopsy_mesh::Overrides {
+        loopsy_mesh::Overrides {
+            name: None,
+            mesh_port: self.port,
+            local_only: self.local_only.then_some(true),
+            http_port: self.http_port,
+        }
+    }
+
+    /// As arguments for a spawned `loopsy daemon`.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(p) = self.port {
+            v.extend(["--port".to_string(), p.to_string()]);
+        }
+        if self.local_only {
+            v.push("--local-only".into());
+        }
+        if let Some(p) = self.http_port {
+            v.extend(["--http-port".to_string(), p.to_string()]);
+        }
+        v
+    }
+}

@@ -1,0 +1,101 @@
+//! `loopsy daemon`: assembles the long-lived process — lock, config, identity, mesh node,
+//! audit log, HTTP endpoint, control socket — and tears it down in reverse order.
+
+use anyhow::Context;
+use loopsy_mcp::ctx::CancellationToken;
+use loopsy_mcp::{AuditLog, DaemonCtx};
+use loopsy_mesh::node::{self, ListenConfig};
+use loopsy_mesh::{ApiToken, Config, Home, Identity, Overrides, PidLock};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// Run the daemon until asked to stop.
+pub fn run(home: &Home, overrides: &Overrides) -> anyhow::Result<()> {
+    crate::setup::ensure(home, None, false)?;
+    let cfg = Config::load(&home.config(), overrides)?;
+    let filter = EnvFilter::try_new(&cfg.log.level)
+        .with_context(|| format!("log.level {:?} is not a valid filter", cfg.log.level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let lock = PidLock::acquire(&home.pidfile())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serve(home, &cfg));
+    if let Err(e) = &result {
+        tracing::error!("daemon failed: {e:#}");
+    }
+    drop(lock);
+    result
+}
+
+async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
+    let identity = Identity::load(&home.identity())?;
+    let token = ApiToken::load(&home.token()).map_err(anyhow::Error::msg)?;
+    let name = cfg.node_name();
+    let listen = ListenConfig {
+        port: cfg.mesh.listen_port,
+        local_only: cfg.mesh.local_only,
+    };
+    let node = node::spawn(&identity, &listen).await?;
+    let audit = AuditLog::spawn(home.audit_log(), cfg.audit.max_bytes, cfg.audit.keep);
+    let ctx = DaemonCtx::new(
+        name.clone(),
+        home.clone(),
+        node.clone(),
+        audit.clone(),
+        token,
+    );
+
+    if cfg.http.enabled {
+        let addr = loopsy_mcp::http::spawn(ctx.clone(), cfg.http.port)
+            .await
+            .with_context(|| format!("cannot serve HTTP MCP on 127.0.0.1:{}", cfg.http.port))?;
+        ctx.set_http_addr(addr);
+    }
+
+    // The socket comes last: once it answers, everything behind it is ready.
+    let listener = loopsy_mcp::listener::bind(&home.socket()).await?;
+    info!(
+        %name, peer_id = %identity.peer_id(), version = loopsy_mesh::VERSION,
+        pid = std::process::id(), "loopsy daemon ready"
+    );
+
+    let stop = ctx.shutdown_token().clone();
+    tokio::spawn(watch_signals(stop.clone()));
+    loopsy_mcp::listener::serve(listener, ctx.clone()).await;
+
+    info!("shutting down");
+    if let Err(e) = std::fs::remove_file(home.socket()) {
+        warn!(error = %e, "cannot remove the control socket");
+    }
+    node.shutdown().await;
+    audit.flush().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn watch_signals(stop: CancellationToken) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); break; }
+            _ = int.recv() => { info!("SIGINT"); break; }
+            // A closed terminal must not take the daemon with it.
+            _ = hup.recv() => info!("SIGHUP ignored"),
+        }
+    }
+    stop.cancel();
+}
