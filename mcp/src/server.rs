@@ -78,12 +78,34 @@ impl ServerHandler for LoopsyServer {
     ) -> Result<CallToolResponse, McpError> {
         let started = Instant::now();
         let tool = request.name.to_string();
+        if !self.tool_router.has_route(&tool) {
+            // As the MCP spec has it: an unknown tool is a protocol error (-32602).
+            return Err(McpError::invalid_params(
+                format!("unknown tool {tool:?}; tools/list shows the loopsy_* tools"),
+                None,
+            ));
+        }
         let tcc = ToolCallContext::new(self, request, context);
         let result = match self.tool_router.call(tcc).await {
             // Arguments that do not fit the schema are the model's to fix: a tool error.
             Err(e) if e.code == RpcCode::INVALID_PARAMS => Ok(CallToolResponse::Complete(
                 ToolError::new(ErrorCode::InvalidArguments, e.message.to_string()).into_result(),
             )),
+            // rmcp reports arguments that fail to deserialize as an unstructured tool error;
+            // every loopsy tool's own errors are structured, so give these the stable code.
+            Ok(CallToolResponse::Complete(r))
+                if r.is_error == Some(true) && r.structured_content.is_none() =>
+            {
+                let text = r
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Ok(CallToolResponse::Complete(
+                    ToolError::new(ErrorCode::InvalidArguments, text).into_result(),
+                ))
+            }
             other => other,
         };
         let outcome = match &result {

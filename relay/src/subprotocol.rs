@@ -73,10 +73,8 @@ pub fn negotiate(header: &str) -> Result<Offer, SubprotocolError> {
                 return Err(SubprotocolError::BadBearer);
             }
             bearer = Some(tok.to_string());
-        } else if let Some(v) = entry.strip_prefix(VERSION_PREFIX) {
-            if let Ok(n) = v.parse::<u32>() {
-                offered.push(n);
-            }
+        } else if let Some(Ok(n)) = entry.strip_prefix(VERSION_PREFIX).map(str::parse::<u32>) {
+            offered.push(n);
         }
     }
     if offered.is_empty() {

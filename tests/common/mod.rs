@@ -1,0 +1,230 @@
+//! Test helpers: a temp `LOOPSY_HOME` that runs the real `loopsy` binary and stops (or, if it
+//! must, kills) its daemon on drop; a minimal JSON-RPC line client for `loopsy mcp`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_loopsy"))
+}
+
+/// Wait until `cond` holds, polling, or panic after `timeout` naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A data dir in /tmp (short, for the socket path) with its daemon cleaned up on drop.
+pub struct TestHome {
+    dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("lt")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `loopsy --home <dir> args…` with a clean environment for loopsy's own variables.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--home").arg(self.path()).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LOOPSY_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("NO_COLOR", "1").env_remove("CLICOLOR_FORCE");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run loopsy")
+    }
+
+    /// Run and assert success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "loopsy {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Run and assert failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            !o.status.success(),
+            "loopsy {args:?} unexpectedly succeeded:\nstdout: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// Start a daemon on loopback with an ephemeral mesh port.
+    pub fn start(&self) {
+        self.ok(&["start", "--port", "0", "--local-only"]);
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).expect("status json")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.status()["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// Is a daemon answering on the socket?
+    pub fn running(&self) -> bool {
+        self.run(&["status", "--json"]).status.success()
+    }
+
+    /// Spawn `loopsy mcp` as an agent would.
+    pub fn mcp(&self) -> McpPipe {
+        let mut child = self
+            .cmd(&["mcp"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn loopsy mcp");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        McpPipe {
+            child,
+            stdin: Some(stdin),
+            stdout,
+            next_id: 1,
+        }
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        let _ = self.run(&["stop"]);
+        // If stop could not do it, make sure no daemon outlives the test.
+        if let Ok(s) = std::fs::read_to_string(self.path().join("daemon.pid"))
+            && let Ok(pid) = s.trim().parse::<u32>()
+            && Path::new(&format!("/proc/{pid}")).exists()
+            && self.running()
+        {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// `kill -9 pid` and wait until the process is gone (or a zombie).
+pub fn kill9(pid: u32) {
+    let st = Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    wait_until(
+        "killed process to die",
+        Duration::from_secs(10),
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(s) => s
+                .rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+                .unwrap_or(true),
+        },
+    );
+}
+
+/// A `loopsy mcp` child spoken to in newline-delimited JSON-RPC.
+pub struct McpPipe {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    next_id: u64,
+}
+
+impl McpPipe {
+    pub fn send(&mut self, v: &Value) {
+        let stdin = self.stdin.as_mut().expect("open stdin");
+        writeln!(stdin, "{v}").expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    pub fn recv(&mut self) -> Value {
+        let mut line = String::new();
+        let n = self.stdout.read_line(&mut line).expect("read");
+        assert!(n > 0, "loopsy mcp closed its stdout");
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("bad JSON from loopsy mcp ({e}): {line}"))
+    }
+
+    /// Send a request and return its response (skipping notifications).
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let v = self.recv();
+            if v.get("id") == Some(&json!(id)) {
+                return v;
+            }
+        }
+    }
+
+    /// initialize + initialized.
+    pub fn initialize(&mut self) -> Value {
+        let r = self.request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "loopsy-tests", "version": "0"}
+            }),
+        );
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        r
+    }
+
+    pub fn call_tool(&mut self, name: &str, args: Value) -> Value {
+        self.request("tools/call", json!({"name": name, "arguments": args}))
+    }
+
+    /// Close stdin and wait for the bridge to exit.
+    pub fn close(mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for McpPipe {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

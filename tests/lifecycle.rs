@@ -1,0 +1,225 @@
+//! Daemon lifecycle against the real binary: init, start, status, MCP through `loopsy mcp`,
+//! stop, double start, crash recovery, side-by-side daemons.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestHome, kill9, wait_until};
+use serde_json::{Value, json};
+
+#[test]
+fn init_start_status_mcp_stop() {
+    let h = TestHome::new();
+    let init: Value = serde_json::from_str(&h.ok(&["init", "--name", "alpha", "--json"])).unwrap();
+    assert_eq!(init["name"], "alpha");
+    assert_eq!(init["created"], true);
+    let peer_id = init["peer_id"].as_str().unwrap().to_string();
+    assert!(peer_id.starts_with("12D3KooW"), "{peer_id}");
+
+    h.start();
+    let s = h.status();
+    assert_eq!(s["name"], "alpha");
+    assert_eq!(s["peer_id"], peer_id.as_str());
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert!(s["pid"].as_u64().unwrap() > 0);
+    let addrs = s["listen_addrs"].as_array().unwrap();
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    let a = addrs[0].as_str().unwrap();
+    assert!(
+        a.starts_with("/ip4/127.0.0.1/tcp/") && a.ends_with(&format!("/p2p/{peer_id}")),
+        "{a}"
+    );
+    assert!(!a.contains("/tcp/0/"), "port 0 must be resolved: {a}");
+
+    // An agent's view, through the stdio bridge.
+    let mut mcp = h.mcp();
+    let init = mcp.initialize();
+    assert_eq!(init["result"]["serverInfo"]["name"], "loopsy");
+    let tools = mcp.request("tools/list", json!({}));
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"loopsy_status"), "{names:?}");
+    let r = mcp.call_tool("loopsy_status", json!({}));
+    assert_eq!(r["result"]["isError"], false);
+    assert_eq!(
+        r["result"]["structuredContent"]["peer_id"],
+        peer_id.as_str()
+    );
+    assert!(mcp.close().success());
+
+    // Every call is audited.
+    let audit = std::fs::read_to_string(h.path().join("logs/audit.jsonl")).unwrap();
+    let rec: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(rec["tool"], "loopsy_status");
+    assert_eq!(rec["caller"], "local");
+    assert_eq!(rec["outcome"], "ok");
+
+    let out = h.ok(&["stop"]);
+    assert!(out.contains("stopped"), "{out}");
+    let st = h.run(&["status"]);
+    assert_eq!(st.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("loopsy start"));
+    assert!(
+        !h.path().join("loopsy.sock").exists(),
+        "socket removed on clean stop"
+    );
+    let again = h.ok(&["stop"]);
+    assert!(again.is_empty());
+}
+
+#[test]
+fn init_is_idempotent_and_keeps_identity() {
+    let h = TestHome::new();
+    let a: Value = serde_json::from_str(&h.ok(&["init", "--json"])).unwrap();
+    let b: Value = serde_json::from_str(&h.ok(&["init", "--json"])).unwrap();
+    assert_eq!(a["peer_id"], b["peer_id"]);
+    assert_eq!(b["created"], false);
+    let err = h.fails(&["init", "--name", "other"]);
+    assert!(err.contains("edit node.name"), "{err}");
+    let c: Value =
+        serde_json::from_str(&h.ok(&["init", "--force", "--name", "other", "--json"])).unwrap();
+    assert_ne!(a["peer_id"], c["peer_id"]);
+    assert_eq!(c["name"], "other");
+    for f in ["identity.key", "api.token", "config.toml"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(h.path().join(f)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+}
+
+#[test]
+fn second_start_is_refused_clearly() {
+    let h = TestHome::new();
+    h.start();
+    let pid = h.pid();
+    let o = h.run(&["start", "--port", "0", "--local-only"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("already running") && err.contains(&pid.to_string()),
+        "{err}"
+    );
+    // A second daemon process for the same home is refused by the lock, even bypassing `start`.
+    let o = h.run(&["daemon", "--port", "0", "--local-only"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another loopsy daemon is running") && err.contains(&pid.to_string()),
+        "{err}"
+    );
+    assert_eq!(h.pid(), pid, "the first daemon is untouched");
+}
+
+#[test]
+fn kill9_then_start_recovers_stale_pidfile_and_socket() {
+    let h = TestHome::new();
+    h.start();
+    let pid = h.pid();
+    kill9(pid);
+    assert!(
+        h.path().join("loopsy.sock").exists(),
+        "a killed daemon leaves its socket behind"
+    );
+    assert_eq!(h.run(&["status"]).status.code(), Some(3));
+    h.start();
+    let new_pid = h.pid();
+    assert_ne!(pid, new_pid);
+    let doctor = h.run(&["doctor"]);
+    assert!(
+        doctor.status.success(),
+        "{}",
+        String::from_utf8_lossy(&doctor.stdout)
+    );
+}
+
+#[test]
+fn restart_replaces_the_daemon() {
+    let h = TestHome::new();
+    h.start();
+    let pid = h.pid();
+    h.ok(&["restart", "--port", "0", "--local-only"]);
+    let new_pid = h.pid();
+    assert_ne!(pid, new_pid);
+}
+
+#[test]
+fn side_by_side_daemons_and_port_conflicts() {
+    let a = TestHome::new();
+    let b = TestHome::new();
+    a.start();
+    b.start();
+    assert_ne!(a.status()["peer_id"], b.status()["peer_id"]);
+
+    // A fixed port held by one daemon is refused for the next, with advice.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = TestHome::new();
+    let d = TestHome::new();
+    c.ok(&["start", "--port", &port.to_string(), "--local-only"]);
+    let err = d.fails(&["start", "--port", &port.to_string(), "--local-only"]);
+    assert!(
+        err.contains(&format!("mesh port {port}")) && err.contains("LOOPSY_MESH_PORT"),
+        "{err}"
+    );
+    assert!(!d.running());
+}
+
+#[test]
+fn mcp_bridge_starts_the_daemon_when_needed() {
+    let h = TestHome::new();
+    std::fs::create_dir_all(h.path()).unwrap();
+    // Fresh home, nothing running: the bridge initializes and starts it.
+    let cfg = "[mesh]\nlisten_port = 0\nlocal_only = true\n";
+    h.ok(&["init"]);
+    std::fs::write(h.path().join("config.toml"), cfg).unwrap();
+    assert!(!h.running());
+    let mut mcp = h.mcp();
+    let init = mcp.initialize();
+    assert!(init["result"]["protocolVersion"].is_string(), "{init}");
+    let r = mcp.call_tool("loopsy_status", json!({}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    drop(mcp);
+    assert!(h.running());
+}
+
+#[test]
+fn unknown_method_and_bad_arguments() {
+    let h = TestHome::new();
+    h.start();
+    let mut mcp = h.mcp();
+    mcp.initialize();
+    let started = std::time::Instant::now();
+    let r = mcp.request("server/frobnicate", json!({}));
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let r = mcp.call_tool("loopsy_status", json!({"bogus": 1}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(
+        r["result"]["structuredContent"]["code"], "invalid_arguments",
+        "{r}"
+    );
+    let r = mcp.call_tool("loopsy_nope", json!({}));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool"),
+        "{r}"
+    );
+    // Garbage on the wire does not take the daemon down.
+    mcp.send(&json!("not a request"));
+    drop(mcp);
+    wait_until("daemon still answering", Duration::from_secs(5), || {
+        h.running()
+    });
+}

@@ -1,0 +1,84 @@
+"""MCP conformance of `loopsy mcp`, driven by the official Python SDK (a client nobody here wrote)."""
+
+import json
+import subprocess
+import time
+
+import jsonschema
+import pytest
+from mcp import Client, StdioServerParameters
+
+from conftest import BIN
+
+
+def params(home):
+    return StdioServerParameters(command=BIN, args=["--home", home, "mcp"])
+
+
+async def check_status(client, daemon):
+    tools = await client.list_tools()
+    by_name = {t.name: t for t in tools.tools}
+    assert "loopsy_status" in by_name
+    tool = by_name["loopsy_status"]
+    assert tool.output_schema, "loopsy_status must declare an output schema"
+    result = await client.call_tool("loopsy_status", {})
+    assert not result.is_error
+    jsonschema.validate(result.structured_content, tool.output_schema)
+    expected = daemon.status()
+    assert result.structured_content["peer_id"] == expected["peer_id"]
+    assert result.structured_content["name"] == expected["name"]
+    assert result.structured_content["listen_addrs"] == expected["listen_addrs"]
+    assert result.content and result.content[0].text.startswith(expected["name"])
+
+
+@pytest.mark.anyio
+async def test_auto_mode_probe_path(daemon):
+    """mcp 2.x's default: server/discover first, no 10 s stall."""
+    t0 = time.monotonic()
+    async with Client(params(daemon.home)) as client:
+        connected = time.monotonic() - t0
+        assert connected < 3, f"connect took {connected:.1f}s (a stalled server/discover probe?)"
+        await check_status(client, daemon)
+
+
+@pytest.mark.anyio
+async def test_legacy_initialize(daemon):
+    async with Client(params(daemon.home), mode="legacy") as client:
+        assert client.server_info.name == "loopsy"
+        assert client.protocol_version.startswith("20")
+        await check_status(client, daemon)
+
+
+@pytest.mark.anyio
+async def test_invalid_arguments_are_tool_errors(daemon):
+    async with Client(params(daemon.home), mode="legacy") as client:
+        result = await client.call_tool("loopsy_status", {"unexpected": True})
+        assert result.is_error
+        assert result.structured_content["code"] == "invalid_arguments"
+
+
+def test_unknown_method_gets_32601_at_once(daemon):
+    """Raw JSON-RPC through the bridge: an unknown method is answered -32601 immediately."""
+    p = subprocess.Popen([BIN, "--home", daemon.home, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        def rpc(msg):
+            p.stdin.write(json.dumps(msg) + "\n")
+            p.stdin.flush()
+
+        rpc({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+        assert json.loads(p.stdout.readline())["id"] == 1
+        rpc({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        t0 = time.monotonic()
+        rpc({"jsonrpc": "2.0", "id": 2, "method": "loopsy/no_such_method", "params": {}})
+        reply = json.loads(p.stdout.readline())
+        assert reply["id"] == 2 and reply["error"]["code"] == -32601, reply
+        assert time.monotonic() - t0 < 1
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
