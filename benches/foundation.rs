@@ -1,1 +1,343 @@
-fn main() {}
+//! Foundation benchmarks (`scripts/bench foundation`): daemon cold start to a served MCP call,
+//! idle RSS, `loopsy mcp` spawn → initialized → tools/list, and the `loopsy_status` round
+//! trip — each beside the same measurement of the official Python MCP SDK's stdio server
+//! (a typical interpreted MCP server) taken in the same run, so the ratios are like for like.
+//!
+//! Flags: `--quick` (5 s idle instead of 60 s, fewer runs).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_loopsy");
+
+const PY_SERVER: &str = r#"
+from mcp.server.mcpserver import MCPServer
+app = MCPServer("baseline")
+@app.tool()
+def status() -> dict:
+    """A small status object, like loopsy_status."""
+    return {"name": "baseline", "version": "0", "listen_addrs": ["/ip4/127.0.0.1/tcp/1"]}
+app.run()
+"#;
+
+struct Rpc<R: BufRead, W: Write> {
+    r: R,
+    w: W,
+    id: u64,
+}
+
+impl<R: BufRead, W: Write> Rpc<R, W> {
+    fn new(r: R, w: W) -> Self {
+        Self { r, w, id: 0 }
+    }
+    fn notify(&mut self, method: &str) {
+        writeln!(self.w, "{}", json!({"jsonrpc":"2.0","method":method})).unwrap();
+        self.w.flush().unwrap();
+    }
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.id += 1;
+        let msg = json!({"jsonrpc":"2.0","id":self.id,"method":method,"params":params});
+        writeln!(self.w, "{msg}").unwrap();
+        self.w.flush().unwrap();
+        loop {
+            let mut line = String::new();
+            assert!(self.r.read_line(&mut line).unwrap() > 0, "server closed");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == json!(self.id) {
+                assert!(v.get("error").is_none(), "{v}");
+                return v;
+            }
+        }
+    }
+    fn initialize(&mut self) {
+        self.call(
+            "initialize",
+            json!({"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}),
+        );
+        self.notify("notifications/initialized");
+    }
+    fn tool(&mut self, name: &str) -> Value {
+        self.call("tools/call", json!({"name": name, "arguments": {}}))
+    }
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("LOOPSY_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+fn spawn_stdio(
+    cmd: &mut Command,
+) -> (
+    Child,
+    Rpc<BufReader<std::process::ChildStdout>, std::process::ChildStdin>,
+) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let w = child.stdin.take().unwrap();
+    let r = BufReader::new(child.stdout.take().unwrap());
+    (child, Rpc::new(r, w))
+}
+
+fn py_cmd() -> Command {
+    let mut c = Command::new(python());
+    c.arg("-c").arg(PY_SERVER);
+    c
+}
+
+fn loopsy(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("LOOPSY_HOME");
+    c
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Daemon process start → first `loopsy_status` answered on the control socket.
+fn loopsy_cold_start(home: &Path) -> (f64, Child) {
+    let sock = home.join("loopsy.sock");
+    let t0 = Instant::now();
+    let child = loopsy(home, &["daemon", "--port", "0", "--local-only"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stream = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let mut w = stream.try_clone().unwrap();
+    w.write_all(b"LOOPSY/1 mcp\n").unwrap();
+    let mut r = BufReader::new(stream);
+    let mut ok = String::new();
+    r.read_line(&mut ok).unwrap();
+    assert!(ok.starts_with("OK"), "{ok}");
+    let mut rpc = Rpc::new(r, w);
+    rpc.initialize();
+    rpc.tool("loopsy_status");
+    (ms(t0.elapsed()), child)
+}
+
+fn python_cold_start() -> f64 {
+    let t0 = Instant::now();
+    let (mut child, mut rpc) = spawn_stdio(&mut py_cmd());
+    rpc.initialize();
+    rpc.tool("status");
+    let t = ms(t0.elapsed());
+    drop(rpc);
+    let _ = child.wait();
+    t
+}
+
+fn spawn_to_list(cmd: &mut Command) -> f64 {
+    let t0 = Instant::now();
+    let (mut child, mut rpc) = spawn_stdio(cmd);
+    rpc.initialize();
+    rpc.call("tools/list", json!({}));
+    let t = ms(t0.elapsed());
+    drop(rpc);
+    let _ = child.wait();
+    t
+}
+
+fn round_trips(rpc: &mut Rpc<impl BufRead, impl Write>, tool: Option<&str>, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            match tool {
+                Some(t) => {
+                    rpc.tool(t);
+                }
+                None => {
+                    rpc.call("ping", json!({}));
+                }
+            }
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
+}
+
+fn row(what: &str, loopsy: f64, base: f64, unit: &str, target: &str) {
+    println!(
+        "| {what} | {loopsy:.3} {unit} | {base:.3} {unit} | {:.3}× | {target} |",
+        loopsy / base
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (cold_runs, spawn_runs, rtt_n, idle) = if quick {
+        (5, 10, 500, Duration::from_secs(5))
+    } else {
+        (15, 30, 3000, Duration::from_secs(60))
+    };
+    assert!(
+        python().exists(),
+        "{} missing: run scripts/setup-test",
+        python().display()
+    );
+
+    let tmp = tempfile::Builder::new()
+        .prefix("lb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = tmp.path().join("h");
+    assert!(
+        loopsy(&home, &["init", "--name", "bench"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+
+    // 1. Cold start to a served call.
+    let mut cold = Vec::new();
+    let mut daemon = None;
+    for i in 0..cold_runs {
+        let (t, mut child) = loopsy_cold_start(&home);
+        cold.push(t);
+        if i + 1 == cold_runs {
+            daemon = Some(child);
+        } else {
+            assert!(loopsy(&home, &["stop"]).output().unwrap().status.success());
+            let _ = child.wait();
+        }
+    }
+    let mut py_cold: Vec<f64> = (0..cold_runs.min(8)).map(|_| python_cold_start()).collect();
+
+    // 2. `loopsy mcp` spawn → initialized → tools/list (daemon running).
+    let mut spawn: Vec<f64> = (0..spawn_runs)
+        .map(|_| spawn_to_list(&mut loopsy(&home, &["mcp"])))
+        .collect();
+    let mut py_spawn: Vec<f64> = (0..spawn_runs.min(8))
+        .map(|_| spawn_to_list(&mut py_cmd()))
+        .collect();
+
+    // 3. Round trips through one bridge session.
+    let (mut bridge, mut rpc) = spawn_stdio(&mut loopsy(&home, &["mcp"]));
+    rpc.initialize();
+    round_trips(&mut rpc, Some("loopsy_status"), 50);
+    let mut status = round_trips(&mut rpc, Some("loopsy_status"), rtt_n);
+    let mut ping = round_trips(&mut rpc, None, rtt_n);
+    drop(rpc);
+    let _ = bridge.wait();
+    // The same calls straight on the control socket, to isolate what the bridge adds.
+    let stream = UnixStream::connect(home.join("loopsy.sock")).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    w.write_all(b"LOOPSY/1 mcp\n").unwrap();
+    let mut r = BufReader::new(stream);
+    let mut ok = String::new();
+    r.read_line(&mut ok).unwrap();
+    let mut direct_rpc = Rpc::new(r, w);
+    direct_rpc.initialize();
+    round_trips(&mut direct_rpc, Some("loopsy_status"), 50);
+    let mut direct = round_trips(&mut direct_rpc, Some("loopsy_status"), rtt_n);
+    drop(direct_rpc);
+    let (mut py, mut prpc) = spawn_stdio(&mut py_cmd());
+    prpc.initialize();
+    round_trips(&mut prpc, Some("status"), 50);
+    let mut py_status = round_trips(&mut prpc, Some("status"), rtt_n.min(1000));
+
+    // 4. Idle RSS.
+    std::thread::sleep(idle);
+    let mut daemon = daemon.unwrap();
+    let rss = rss_kib(daemon.id()) as f64 / 1024.0;
+    let py_rss = rss_kib(py.id()) as f64 / 1024.0;
+    drop(prpc);
+    let _ = py.wait();
+    assert!(loopsy(&home, &["stop"]).output().unwrap().status.success());
+    let _ = daemon.wait();
+
+    println!(
+        "\n## foundation ({}; baseline: Python `mcp` SDK stdio server, same run)\n",
+        if quick { "quick" } else { "full" }
+    );
+    println!("| measure | loopsy | baseline | ratio | target |");
+    println!("|---|---|---|---|---|");
+    row(
+        "cold start → served MCP call (median)",
+        median(&mut cold),
+        median(&mut py_cold),
+        "ms",
+        "≤ 50 ms",
+    );
+    row(
+        "spawn → initialized → tools/list (median)",
+        median(&mut spawn),
+        median(&mut py_spawn),
+        "ms",
+        "≤ 30 ms",
+    );
+    row(
+        "tool call round trip (median)",
+        median(&mut status),
+        median(&mut py_status),
+        "ms",
+        "≤ 1 ms",
+    );
+    row(
+        "tool call round trip (p99)",
+        pct(&mut status, 0.99),
+        pct(&mut py_status, 0.99),
+        "ms",
+        "",
+    );
+    row(
+        &format!("idle RSS after {}s", idle.as_secs()),
+        rss,
+        py_rss,
+        "MiB",
+        "≤ 15 MiB",
+    );
+    println!(
+        "\nMCP `ping` through the bridge (protocol floor): median {:.3} ms; loopsy_status adds {:.3} ms over it.",
+        median(&mut ping),
+        median(&mut status) - median(&mut ping)
+    );
+    println!(
+        "loopsy_status straight on the control socket: median {:.3} ms, so the `loopsy mcp` bridge adds {:.3} ms (target < 5 ms).",
+        median(&mut direct),
+        median(&mut status) - median(&mut direct)
+    );
+}

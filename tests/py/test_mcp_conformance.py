@@ -1,6 +1,7 @@
 """MCP conformance of `loopsy mcp`, driven by the official Python SDK (a client nobody here wrote)."""
 
 import json
+import os
 import subprocess
 import time
 
@@ -9,6 +10,10 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from conftest import BIN
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+with open(os.path.join(ROOT, "agents-spec", "schemas", "tool_error.schema.json")) as f:
+    TOOL_ERROR_SCHEMA = json.load(f)
 
 
 def params(home):
@@ -55,6 +60,7 @@ async def test_invalid_arguments_are_tool_errors(daemon):
         result = await client.call_tool("loopsy_status", {"unexpected": True})
         assert result.is_error
         assert result.structured_content["code"] == "invalid_arguments"
+        jsonschema.validate(result.structured_content, TOOL_ERROR_SCHEMA)
 
 
 def test_unknown_method_gets_32601_at_once(daemon):
