@@ -4,12 +4,16 @@
 //! CLI reach it through [`Home`], [`Config`] and a cloneable [`NodeHandle`].
 
 pub mod config;
+pub mod exec;
 pub mod fsutil;
 pub mod home;
 pub mod identity;
 pub mod node;
+pub mod pair;
 pub mod pidlock;
 pub mod token;
+pub mod trust;
+pub mod wire;
 
 pub use config::{Config, ConfigError, Overrides};
 pub use home::Home;

@@ -1,0 +1,371 @@
+//! One job: the child process (own process group), its capped output, its state.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+use super::ExecRequest;
+
+/// Read size for output pipes.
+const CHUNK: usize = 64 * 1024;
+/// After the process exits, how long we wait for its pipes to drain.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// Between SIGTERM and SIGKILL on `kill`.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Which output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    /// Still running.
+    Running,
+    /// Exited by itself.
+    Exited {
+        /// Exit code.
+        code: i32,
+    },
+    /// Killed by a signal: our timeout, a kill request, or something else.
+    Killed {
+        /// The signal number.
+        signal: i32,
+        /// `timeout`, `kill` or `signal`.
+        reason: String,
+    },
+    /// Could not be started.
+    Failed {
+        /// Why.
+        message: String,
+    },
+}
+
+/// A job as callers see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Job id.
+    pub id: String,
+    /// Who started it (`local`, `peer:<id>`…).
+    pub owner: String,
+    /// The command as given.
+    pub command: String,
+    /// Its arguments, if run without a shell.
+    pub args: Option<Vec<String>>,
+    /// State.
+    #[serde(flatten)]
+    pub state: JobState,
+    /// Unix time in ms when it started.
+    pub started_at_ms: u64,
+    /// Run time so far, or in total, in ms.
+    pub duration_ms: u64,
+    /// Bytes the job wrote to stdout (including any beyond the cap).
+    pub stdout_bytes: u64,
+    /// Bytes the job wrote to stderr (including any beyond the cap).
+    pub stderr_bytes: u64,
+    /// Stdout went past the cap; the excess was dropped.
+    pub stdout_truncated: bool,
+    /// Stderr went past the cap; the excess was dropped.
+    pub stderr_truncated: bool,
+}
+
+/// A page of output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputPage {
+    /// Which stream.
+    pub stream: Stream,
+    /// Byte offset of `data`.
+    pub offset: u64,
+    /// The bytes, as UTF-8 (invalid sequences replaced).
+    pub data: String,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// Bytes kept so far.
+    pub kept: u64,
+    /// The job has finished and nothing more will come.
+    pub eof: bool,
+    /// Output past the cap was dropped.
+    pub truncated: bool,
+}
+
+#[derive(Default)]
+struct Buf {
+    data: Vec<u8>,
+    total: u64,
+    truncated: bool,
+}
+
+struct Data {
+    state: JobState,
+    out: Buf,
+    err: Buf,
+    finished: Option<Instant>,
+}
+
+/// A job shared between its task and the manager.
+pub struct Job {
+    pub(super) id: String,
+    pub(super) owner: String,
+    req: ExecRequest,
+    started: Instant,
+    started_at_ms: u64,
+    pgid: Mutex<Option<i32>>,
+    kill_requested: AtomicBool,
+    data: Mutex<Data>,
+    done: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Job {
+    /// Start `req` now. The returned job is already running (or `Failed`).
+    pub(super) fn spawn(
+        id: String,
+        owner: String,
+        req: ExecRequest,
+        cap: u64,
+        timeout: Duration,
+    ) -> Arc<Job> {
+        let (done, _) = watch::channel(false);
+        let job = Arc::new(Job {
+            id,
+            owner,
+            started: Instant::now(),
+            started_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            pgid: Mutex::new(None),
+            kill_requested: AtomicBool::new(false),
+            data: Mutex::new(Data {
+                state: JobState::Running,
+                out: Buf::default(),
+                err: Buf::default(),
+                finished: None,
+            }),
+            done,
+            req,
+        });
+        let mut cmd = match &job.req.args {
+            Some(args) => {
+                let mut c = tokio::process::Command::new(&job.req.command);
+                c.args(args);
+                c
+            }
+            None => {
+                let mut c = tokio::process::Command::new("/bin/sh");
+                c.arg("-c").arg(&job.req.command);
+                c
+            }
+        };
+        cmd.envs(&job.req.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let dir = job.req.cwd.clone().or_else(|| std::env::var("HOME").ok());
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                *lock(&job.pgid) = child.id().map(|p| p as i32);
+                tokio::spawn(run(job.clone(), child, cap, timeout));
+            }
+            Err(e) => job.finish(JobState::Failed {
+                message: format!("cannot start {:?}: {e}", job.req.command),
+            }),
+        }
+        job
+    }
+
+    fn finish(&self, state: JobState) {
+        {
+            let mut d = lock(&self.data);
+            if d.state == JobState::Running {
+                d.state = state;
+                d.finished = Some(Instant::now());
+            }
+        }
+        self.done.send_replace(true);
+    }
+
+    /// The job's process group id, while it has one.
+    pub fn pgid(&self) -> Option<i32> {
+        *lock(&self.pgid)
+    }
+
+    /// Is it still running?
+    pub fn running(&self) -> bool {
+        lock(&self.data).state == JobState::Running
+    }
+
+    /// When it finished.
+    pub fn finished_at(&self) -> Option<Instant> {
+        lock(&self.data).finished
+    }
+
+    /// A snapshot.
+    pub fn info(&self) -> JobInfo {
+        let d = lock(&self.data);
+        let end = d.finished.unwrap_or_else(Instant::now);
+        JobInfo {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            command: self.req.command.clone(),
+            args: self.req.args.clone(),
+            state: d.state.clone(),
+            started_at_ms: self.started_at_ms,
+            duration_ms: end.duration_since(self.started).as_millis() as u64,
+            stdout_bytes: d.out.total,
+            stderr_bytes: d.err.total,
+            stdout_truncated: d.out.truncated,
+            stderr_truncated: d.err.truncated,
+        }
+    }
+
+    /// Up to `limit` bytes of `stream` from `offset`.
+    pub fn output(&self, stream: Stream, offset: u64, limit: usize) -> OutputPage {
+        let d = lock(&self.data);
+        let buf = match stream {
+            Stream::Stdout => &d.out,
+            Stream::Stderr => &d.err,
+        };
+        let kept = buf.data.len() as u64;
+        let start = offset.min(kept) as usize;
+        let end = start.saturating_add(limit).min(buf.data.len());
+        OutputPage {
+            stream,
+            offset: start as u64,
+            data: String::from_utf8_lossy(&buf.data[start..end]).into_owned(),
+            next_offset: end as u64,
+            kept,
+            eof: d.state != JobState::Running && end as u64 == kept,
+            truncated: buf.truncated,
+        }
+    }
+
+    /// Wait until the job finishes or `timeout` passes; true if finished.
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        let mut rx = self.done.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|d| *d))
+            .await
+            .is_ok()
+    }
+
+    /// SIGTERM the process group, then SIGKILL after a grace period.
+    pub fn kill(self: &Arc<Self>) {
+        let Some(pgid) = *lock(&self.pgid) else {
+            return;
+        };
+        if !self.running() {
+            return;
+        }
+        self.kill_requested.store(true, Ordering::SeqCst);
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        let job = self.clone();
+        tokio::spawn(async move {
+            if !job.wait(KILL_GRACE).await {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+        });
+    }
+}
+
+async fn pump(job: Arc<Job>, mut pipe: impl AsyncRead + Unpin, stream: Stream, cap: u64) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut d = lock(&job.data);
+        let b = match stream {
+            Stream::Stdout => &mut d.out,
+            Stream::Stderr => &mut d.err,
+        };
+        b.total += n as u64;
+        let room = cap.saturating_sub(b.data.len() as u64) as usize;
+        if room < n {
+            b.truncated = true;
+        }
+        b.data.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+async fn run(job: Arc<Job>, mut child: tokio::process::Child, cap: u64, timeout: Duration) {
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|p| tokio::spawn(pump(job.clone(), p, Stream::Stdout, cap))),
+        child
+            .stderr
+            .take()
+            .map(|p| tokio::spawn(pump(job.clone(), p, Stream::Stderr, cap))),
+    ];
+    let pgid = *lock(&job.pgid);
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            // Over time: the whole process group goes, not just the shell.
+            if let Some(pg) = pgid {
+                let _ = killpg(Pid::from_raw(pg), Signal::SIGKILL);
+            }
+            let _ = child.wait().await;
+            for r in readers.into_iter().flatten() {
+                let _ = tokio::time::timeout(DRAIN_GRACE, r).await;
+            }
+            job.finish(JobState::Killed {
+                signal: 9,
+                reason: "timeout".into(),
+            });
+            return;
+        }
+    };
+    // Let the pipes drain; a background grandchild holding them open does not hold us up.
+    for r in readers.into_iter().flatten() {
+        if tokio::time::timeout(DRAIN_GRACE, r).await.is_err() {
+            tracing::debug!(job = %job.id, "output pipe still open after exit; not waiting");
+        }
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let state = match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => JobState::Exited { code },
+            (None, Some(sig)) => JobState::Killed {
+                signal: sig,
+                reason: if job.kill_requested.load(Ordering::SeqCst) {
+                    "kill"
+                } else {
+                    "signal"
+                }
+                .into(),
+            },
+            (None, None) => JobState::Failed {
+                message: "unknown exit status".into(),
+            },
+        },
+        Err(e) => JobState::Failed {
+            message: format!("wait failed: {e}"),
+        },
+    };
+    job.finish(state);
+}

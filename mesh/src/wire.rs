@@ -1,0 +1,164 @@
+//! Every message loopsy peers exchange, in one place. Serde types carried as CBOR by
+//! request-response; the codec caps sizes before it allocates.
+
+use serde::{Deserialize, Serialize};
+
+use crate::trust::Capability;
+
+/// The pairing protocol (the only one open to untrusted peers, and only while a window is open).
+pub const PAIR_PROTOCOL: &str = "/loopsy/pair/1";
+/// Tool calls between trusted peers.
+pub const RPC_PROTOCOL: &str = "/loopsy/rpc/1";
+/// Largest pairing message.
+pub const MAX_PAIR_MSG: u64 = 4 * 1024;
+/// Largest RPC request.
+pub const MAX_RPC_REQUEST: u64 = 1024 * 1024;
+/// Largest RPC response (job output pages stay well under it).
+pub const MAX_RPC_RESPONSE: u64 = 16 * 1024 * 1024;
+
+/// Initiator → code holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairRequest {
+    /// SPAKE2 message and the initiator's name.
+    Start {
+        /// SPAKE2 message.
+        #[serde(with = "serde_bytes_vec")]
+        spake: Vec<u8>,
+        /// Initiator's friendly name.
+        name: String,
+    },
+    /// Proof that the initiator derived the same key.
+    Finish {
+        /// HMAC over the transcript.
+        #[serde(with = "serde_bytes_vec")]
+        confirm: Vec<u8>,
+    },
+}
+
+/// Code holder → initiator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairResponse {
+    /// Reply to `Start`.
+    Started {
+        /// SPAKE2 message.
+        #[serde(with = "serde_bytes_vec")]
+        spake: Vec<u8>,
+        /// HMAC over the transcript.
+        #[serde(with = "serde_bytes_vec")]
+        confirm: Vec<u8>,
+        /// Responder's friendly name.
+        name: String,
+    },
+    /// Reply to a valid `Finish`: paired, with what the initiator may do on the responder.
+    Paired {
+        /// Granted capabilities.
+        caps: Vec<Capability>,
+    },
+    /// Refused.
+    Refused {
+        /// Stable code (`PairError::code`).
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+}
+
+/// A tool call forwarded to a peer: the same handler runs there under the peer's own policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RpcRequest {
+    /// Tool name (`loopsy_execute`, …).
+    pub tool: String,
+    /// Its arguments, as JSON text (without `peer`).
+    pub args: String,
+}
+
+/// The answer to an [`RpcRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RpcResponse {
+    /// The MCP `CallToolResult`, as JSON text.
+    Result(String),
+    /// The caller is not trusted here.
+    Denied,
+    /// The peer cannot serve calls now (shutting down).
+    Unavailable,
+}
+
+/// Byte vectors as CBOR byte strings, not arrays of integers.
+mod serde_bytes_vec {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(v: T) {
+        let mut buf = Vec::new();
+        ciborium::into_writer(&v, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let back: T = ciborium::from_reader(&buf[..]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn messages_roundtrip() {
+        roundtrip(PairRequest::Start {
+            spake: vec![1; 33],
+            name: "kai".into(),
+        });
+        roundtrip(PairRequest::Finish {
+            confirm: vec![2; 32],
+        });
+        roundtrip(PairResponse::Started {
+            spake: vec![3; 33],
+            confirm: vec![4; 32],
+            name: "mac".into(),
+        });
+        roundtrip(PairResponse::Paired {
+            caps: Capability::ALL.to_vec(),
+        });
+        roundtrip(PairResponse::Refused {
+            code: "wrong_code".into(),
+            message: "no".into(),
+        });
+        roundtrip(RpcRequest {
+            tool: "loopsy_execute".into(),
+            args: "{\"command\":\"true\"}".into(),
+        });
+        roundtrip(RpcResponse::Result("{}".into()));
+        roundtrip(RpcResponse::Denied);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [
+            &b""[..],
+            b"\xff\xff",
+            b"\xa1\x00",
+            &[0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert!(ciborium::from_reader::<RpcRequest, _>(bytes).is_err());
+            assert!(ciborium::from_reader::<PairRequest, _>(bytes).is_err());
+        }
+    }
+}
