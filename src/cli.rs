@@ -38,6 +38,17 @@ pub enum Command {
     Enable(ServiceArgs),
     /// Remove what `enable` installed.
     Disable(ServiceArgs),
+    /// Pair with another machine: without ADDR, show a one-time code and wait; with ADDR,
+    /// enter the code the other machine shows.
+    Pair(PairArgs),
+    /// The machines this one trusts.
+    #[command(subcommand)]
+    Peers(PeersCommand),
+    /// Run a command on a peer and print its output: `loopsy exec kai -- make test`.
+    Exec(ExecArgs),
+    /// The mesh at a glance.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
     /// MCP server on stdio for agents: bridges to the daemon, starting it if needed.
     Mcp,
     /// The local API token (bearer for the HTTP MCP endpoint).
@@ -51,6 +62,92 @@ pub enum Command {
     /// Run the daemon in the foreground (what `start` launches).
     #[command(hide = true)]
     Daemon(DaemonArgs),
+}
+
+/// `pair`
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// The other machine's address, as its `loopsy pair` printed it.
+    pub addr: Option<String>,
+    /// The code (else read from stdin).
+    #[arg(long, requires = "addr")]
+    pub code: Option<String>,
+    /// Seconds the code stays valid.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ttl: u64,
+    /// Machine-readable output (one JSON line with the code, one when paired).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `peers`
+#[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// List trusted peers and their state.
+    List(JsonFlag),
+    /// Dial a peer mDNS cannot see (multiaddr or host:port).
+    Add {
+        /// Address.
+        addr: String,
+    },
+    /// Forget a peer and cut it off now.
+    Remove {
+        /// Name or PeerId.
+        peer: String,
+    },
+    /// Rename a peer.
+    Rename {
+        /// Name or PeerId.
+        peer: String,
+        /// New name.
+        name: String,
+    },
+    /// Allow a peer to do more: exec, pty, files-read, files-write, context, messages.
+    Grant {
+        /// Name or PeerId.
+        peer: String,
+        /// Capabilities.
+        #[arg(required = true)]
+        caps: Vec<String>,
+    },
+    /// Take capabilities away from a peer (effective on its next call).
+    Revoke {
+        /// Name or PeerId.
+        peer: String,
+        /// Capabilities.
+        #[arg(required = true)]
+        caps: Vec<String>,
+    },
+}
+
+/// `exec`
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Peer name or PeerId (this machine's own name runs it here).
+    pub peer: String,
+    /// Kill it after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Working directory on the peer.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// The command and its arguments (run without a shell; use `sh -c '…'` for one).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `mesh`
+#[derive(Debug, Subcommand)]
+pub enum MeshCommand {
+    /// This node and every peer: state, path, RTT.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every 2 s.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 /// `--json`

@@ -4,7 +4,8 @@
 use anyhow::Context;
 use loopsy_mcp::ctx::CancellationToken;
 use loopsy_mcp::{AuditLog, DaemonCtx};
-use loopsy_mesh::node::{self, ListenConfig};
+use loopsy_mesh::exec::JobManager;
+use loopsy_mesh::node::{self, NodeConfig};
 use loopsy_mesh::{ApiToken, Config, Home, Identity, Overrides, PidLock};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -38,19 +39,25 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     let identity = Identity::load(&home.identity())?;
     let token = ApiToken::load(&home.token()).map_err(anyhow::Error::msg)?;
     let name = cfg.node_name();
-    let listen = ListenConfig {
+    let node_cfg = NodeConfig {
+        name: name.clone(),
         port: cfg.mesh.listen_port,
         local_only: cfg.mesh.local_only,
+        mdns: cfg.discovery.mdns,
+        trust_path: home.trust(),
     };
-    let node = node::spawn(&identity, &listen).await?;
+    let (node, inbound) = node::spawn(&identity, node_cfg).await?;
+    let jobs = JobManager::new(cfg.exec.clone());
     let audit = AuditLog::spawn(home.audit_log(), cfg.audit.max_bytes, cfg.audit.keep);
     let ctx = DaemonCtx::new(
         name.clone(),
         home.clone(),
         node.clone(),
+        jobs.clone(),
         audit.clone(),
         token,
     );
+    tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
 
     if cfg.http.enabled {
         let addr = loopsy_mcp::http::spawn(ctx.clone(), cfg.http.port)
@@ -74,6 +81,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     if let Err(e) = std::fs::remove_file(home.socket()) {
         warn!(error = %e, "cannot remove the control socket");
     }
+    jobs.kill_all();
     node.shutdown().await;
     audit.flush().await;
     info!("stopped");

@@ -3,10 +3,12 @@
 
 mod bridge;
 mod cli;
+mod client;
 mod daemon;
 mod doctor;
 mod lifecycle;
 mod logs;
+mod mesh_cmd;
 mod service;
 mod setup;
 mod ui;
@@ -14,8 +16,9 @@ mod ui;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, KeyCommand};
+use cli::{Cli, Command, KeyCommand, MeshCommand, PeersCommand};
 use loopsy_mesh::Home;
+use serde_json::json;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,6 +48,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(a) => doctor::doctor(&home, a.fix, a.json),
         Command::Enable(a) => ok(service::enable(&home, a.dry_run)),
         Command::Disable(a) => ok(service::disable(a.dry_run)),
+        Command::Pair(a) => {
+            mesh_cmd::pair(&home, a.addr.as_deref(), a.code.as_deref(), a.ttl, a.json)
+        }
+        Command::Peers(PeersCommand::List(a)) => mesh_cmd::peers_list(&home, a.json),
+        Command::Peers(PeersCommand::Add { addr }) => {
+            mesh_cmd::peers_change(&home, "loopsy_peer_add", json!({ "addr": addr }))
+        }
+        Command::Peers(PeersCommand::Remove { peer }) => {
+            mesh_cmd::peers_change(&home, "loopsy_peer_remove", json!({ "peer": peer }))
+        }
+        Command::Peers(PeersCommand::Rename { peer, name }) => mesh_cmd::peers_change(
+            &home,
+            "loopsy_peer_rename",
+            json!({ "peer": peer, "name": name }),
+        ),
+        Command::Peers(PeersCommand::Grant { peer, caps }) => mesh_cmd::peers_change(
+            &home,
+            "loopsy_peer_grant",
+            json!({ "peer": peer, "caps": check_caps(&caps)? }),
+        ),
+        Command::Peers(PeersCommand::Revoke { peer, caps }) => mesh_cmd::peers_change(
+            &home,
+            "loopsy_peer_revoke",
+            json!({ "peer": peer, "caps": check_caps(&caps)? }),
+        ),
+        Command::Exec(a) => mesh_cmd::exec(&home, &a.peer, &a.command, a.timeout, a.cwd.as_deref()),
+        Command::Mesh(MeshCommand::Status { json, watch }) => {
+            mesh_cmd::mesh_status(&home, json, watch)
+        }
         Command::Mcp => ok(bridge::run(&home)),
         Command::Key(KeyCommand::Show) => ok(setup::key_show(&home)),
         Command::Key(KeyCommand::Rotate) => ok(setup::key_rotate(&home)),
@@ -54,4 +86,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Daemon(a) => ok(daemon::run(&home, &a.overrides())),
     }
+}
+
+/// Validate capability names before they reach the daemon, with the list of valid ones.
+fn check_caps(caps: &[String]) -> anyhow::Result<Vec<String>> {
+    use loopsy_mesh::trust::Capability;
+    caps.iter()
+        .map(|c| {
+            Capability::parse(c)
+                .map(|c| c.name().to_string())
+                .ok_or_else(|| {
+                    let all: Vec<&str> = Capability::ALL.iter().map(|c| c.name()).collect();
+                    anyhow::anyhow!("unknown capability {c:?}; use one of: {}", all.join(", "))
+                })
+        })
+        .collect()
 }

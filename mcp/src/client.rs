@@ -71,9 +71,9 @@ impl std::fmt::Debug for McpClient {
 }
 
 impl McpClient {
-    /// Connect, hello, and initialize MCP.
+    /// Connect, hello, and initialize MCP as the CLI (admin tools included).
     pub async fn connect(socket: &Path) -> Result<Self, ClientError> {
-        let (r, w, welcome) = connect(socket, Verb::Mcp).await?;
+        let (r, w, welcome) = connect(socket, Verb::Admin).await?;
         let info = ClientConfig::new(
             ClientCapabilities::default(),
             Implementation::new("loopsy-cli", loopsy_mesh::VERSION),

@@ -18,8 +18,10 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a connection asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
-    /// Speak MCP from here on.
+    /// Speak MCP from here on (the agent tools).
     Mcp,
+    /// Speak MCP with the admin tools too (pairing, trust): the CLI's session.
+    Admin,
     /// Answer `OK` and close: the liveness and version probe.
     Ping,
     /// Shut the daemon down cleanly.
@@ -32,6 +34,7 @@ impl Verb {
     fn as_str(self) -> &'static str {
         match self {
             Verb::Mcp => "mcp",
+            Verb::Admin => "admin",
             Verb::Ping => "ping",
             Verb::Shutdown => "shutdown",
             Verb::ReloadKey => "reload-key",
@@ -41,6 +44,7 @@ impl Verb {
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "mcp" => Verb::Mcp,
+            "admin" => Verb::Admin,
             "ping" => Verb::Ping,
             "shutdown" => Verb::Shutdown,
             "reload-key" => Verb::ReloadKey,
@@ -179,7 +183,13 @@ mod tests {
 
     #[test]
     fn hello_roundtrip_and_refusals() {
-        for v in [Verb::Mcp, Verb::Ping, Verb::Shutdown, Verb::ReloadKey] {
+        for v in [
+            Verb::Mcp,
+            Verb::Admin,
+            Verb::Ping,
+            Verb::Shutdown,
+            Verb::ReloadKey,
+        ] {
             let line = hello_line(v);
             assert_eq!(parse_hello(line.trim_end()), Ok(v));
         }

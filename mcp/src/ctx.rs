@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use loopsy_mesh::exec::JobManager;
+use loopsy_mesh::trust::Capability;
 use loopsy_mesh::{ApiToken, Home, NodeHandle};
 pub use tokio_util::sync::CancellationToken;
 
@@ -12,24 +14,52 @@ use crate::AuditLog;
 /// Who made a tool call, for policy and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// A process on this machine through the control socket (`loopsy mcp`, the CLI).
+    /// An agent on this machine through the control socket (`loopsy mcp`).
     Local,
+    /// The `loopsy` CLI's admin session: the agent tools plus pairing and trust management.
+    Admin,
     /// A client of the Streamable HTTP endpoint on 127.0.0.1.
     Http,
-    /// A trusted peer, by PeerId.
-    Peer(String),
+    /// A trusted peer running a tool here under this machine's policy.
+    Peer {
+        /// Its PeerId.
+        id: String,
+        /// Its name here.
+        name: String,
+        /// What it may do here.
+        caps: Vec<Capability>,
+    },
     /// A paired phone, by phone id.
     Phone(String),
 }
 
 impl Caller {
-    /// Short form for logs: `local`, `http`, `peer:<id>`, `phone:<id>`.
+    /// Short form for logs: `local`, `admin`, `http`, `peer:<name>`, `phone:<id>`.
     pub fn label(&self) -> String {
         match self {
             Caller::Local => "local".into(),
+            Caller::Admin => "admin".into(),
             Caller::Http => "http".into(),
-            Caller::Peer(p) => format!("peer:{p}"),
+            Caller::Peer { name, .. } => format!("peer:{name}"),
             Caller::Phone(p) => format!("phone:{p}"),
+        }
+    }
+
+    /// The owner key for jobs and other per-caller state: everyone on this machine is
+    /// `local`; each peer is itself.
+    pub fn owner(&self) -> String {
+        match self {
+            Caller::Local | Caller::Admin | Caller::Http => "local".into(),
+            Caller::Peer { id, .. } => format!("peer:{id}"),
+            Caller::Phone(p) => format!("phone:{p}"),
+        }
+    }
+
+    /// Whether the caller may use `cap` (callers on this machine may use everything).
+    pub fn may(&self, cap: Capability) -> bool {
+        match self {
+            Caller::Peer { caps, .. } => caps.contains(&cap),
+            _ => true,
         }
     }
 }
@@ -45,6 +75,7 @@ struct Inner {
     name: String,
     home: Home,
     node: NodeHandle,
+    jobs: JobManager,
     audit: AuditLog,
     token: ApiToken,
     started: Instant,
@@ -59,6 +90,7 @@ impl DaemonCtx {
         name: String,
         home: Home,
         node: NodeHandle,
+        jobs: JobManager,
         audit: AuditLog,
         token: ApiToken,
     ) -> Self {
@@ -67,6 +99,7 @@ impl DaemonCtx {
                 name,
                 home,
                 node,
+                jobs,
                 audit,
                 token,
                 started: Instant::now(),
@@ -91,6 +124,14 @@ impl DaemonCtx {
     /// The mesh node.
     pub fn node(&self) -> &NodeHandle {
         &self.inner.node
+    }
+    /// The job table.
+    pub fn jobs(&self) -> &JobManager {
+        &self.inner.jobs
+    }
+    /// Is `who` this node (by name or PeerId)?
+    pub fn is_me(&self, who: &str) -> bool {
+        who == self.inner.name || who == self.inner.node.peer_id().to_string()
     }
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {

@@ -112,8 +112,13 @@ async fn handle(stream: UnixStream, ctx: DaemonCtx) {
             info!("shutdown requested over the control socket");
             ctx.shutdown_token().cancel();
         }
-        Verb::Mcp => {
-            let server = LoopsyServer::new(ctx.clone(), Caller::Local);
+        Verb::Mcp | Verb::Admin => {
+            let caller = if verb == Verb::Admin {
+                Caller::Admin
+            } else {
+                Caller::Local
+            };
+            let server = LoopsyServer::new(ctx.clone(), caller);
             match server.serve((r, w)).await {
                 Ok(running) => {
                     let stop = ctx.shutdown_token().clone();

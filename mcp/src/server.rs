@@ -15,8 +15,18 @@ use rmcp::{ErrorData as McpError, ServerHandler, tool, tool_handler, tool_router
 
 use crate::audit::AuditRecord;
 use crate::tool_error::{ErrorCode, ToolError, success};
+use crate::tools::admin::{
+    self, CapsArgs, NoArgs, PairOpenArgs, PairWithArgs, PeerAddArgs, PeerArgs, RenameArgs,
+};
+use crate::tools::exec::{
+    self, ExecuteArgs, ExecuteOut, JobArgs, JobListArgs, JobOutputArgs, JobView, JobWaitArgs,
+    JobsOut,
+};
+use crate::tools::peers::{self, ListPeersArgs, PeerStatusArgs, PeersOut};
 use crate::tools::status::{self, StatusArgs, StatusOut};
 use crate::{Caller, DaemonCtx};
+use loopsy_mesh::exec::OutputPage;
+use loopsy_mesh::{PairTicket, PeerView};
 
 const INSTRUCTIONS: &str = "loopsy connects this machine to the user's other machines (a mesh of \
 daemons). Tools are named loopsy_*. Peers are named by friendly name or PeerId; never pass keys. \
@@ -43,10 +53,15 @@ impl std::fmt::Debug for LoopsyServer {
 impl LoopsyServer {
     /// A server for one connection from `caller`.
     pub fn new(ctx: DaemonCtx, caller: Caller) -> Self {
+        let tool_router = if caller == Caller::Admin {
+            Self::tool_router() + Self::admin_router()
+        } else {
+            Self::tool_router()
+        };
         Self {
             ctx,
             caller,
-            tool_router: Self::tool_router(),
+            tool_router,
         }
     }
 
@@ -60,6 +75,130 @@ impl LoopsyServer {
             Ok(s) => success(status::summary(&s), &s),
             Err(e) => e.into_result(),
         }
+    }
+
+    #[tool(
+        description = "The machines this one trusts: name, PeerId, online, how reached (direct/relayed), transport, RTT, last seen, and what each may do here.",
+        output_schema = schema_for_output::<PeersOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_list_peers(&self, Parameters(_): Parameters<ListPeersArgs>) -> CallToolResult {
+        peers::list(&self.ctx).await
+    }
+
+    #[tool(
+        description = "One trusted peer's state (by name or PeerId).",
+        output_schema = schema_for_output::<PeerView>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_peer_status(
+        &self,
+        Parameters(a): Parameters<PeerStatusArgs>,
+    ) -> CallToolResult {
+        peers::status(&self.ctx, a).await
+    }
+
+    #[tool(
+        description = "Run a command on a peer (or here, without `peer`). Returns the result if it finishes within wait_s (default 30 s), else a job id for loopsy_job_wait / loopsy_job_output / loopsy_job_kill. Without `args` the command is a shell line (sh -c); with `args` it runs directly. A non-zero exit is a result, not a tool error.",
+        output_schema = schema_for_output::<ExecuteOut>(),
+        annotations(destructive_hint = true, open_world_hint = true)
+    )]
+    async fn loopsy_execute(&self, Parameters(a): Parameters<ExecuteArgs>) -> CallToolResult {
+        exec::execute(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "A job's state, exit code and output sizes.",
+        output_schema = schema_for_output::<JobView>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_job_status(&self, Parameters(a): Parameters<JobArgs>) -> CallToolResult {
+        exec::status(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Wait (up to timeout_s, max 60) for a job to finish; returns its state. Call again to keep waiting.",
+        output_schema = schema_for_output::<JobView>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_job_wait(&self, Parameters(a): Parameters<JobWaitArgs>) -> CallToolResult {
+        exec::wait(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "A page of a job's stdout or stderr from a byte offset; follow next_offset until eof.",
+        output_schema = schema_for_output::<OutputPage>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_job_output(&self, Parameters(a): Parameters<JobOutputArgs>) -> CallToolResult {
+        exec::output(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Kill a job and its whole process group (SIGTERM, then SIGKILL after 2 s).",
+        output_schema = schema_for_output::<JobView>(),
+        annotations(destructive_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_job_kill(&self, Parameters(a): Parameters<JobArgs>) -> CallToolResult {
+        exec::kill(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Jobs this caller started (here, or on `peer`), newest first.",
+        output_schema = schema_for_output::<JobsOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_job_list(&self, Parameters(a): Parameters<JobListArgs>) -> CallToolResult {
+        exec::list(&self.ctx, &self.caller, a).await
+    }
+}
+
+/// Pairing and trust management: only on the CLI's admin session.
+#[tool_router(router = admin_router)]
+impl LoopsyServer {
+    #[tool(description = "Open a pairing window; returns the one-time code and addresses.", output_schema = schema_for_output::<PairTicket>())]
+    async fn loopsy_pair_open(&self, Parameters(a): Parameters<PairOpenArgs>) -> CallToolResult {
+        admin::pair_open(&self.ctx, a).await
+    }
+
+    #[tool(description = "Wait until the open pairing window pairs a machine, or fails.", output_schema = schema_for_output::<PeerView>())]
+    async fn loopsy_pair_wait(&self, Parameters(_): Parameters<NoArgs>) -> CallToolResult {
+        admin::pair_wait(&self.ctx).await
+    }
+
+    #[tool(description = "Close the pairing window.")]
+    async fn loopsy_pair_close(&self, Parameters(_): Parameters<NoArgs>) -> CallToolResult {
+        admin::pair_close(&self.ctx).await
+    }
+
+    #[tool(description = "Pair with the machine at addr using the code it shows.", output_schema = schema_for_output::<PeerView>())]
+    async fn loopsy_pair_with(&self, Parameters(a): Parameters<PairWithArgs>) -> CallToolResult {
+        admin::pair_with(&self.ctx, a).await
+    }
+
+    #[tool(description = "Dial an address (for peers mDNS cannot see).")]
+    async fn loopsy_peer_add(&self, Parameters(a): Parameters<PeerAddArgs>) -> CallToolResult {
+        admin::peer_add(&self.ctx, a).await
+    }
+
+    #[tool(description = "Forget a peer and disconnect it at once.", output_schema = schema_for_output::<PeerView>())]
+    async fn loopsy_peer_remove(&self, Parameters(a): Parameters<PeerArgs>) -> CallToolResult {
+        admin::peer_remove(&self.ctx, a).await
+    }
+
+    #[tool(description = "Rename a peer.", output_schema = schema_for_output::<PeerView>())]
+    async fn loopsy_peer_rename(&self, Parameters(a): Parameters<RenameArgs>) -> CallToolResult {
+        admin::peer_rename(&self.ctx, a).await
+    }
+
+    #[tool(description = "Grant capabilities to a peer.", output_schema = schema_for_output::<PeerView>())]
+    async fn loopsy_peer_grant(&self, Parameters(a): Parameters<CapsArgs>) -> CallToolResult {
+        admin::peer_caps(&self.ctx, a, true).await
+    }
+
+    #[tool(description = "Revoke capabilities from a peer; takes effect on its next call.", output_schema = schema_for_output::<PeerView>())]
+    async fn loopsy_peer_revoke(&self, Parameters(a): Parameters<CapsArgs>) -> CallToolResult {
+        admin::peer_caps(&self.ctx, a, false).await
     }
 }
 

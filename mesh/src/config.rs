@@ -25,6 +25,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The audit log of tool calls.
     pub audit: AuditConfig,
+    /// Limits for jobs run by `loopsy_execute`.
+    pub exec: crate::exec::ExecConfig,
     /// The daemon's own log.
     pub log: LogConfig,
 }
@@ -287,6 +289,18 @@ impl Config {
                 message,
             })?;
         }
+        if self.exec.max_concurrent == 0 || self.exec.default_timeout_s == 0 {
+            return Err(ConfigError::Invalid {
+                field: "exec",
+                message: "max_concurrent and default_timeout_s must be at least 1".into(),
+            });
+        }
+        if self.exec.default_timeout_s > self.exec.max_timeout_s {
+            return Err(ConfigError::Invalid {
+                field: "exec.default_timeout_s",
+                message: "must not exceed exec.max_timeout_s".into(),
+            });
+        }
         if self.audit.max_bytes < 4096 {
             return Err(ConfigError::Invalid {
                 field: "audit.max_bytes",
@@ -412,6 +426,23 @@ name = "{name}"
 # max_bytes = 10485760
 # Rotated files to keep.
 # keep = 3
+
+[exec]
+# Jobs one caller (this machine, or each peer) may run at once.
+# max_concurrent = 16
+# Jobs one caller may start per minute.
+# rate_per_minute = 600
+# Timeout when none is given, in seconds.
+# default_timeout_s = 300
+# Largest timeout a caller may ask for, in seconds.
+# max_timeout_s = 3600
+# Output kept per stream (stdout, stderr); the rest is counted and dropped.
+# output_cap_bytes = 8388608
+# Finished jobs kept for status and output queries.
+# keep_finished = 256
+# Commands refused by name. A speed bump, not a sandbox: the real control is each peer's
+# `exec` capability (loopsy peers revoke <peer> exec).
+# denylist = ["mkfs", "format", "shutdown", "reboot", "halt", "poweroff"]
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

@@ -52,6 +52,10 @@ impl Home {
     pub fn token(&self) -> PathBuf {
         self.root.join("api.token")
     }
+    /// `trust.json`: the peers this machine trusts (0600).
+    pub fn trust(&self) -> PathBuf {
+        self.root.join("trust.json")
+    }
     /// `loopsy.sock`: the local control socket (0600).
     pub fn socket(&self) -> PathBuf {
         self.root.join("loopsy.sock")

@@ -3,12 +3,15 @@
 //! Everything a daemon owns about *itself* lives here; the MCP surface (`loopsy-mcp`) and the
 //! CLI reach it through [`Home`], [`Config`] and a cloneable [`NodeHandle`].
 
+pub mod behaviour;
 pub mod config;
 pub mod exec;
 pub mod fsutil;
 pub mod home;
 pub mod identity;
 pub mod node;
+mod node_pair;
+mod node_task;
 pub mod pair;
 pub mod pidlock;
 pub mod token;
@@ -18,7 +21,8 @@ pub mod wire;
 pub use config::{Config, ConfigError, Overrides};
 pub use home::Home;
 pub use identity::Identity;
-pub use node::{NodeHandle, NodeInfo};
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{InboundCall, NodeConfig, NodeHandle, NodeInfo, PairTicket, PeerView};
 pub use pidlock::PidLock;
 pub use token::ApiToken;
 

@@ -1,36 +1,41 @@
-//! The libp2p node: one task owns the Swarm; everyone else holds a cloneable [`NodeHandle`].
+//! The libp2p node: one task owns the Swarm and the trust list; everyone else holds a
+//! cloneable [`NodeHandle`]. Inbound tool calls from trusted peers come out as [`InboundCall`]s.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, ping, tcp, yamux};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
 
-use crate::Identity;
+use crate::pair::PairError;
+use crate::trust::{Capability, Trust, TrustError};
+use crate::wire::{RpcRequest, RpcResponse};
+use crate::{Identity, behaviour};
 
-/// Commands queued to the node task before it applies backpressure.
-const COMMAND_CAPACITY: usize = 64;
+/// Commands queued to the node task before callers wait.
+const COMMAND_CAPACITY: usize = 256;
+/// Inbound calls queued before new ones are refused as unavailable.
+pub const INBOUND_CAPACITY: usize = 256;
 /// How long start-up waits for the first listen address.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
-/// The identify protocol version all loopsy nodes speak.
-pub const IDENTIFY_PROTOCOL: &str = "/loopsy/id/1";
 
-/// The protocols the mesh runs.
-#[derive(NetworkBehaviour)]
-pub struct MeshBehaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-}
-
-/// How the node listens.
+/// How the node listens and what it knows.
 #[derive(Clone, Debug)]
-pub struct ListenConfig {
+pub struct NodeConfig {
+    /// This node's friendly name.
+    pub name: String,
     /// TCP port (0 = any).
     pub port: u16,
     /// Loopback only.
     pub local_only: bool,
+    /// LAN discovery.
+    pub mdns: bool,
+    /// Where the trust list lives.
+    pub trust_path: PathBuf,
 }
 
 /// A snapshot of the node for status tools.
@@ -42,7 +47,60 @@ pub struct NodeInfo {
     pub listen_addrs: Vec<Multiaddr>,
 }
 
-/// Why the node could not start.
+/// A trusted peer as tools show it.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PeerView {
+    /// Friendly name.
+    pub name: String,
+    /// PeerId.
+    pub peer_id: String,
+    /// Connected right now.
+    pub online: bool,
+    /// How it is reached: `direct` or `relayed` (when online).
+    pub path: Option<String>,
+    /// `tcp` (when online).
+    pub transport: Option<String>,
+    /// The remote address of the connection (when online).
+    pub address: Option<String>,
+    /// Last measured round-trip time in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Unix time it was last heard from.
+    pub last_seen: Option<u64>,
+    /// What it may do on this machine.
+    pub caps: Vec<Capability>,
+    /// Unix time it was paired.
+    pub paired_at: u64,
+}
+
+/// What `loopsy pair` shows while it waits.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PairTicket {
+    /// The one-time code to type on the other machine.
+    pub code: String,
+    /// Seconds until it expires.
+    pub expires_in_s: u64,
+    /// This node's PeerId.
+    pub peer_id: String,
+    /// Addresses to give `loopsy pair <addr>` on the other machine.
+    pub addrs: Vec<String>,
+}
+
+/// A tool call from a trusted peer, to be run under this machine's policy.
+#[derive(Debug)]
+pub struct InboundCall {
+    /// The caller.
+    pub peer: PeerId,
+    /// Its name here.
+    pub peer_name: String,
+    /// What it may do here (at the time of the call).
+    pub caps: Vec<Capability>,
+    /// Tool and arguments.
+    pub request: RpcRequest,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<RpcResponse>,
+}
+
+/// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The transport stack could not be built.
@@ -62,10 +120,57 @@ pub enum NodeError {
     /// The node task is gone (daemon shutting down).
     #[error("the mesh node has stopped")]
     Stopped,
+    /// No trusted peer by that name or id.
+    #[error(
+        "no trusted peer {0:?}; `loopsy peers list` shows them (pair new machines with `loopsy pair`)"
+    )]
+    UnknownPeer(String),
+    /// The peer could not be reached.
+    #[error("peer {peer} is unreachable: {reason}")]
+    Unreachable {
+        /// Name or id.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer no longer trusts us.
+    #[error("peer {0} refused: it does not trust this machine (was it removed there?); pair again")]
+    Denied(String),
+    /// The peer is shutting down.
+    #[error("peer {0} is not serving calls right now (shutting down?)")]
+    PeerUnavailable(String),
+    /// A bad address.
+    #[error("{0}")]
+    BadAddress(String),
+    /// Pairing failed.
+    #[error(transparent)]
+    Pair(#[from] PairError),
+    /// Already paired.
+    #[error("already paired with {0}")]
+    AlreadyPaired(String),
+    /// A name clash or a bad name.
+    #[error("{0}")]
+    BadName(String),
+    /// The trust file.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
-enum Command {
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// Requests to the node task.
+pub(crate) enum Command {
     Info(oneshot::Sender<NodeInfo>),
+    Peers(oneshot::Sender<Vec<PeerView>>),
+    Dial(Multiaddr, Reply<()>),
+    PairOpen(Duration, Reply<PairTicket>),
+    PairWait(Reply<PeerView>),
+    PairClose,
+    PairWith(Multiaddr, String, Reply<PeerView>),
+    Remove(String, Reply<PeerView>),
+    Rename(String, String, Reply<PeerView>),
+    SetCaps(String, Vec<Capability>, bool, Reply<PeerView>),
+    Call(String, RpcRequest, Reply<String>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -78,10 +183,7 @@ pub struct NodeHandle {
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::Info(_) => "Info",
-            Command::Shutdown(_) => "Shutdown",
-        })
+        f.write_str("Command")
     }
 }
 
@@ -91,52 +193,120 @@ impl NodeHandle {
         self.peer_id
     }
 
-    /// Current listen addresses and identity.
-    pub async fn info(&self) -> Result<NodeInfo, NodeError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Command::Info(tx))
+            .send(make(tx))
             .await
             .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
+    /// Current listen addresses and identity.
+    pub async fn info(&self) -> Result<NodeInfo, NodeError> {
+        self.ask(Command::Info).await
+    }
+
+    /// Every trusted peer with its connection state.
+    pub async fn peers(&self) -> Result<Vec<PeerView>, NodeError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Dial an address (`loopsy peers add`): useful where mDNS cannot see the peer.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.ask(|r| Command::Dial(addr, r)).await?
+    }
+
+    /// Open a pairing window for `ttl`; returns the code and addresses.
+    pub async fn pair_open(&self, ttl: Duration) -> Result<PairTicket, NodeError> {
+        self.ask(|r| Command::PairOpen(ttl, r)).await?
+    }
+
+    /// Wait for the open window to pair someone (or fail).
+    pub async fn pair_wait(&self) -> Result<PeerView, NodeError> {
+        self.ask(Command::PairWait).await?
+    }
+
+    /// Close the pairing window.
+    pub async fn pair_close(&self) {
+        let _ = self.tx.send(Command::PairClose).await;
+    }
+
+    /// Pair with the machine at `addr` (which ends in `/p2p/<id>`) using its code.
+    pub async fn pair_with(&self, addr: Multiaddr, code: String) -> Result<PeerView, NodeError> {
+        self.ask(|r| Command::PairWith(addr, code, r)).await?
+    }
+
+    /// Forget a peer and cut it off now.
+    pub async fn remove(&self, who: &str) -> Result<PeerView, NodeError> {
+        self.ask(|r| Command::Remove(who.to_string(), r)).await?
+    }
+
+    /// Rename a peer.
+    pub async fn rename(&self, who: &str, new_name: &str) -> Result<PeerView, NodeError> {
+        self.ask(|r| Command::Rename(who.to_string(), new_name.to_string(), r))
+            .await?
+    }
+
+    /// Grant (`true`) or revoke (`false`) capabilities; takes effect on the next call.
+    pub async fn set_caps(
+        &self,
+        who: &str,
+        caps: Vec<Capability>,
+        grant: bool,
+    ) -> Result<PeerView, NodeError> {
+        self.ask(|r| Command::SetCaps(who.to_string(), caps, grant, r))
+            .await?
+    }
+
+    /// Run `tool` on peer `who` (name or PeerId); returns the peer's `CallToolResult` JSON.
+    pub async fn call(&self, who: &str, tool: &str, args: String) -> Result<String, NodeError> {
+        let req = RpcRequest {
+            tool: tool.to_string(),
+            args,
+        };
+        self.ask(|r| Command::Call(who.to_string(), req, r)).await?
+    }
+
     /// Stop the node and wait until its listeners are closed.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        let _ = self.ask(Command::Shutdown).await;
     }
 }
 
 /// Build the swarm, start listening, and spawn the owner task. Returns once the first
 /// listen address is known, so status is right from the first call.
-pub async fn spawn(identity: &Identity, listen: &ListenConfig) -> Result<NodeHandle, NodeError> {
-    let mut swarm = build(identity)?;
-    let ip = if listen.local_only {
+pub async fn spawn(
+    identity: &Identity,
+    cfg: NodeConfig,
+) -> Result<(NodeHandle, mpsc::Receiver<InboundCall>), NodeError> {
+    let trust = Trust::load(&cfg.trust_path)?;
+    let mut swarm = behaviour::build(identity, cfg.mdns && !cfg.local_only)?;
+    let ip = if cfg.local_only {
         "127.0.0.1"
     } else {
         "0.0.0.0"
     };
-    let addr: Multiaddr = format!("/ip4/{ip}/tcp/{}", listen.port)
+    let addr: Multiaddr = format!("/ip4/{ip}/tcp/{}", cfg.port)
         .parse()
         .map_err(|e: libp2p::multiaddr::Error| NodeError::Build(e.to_string()))?;
     let listen_err = |reason: String| NodeError::Listen {
-        port: listen.port,
+        port: cfg.port,
         reason,
     };
-    if listen.port != 0 {
+    if cfg.port != 0 {
         // libp2p listens with SO_REUSEPORT, so a second daemon on the same port would bind
         // "successfully" and steal half the connections. A plain bind (no SO_REUSEPORT)
         // fails while anyone holds the port: that tells us the truth.
-        std::net::TcpListener::bind((ip, listen.port)).map_err(|e| listen_err(e.to_string()))?;
+        std::net::TcpListener::bind((ip, cfg.port)).map_err(|e| listen_err(e.to_string()))?;
     }
     swarm
         .listen_on(addr)
         .map_err(|e| listen_err(e.to_string()))?;
 
-    // Wait for the first address (or the listener's failure).
     let first = tokio::time::timeout(LISTEN_TIMEOUT, async {
         loop {
             match swarm.select_next_some().await {
@@ -156,111 +326,8 @@ pub async fn spawn(identity: &Identity, listen: &ListenConfig) -> Result<NodeHan
 
     let peer_id = *swarm.local_peer_id();
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
-    tokio::spawn(run(swarm, rx));
-    Ok(NodeHandle { tx, peer_id })
-}
-
-fn build(identity: &Identity) -> Result<Swarm<MeshBehaviour>, NodeError> {
-    let agent = format!("loopsy/{}", crate::VERSION);
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| NodeError::Build(e.to_string()))?
-        .with_behaviour(|key| MeshBehaviour {
-            identify: identify::Behaviour::new(
-                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                    .with_agent_version(agent),
-            ),
-            ping: ping::Behaviour::new(ping::Config::new()),
-        })
-        .map_err(|e| NodeError::Build(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    Ok(swarm)
-}
-
-async fn run(mut swarm: Swarm<MeshBehaviour>, mut rx: mpsc::Receiver<Command>) {
-    let me = *swarm.local_peer_id();
-    loop {
-        tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Command::Info(reply)) => {
-                    let listen_addrs = swarm
-                        .listeners()
-                        .map(|a| a.clone().with_p2p(me).unwrap_or_else(|a| a))
-                        .collect();
-                    let _ = reply.send(NodeInfo { peer_id: me, listen_addrs });
-                }
-                Some(Command::Shutdown(done)) => {
-                    info!("mesh node stopping");
-                    drop(swarm);
-                    let _ = done.send(());
-                    return;
-                }
-                None => return,
-            },
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => info!(%address, "mesh listening"),
-                SwarmEvent::ExpiredListenAddr { address, .. } => debug!(%address, "listen address expired"),
-                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
-                    debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connection established");
-                }
-                SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
-                    debug!(peer = %peer_id, ?cause, "connection closed");
-                }
-                SwarmEvent::ListenerError { error, .. } => warn!(%error, "mesh listener error"),
-                _ => {}
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn listens_on_loopback_port_zero_and_reports_addrs() -> Result<(), NodeError> {
-        let id = Identity::generate();
-        let h = spawn(
-            &id,
-            &ListenConfig {
-                port: 0,
-                local_only: true,
-            },
-        )
-        .await?;
-        let info = h.info().await?;
-        assert_eq!(info.peer_id, id.peer_id());
-        assert_eq!(info.listen_addrs.len(), 1);
-        let a = info.listen_addrs[0].to_string();
-        assert!(
-            a.starts_with("/ip4/127.0.0.1/tcp/") && a.ends_with(&id.peer_id().to_string()),
-            "{a}"
-        );
-        assert!(!a.contains("/tcp/0/"), "{a}");
-
-        // The same port again is refused with a clear error.
-        let port: u16 = a
-            .split('/')
-            .nth(4)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let err = spawn(
-            &Identity::generate(),
-            &ListenConfig {
-                port,
-                local_only: true,
-            },
-        )
-        .await;
-        assert!(matches!(err, Err(NodeError::Listen { .. })), "{err:?}");
-        h.shutdown().await;
-        assert!(matches!(h.info().await, Err(NodeError::Stopped)));
-        Ok(())
-    }
+    let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
+    let task = crate::node_task::NodeTask::new(swarm, rx, in_tx, cfg, trust);
+    tokio::spawn(task.run());
+    Ok((NodeHandle { tx, peer_id }, in_rx))
 }

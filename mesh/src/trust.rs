@@ -13,7 +13,19 @@ use crate::fsutil;
 const MAX_TRUST_BYTES: u64 = 4 << 20;
 
 /// What a trusted peer may do on this machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     /// Run commands (`loopsy_execute`).

@@ -1,3 +1,98 @@
-//! Tool input and output types, one file per capability.
+//! Tool implementations, one file per capability. Each tool is a plain async function of
+//! (context, caller, typed args) → `CallToolResult`, so the MCP server and inbound peer calls
+//! run the very same code.
 
+pub mod admin;
+pub mod exec;
+pub mod peers;
+pub mod remote;
 pub mod status;
+
+use loopsy_mesh::node::NodeError;
+use loopsy_mesh::pair::PairError;
+use rmcp::model::CallToolResult;
+use serde::Serialize;
+
+use crate::tool_error::{ErrorCode, ToolError};
+use crate::{Caller, DaemonCtx};
+
+/// A node error as a tool error with the right code.
+pub fn node_err(e: NodeError) -> ToolError {
+    let code = match &e {
+        NodeError::UnknownPeer(_) => ErrorCode::NotFound,
+        NodeError::Denied(_) => ErrorCode::PermissionDenied,
+        NodeError::BadAddress(_) | NodeError::BadName(_) | NodeError::AlreadyPaired(_) => {
+            ErrorCode::InvalidArguments
+        }
+        NodeError::Pair(PairError::WrongCode | PairError::TooManyAttempts) => {
+            ErrorCode::PermissionDenied
+        }
+        NodeError::Pair(PairError::Malformed(_)) => ErrorCode::InvalidArguments,
+        NodeError::Pair(_) => ErrorCode::Unavailable,
+        NodeError::Unreachable { .. } | NodeError::PeerUnavailable(_) | NodeError::Stopped => {
+            ErrorCode::Unavailable
+        }
+        NodeError::Build(_) | NodeError::Listen { .. } | NodeError::Trust(_) => ErrorCode::Internal,
+    };
+    ToolError::new(code, e.to_string())
+}
+
+/// Where a call with an optional `peer` argument runs.
+pub enum Target {
+    /// Here.
+    Local,
+    /// On this peer (name or PeerId).
+    Remote(String),
+}
+
+/// Decide where to run: no peer, or this node's own name/PeerId, means here. A call that
+/// arrived from a peer never travels on (no confused deputy).
+pub fn target(ctx: &DaemonCtx, caller: &Caller, peer: Option<&str>) -> Result<Target, ToolError> {
+    match peer.map(str::trim).filter(|p| !p.is_empty()) {
+        None => Ok(Target::Local),
+        Some(p) if ctx.is_me(p) => Ok(Target::Local),
+        Some(_) if matches!(caller, Caller::Peer { .. }) => Err(ToolError::new(
+            ErrorCode::PermissionDenied,
+            "a call from a peer cannot be forwarded to another peer",
+        )),
+        Some(p) => Ok(Target::Remote(p.to_string())),
+    }
+}
+
+/// Run `tool` on `peer` with `args` (whose `peer` field must already be cleared).
+pub async fn forward<A: Serialize>(
+    ctx: &DaemonCtx,
+    peer: &str,
+    tool: &str,
+    args: &A,
+) -> CallToolResult {
+    let json = match serde_json::to_string(args) {
+        Ok(j) => j,
+        Err(e) => return ToolError::new(ErrorCode::Internal, e.to_string()).into_result(),
+    };
+    match ctx.node().call(peer, tool, json).await {
+        Ok(result) => serde_json::from_str::<CallToolResult>(&result).unwrap_or_else(|e| {
+            ToolError::new(
+                ErrorCode::Internal,
+                format!("peer {peer} sent a malformed result: {e}"),
+            )
+            .into_result()
+        }),
+        Err(e) => node_err(e).into_result(),
+    }
+}
+
+/// Refuse a peer without `cap`.
+pub fn require(caller: &Caller, cap: loopsy_mesh::trust::Capability) -> Result<(), ToolError> {
+    if caller.may(cap) {
+        return Ok(());
+    }
+    Err(ToolError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "this machine has not granted you the {:?} capability (its owner can run `loopsy peers grant <you> {}`)",
+            cap.name(),
+            cap.name()
+        ),
+    ))
+}

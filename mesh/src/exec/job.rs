@@ -21,7 +21,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Which output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// Standard output.
@@ -84,7 +84,7 @@ pub struct JobInfo {
 }
 
 /// A page of output.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OutputPage {
     /// Which stream.
     pub stream: Stream,

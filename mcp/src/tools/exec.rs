@@ -1,0 +1,399 @@
+//! `loopsy_execute` and the job tools: run a command here or on a peer, then page its output,
+//! wait for it, or kill it. A remote call runs the same code on the peer under its policy.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use loopsy_mesh::exec::{ExecError, ExecRequest, JobInfo, JobState, OutputPage, Stream};
+use loopsy_mesh::trust::Capability;
+use rmcp::model::CallToolResult;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Target, forward, require, target};
+use crate::tool_error::{ErrorCode, ToolError, success};
+use crate::{Caller, DaemonCtx};
+
+/// Longest a call may block waiting for a job.
+pub const MAX_WAIT_S: u64 = 60;
+/// Default wait in `loopsy_execute`.
+pub const DEFAULT_WAIT_S: u64 = 30;
+/// Output returned inline by `loopsy_execute` / a default page, per stream.
+pub const INLINE_OUTPUT: usize = 64 * 1024;
+/// Largest page `loopsy_job_output` returns.
+pub const MAX_PAGE: usize = 1024 * 1024;
+
+/// `loopsy_execute` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteArgs {
+    /// Peer (name or PeerId) to run on; omit to run on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The program to run; without `args`, a shell command line run by `sh -c`.
+    pub command: String,
+    /// Arguments; when given, `command` runs directly without a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Working directory on the machine that runs it (default: its home directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Kill the job (and its whole process group) after this many seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// Wait up to this many seconds for it to finish before returning a job id (default 30, max 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_s: Option<u64>,
+}
+
+/// A job, with its output so far when it has finished.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ExecuteOut {
+    /// The job.
+    pub job: JobView,
+    /// Whether it finished within `wait_s`; if not, use loopsy_job_wait with `job.id`.
+    pub finished: bool,
+    /// Up to 64 KiB of stdout (when finished); page the rest with loopsy_job_output.
+    pub stdout: String,
+    /// Up to 64 KiB of stderr (when finished).
+    pub stderr: String,
+    /// More output exists than was returned inline.
+    pub more_output: bool,
+}
+
+/// A job as tools show it.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct JobView {
+    /// Job id (pass it to the loopsy_job_* tools, with the same `peer`).
+    pub id: String,
+    /// `running`, `exited`, `killed` or `failed`.
+    pub state: String,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Signal number, when killed.
+    pub signal: Option<i32>,
+    /// Why it was killed (`timeout`, `kill`, `signal`) or why it failed.
+    pub reason: Option<String>,
+    /// The command.
+    pub command: String,
+    /// Its arguments, when run without a shell.
+    pub args: Option<Vec<String>>,
+    /// Unix time in ms when it started.
+    pub started_at_ms: u64,
+    /// Run time in ms.
+    pub duration_ms: u64,
+    /// Bytes written to stdout, including any past the cap.
+    pub stdout_bytes: u64,
+    /// Bytes written to stderr, including any past the cap.
+    pub stderr_bytes: u64,
+    /// Stdout exceeded the cap; the excess was dropped.
+    pub stdout_truncated: bool,
+    /// Stderr exceeded the cap; the excess was dropped.
+    pub stderr_truncated: bool,
+}
+
+impl From<JobInfo> for JobView {
+    fn from(j: JobInfo) -> Self {
+        let (state, exit_code, signal, reason) = match j.state {
+            JobState::Running => ("running", None, None, None),
+            JobState::Exited { code } => ("exited", Some(code), None, None),
+            JobState::Killed { signal, reason } => ("killed", None, Some(signal), Some(reason)),
+            JobState::Failed { message } => ("failed", None, None, Some(message)),
+        };
+        Self {
+            id: j.id,
+            state: state.into(),
+            exit_code,
+            signal,
+            reason,
+            command: j.command,
+            args: j.args,
+            started_at_ms: j.started_at_ms,
+            duration_ms: j.duration_ms,
+            stdout_bytes: j.stdout_bytes,
+            stderr_bytes: j.stderr_bytes,
+            stdout_truncated: j.stdout_truncated,
+            stderr_truncated: j.stderr_truncated,
+        }
+    }
+}
+
+/// Arguments naming one job.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobArgs {
+    /// The peer the job runs on (as given to loopsy_execute); omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The job id.
+    pub job_id: String,
+}
+
+/// `loopsy_job_wait` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobWaitArgs {
+    /// The peer the job runs on; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The job id.
+    pub job_id: String,
+    /// Seconds to wait (default 30, max 60); call again to keep waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+/// `loopsy_job_output` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobOutputArgs {
+    /// The peer the job runs on; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The job id.
+    pub job_id: String,
+    /// `stdout` or `stderr`.
+    pub stream: Stream,
+    /// Byte offset to start at (default 0; use `next_offset` from the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Most bytes to return (default 64 KiB, max 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `loopsy_job_list` arguments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobListArgs {
+    /// The peer whose jobs (started by this machine) to list; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+}
+
+/// Jobs.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct JobsOut {
+    /// Newest first.
+    pub jobs: Vec<JobView>,
+}
+
+fn exec_err(e: ExecError) -> ToolError {
+    let code = match e {
+        ExecError::Denied(_) => ErrorCode::PermissionDenied,
+        ExecError::TooManyJobs(_) | ExecError::RateLimited(_) => ErrorCode::Unavailable,
+        ExecError::BadTimeout(_) | ExecError::Invalid(_) => ErrorCode::InvalidArguments,
+        ExecError::NotFound(_) => ErrorCode::NotFound,
+    };
+    ToolError::new(code, e.to_string())
+}
+
+fn summary(j: &JobView) -> String {
+    match (j.state.as_str(), j.exit_code, &j.reason) {
+        ("exited", Some(c), _) => format!("{} exited with {c} after {} ms", j.id, j.duration_ms),
+        ("running", ..) => format!(
+            "{} still running after {} ms; loopsy_job_wait to wait",
+            j.id, j.duration_ms
+        ),
+        (s, _, Some(r)) => format!("{} {s} ({r})", j.id),
+        (s, ..) => format!("{} {s}", j.id),
+    }
+}
+
+/// `loopsy_execute`
+pub async fn execute(ctx: &DaemonCtx, caller: &Caller, mut a: ExecuteArgs) -> CallToolResult {
+    match target(ctx, caller, a.peer.as_deref()) {
+        Err(e) => return e.into_result(),
+        Ok(Target::Remote(p)) => {
+            a.peer = None;
+            return forward(ctx, &p, "loopsy_execute", &a).await;
+        }
+        Ok(Target::Local) => {}
+    }
+    if let Err(e) = require(caller, Capability::Exec) {
+        return e.into_result();
+    }
+    let wait = a.wait_s.unwrap_or(DEFAULT_WAIT_S);
+    if wait > MAX_WAIT_S {
+        return ToolError::new(
+            ErrorCode::InvalidArguments,
+            format!("wait_s must be at most {MAX_WAIT_S}"),
+        )
+        .into_result();
+    }
+    let req = ExecRequest {
+        command: a.command,
+        args: a.args,
+        cwd: a.cwd,
+        env: a.env.unwrap_or_default(),
+        timeout_s: a.timeout_s,
+    };
+    let job = match ctx.jobs().start(&caller.owner(), req) {
+        Ok(j) => j,
+        Err(e) => return exec_err(e).into_result(),
+    };
+    let finished = job.wait(Duration::from_secs(wait)).await;
+    let (stdout, stderr, more) = if finished {
+        let o = job.output(Stream::Stdout, 0, INLINE_OUTPUT);
+        let e = job.output(Stream::Stderr, 0, INLINE_OUTPUT);
+        let more = !o.eof || !e.eof;
+        (o.data, e.data, more)
+    } else {
+        (String::new(), String::new(), true)
+    };
+    let view = JobView::from(job.info());
+    let mut text = summary(&view);
+    if finished && !stdout.is_empty() {
+        text.push('\n');
+        text.push_str(&stdout);
+    }
+    success(
+        text,
+        &ExecuteOut {
+            job: view,
+            finished,
+            stdout,
+            stderr,
+            more_output: more,
+        },
+    )
+}
+
+/// `loopsy_job_status`
+pub async fn status(ctx: &DaemonCtx, caller: &Caller, mut a: JobArgs) -> CallToolResult {
+    match target(ctx, caller, a.peer.as_deref()) {
+        Err(e) => e.into_result(),
+        Ok(Target::Remote(p)) => {
+            a.peer = None;
+            forward(ctx, &p, "loopsy_job_status", &a).await
+        }
+        Ok(Target::Local) => match require(caller, Capability::Exec)
+            .and_then(|()| ctx.jobs().get(&caller.owner(), &a.job_id).map_err(exec_err))
+        {
+            Ok(j) => {
+                let v = JobView::from(j.info());
+                success(summary(&v), &v)
+            }
+            Err(e) => e.into_result(),
+        },
+    }
+}
+
+/// `loopsy_job_wait`
+pub async fn wait(ctx: &DaemonCtx, caller: &Caller, mut a: JobWaitArgs) -> CallToolResult {
+    match target(ctx, caller, a.peer.as_deref()) {
+        Err(e) => e.into_result(),
+        Ok(Target::Remote(p)) => {
+            a.peer = None;
+            forward(ctx, &p, "loopsy_job_wait", &a).await
+        }
+        Ok(Target::Local) => {
+            let t = a.timeout_s.unwrap_or(DEFAULT_WAIT_S);
+            if t > MAX_WAIT_S {
+                return ToolError::new(
+                    ErrorCode::InvalidArguments,
+                    format!("timeout_s must be at most {MAX_WAIT_S}"),
+                )
+                .into_result();
+            }
+            match require(caller, Capability::Exec)
+                .and_then(|()| ctx.jobs().get(&caller.owner(), &a.job_id).map_err(exec_err))
+            {
+                Ok(j) => {
+                    j.wait(Duration::from_secs(t)).await;
+                    let v = JobView::from(j.info());
+                    success(summary(&v), &v)
+                }
+                Err(e) => e.into_result(),
+            }
+        }
+    }
+}
+
+/// `loopsy_job_output`
+pub async fn output(ctx: &DaemonCtx, caller: &Caller, mut a: JobOutputArgs) -> CallToolResult {
+    match target(ctx, caller, a.peer.as_deref()) {
+        Err(e) => e.into_result(),
+        Ok(Target::Remote(p)) => {
+            a.peer = None;
+            forward(ctx, &p, "loopsy_job_output", &a).await
+        }
+        Ok(Target::Local) => {
+            let limit = a
+                .limit
+                .map(|l| l as usize)
+                .unwrap_or(INLINE_OUTPUT)
+                .min(MAX_PAGE);
+            let page: Result<OutputPage, ToolError> =
+                require(caller, Capability::Exec).and_then(|()| {
+                    ctx.jobs()
+                        .output(
+                            &caller.owner(),
+                            &a.job_id,
+                            a.stream,
+                            a.offset.unwrap_or(0),
+                            limit,
+                        )
+                        .map_err(exec_err)
+                });
+            match page {
+                Ok(p) => {
+                    let mut text = p.data.clone();
+                    if p.truncated && p.eof {
+                        text.push_str("\n[loopsy: output past exec.output_cap_bytes was dropped]");
+                    }
+                    success(text, &p)
+                }
+                Err(e) => e.into_result(),
+            }
+        }
+    }
+}
+
+/// `loopsy_job_kill`
+pub async fn kill(ctx: &DaemonCtx, caller: &Caller, mut a: JobArgs) -> CallToolResult {
+    match target(ctx, caller, a.peer.as_deref()) {
+        Err(e) => e.into_result(),
+        Ok(Target::Remote(p)) => {
+            a.peer = None;
+            forward(ctx, &p, "loopsy_job_kill", &a).await
+        }
+        Ok(Target::Local) => match require(caller, Capability::Exec)
+            .and_then(|()| ctx.jobs().get(&caller.owner(), &a.job_id).map_err(exec_err))
+        {
+            Ok(j) => {
+                j.kill();
+                j.wait(Duration::from_secs(5)).await;
+                let v = JobView::from(j.info());
+                success(summary(&v), &v)
+            }
+            Err(e) => e.into_result(),
+        },
+    }
+}
+
+/// `loopsy_job_list`
+pub async fn list(ctx: &DaemonCtx, caller: &Caller, mut a: JobListArgs) -> CallToolResult {
+    match target(ctx, caller, a.peer.as_deref()) {
+        Err(e) => e.into_result(),
+        Ok(Target::Remote(p)) => {
+            a.peer = None;
+            forward(ctx, &p, "loopsy_job_list", &a).await
+        }
+        Ok(Target::Local) => match require(caller, Capability::Exec) {
+            Ok(()) => {
+                let jobs: Vec<JobView> = ctx
+                    .jobs()
+                    .list(&caller.owner())
+                    .into_iter()
+                    .map(JobView::from)
+                    .collect();
+                success(format!("{} jobs", jobs.len()), &JobsOut { jobs })
+            }
+            Err(e) => e.into_result(),
+        },
+    }
+}

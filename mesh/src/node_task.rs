@@ -1,0 +1,515 @@
+//! The node's event loop: owns the Swarm, the trust list and every connection's state.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, info_span, warn};
+
+use crate::behaviour::{MeshBehaviour, MeshBehaviourEvent};
+use crate::node::{Command, InboundCall, NodeConfig, NodeError, NodeInfo, PeerView, Reply};
+use crate::node_pair::PairState;
+use crate::trust::Trust;
+use crate::wire::{RpcRequest, RpcResponse};
+
+/// First redial delay for a trusted peer; doubles up to [`MAX_REDIAL`].
+const MIN_REDIAL: Duration = Duration::from_secs(1);
+/// Longest redial delay.
+const MAX_REDIAL: Duration = Duration::from_secs(60);
+/// Addresses remembered per peer.
+const MAX_ADDRS: usize = 8;
+
+pub(crate) struct Conn {
+    pub(crate) count: u32,
+    pub(crate) addr: Multiaddr,
+    pub(crate) relayed: bool,
+}
+
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+type Pending = BoxFuture<'static, (ResponseChannel<RpcResponse>, RpcResponse)>;
+
+/// The node task's state.
+pub(crate) struct NodeTask {
+    pub(crate) swarm: Swarm<MeshBehaviour>,
+    rx: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<InboundCall>,
+    pub(crate) cfg: NodeConfig,
+    pub(crate) trust: Trust,
+    pub(crate) conns: HashMap<PeerId, Conn>,
+    rtt: HashMap<PeerId, Duration>,
+    last_seen: HashMap<PeerId, u64>,
+    redial: HashMap<PeerId, (Instant, Duration)>,
+    calls: HashMap<OutboundRequestId, (String, Reply<String>)>,
+    pending: FuturesUnordered<Pending>,
+    pub(crate) pairing: PairState,
+    /// Untrusted peers allowed to stay connected: we are pairing with them.
+    pub(crate) pair_peers: HashSet<PeerId>,
+    discovered: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+impl NodeTask {
+    pub(crate) fn new(
+        swarm: Swarm<MeshBehaviour>,
+        rx: mpsc::Receiver<Command>,
+        inbound: mpsc::Sender<InboundCall>,
+        cfg: NodeConfig,
+        trust: Trust,
+    ) -> Self {
+        let now = Instant::now();
+        let redial = trust
+            .peers
+            .keys()
+            .filter_map(|k| k.parse().ok())
+            .map(|p| (p, (now, MIN_REDIAL)))
+            .collect();
+        Self {
+            swarm,
+            rx,
+            inbound,
+            cfg,
+            trust,
+            conns: HashMap::new(),
+            rtt: HashMap::new(),
+            last_seen: HashMap::new(),
+            redial,
+            calls: HashMap::new(),
+            pending: FuturesUnordered::new(),
+            pairing: PairState::default(),
+            pair_peers: HashSet::new(),
+            discovered: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn me(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    pub(crate) fn trusted(&self, p: &PeerId) -> bool {
+        self.trust.peers.contains_key(&p.to_string())
+    }
+
+    pub(crate) fn save_trust(&self) -> Result<(), NodeError> {
+        self.trust
+            .save(&self.cfg.trust_path)
+            .map_err(NodeError::from)
+    }
+
+    /// Resolve a name or PeerId to a trusted peer.
+    pub(crate) fn resolve(&self, who: &str) -> Result<PeerId, NodeError> {
+        let (id, _) = self
+            .trust
+            .find(who)
+            .ok_or_else(|| NodeError::UnknownPeer(who.to_string()))?;
+        id.parse()
+            .map_err(|_| NodeError::UnknownPeer(who.to_string()))
+    }
+
+    pub(crate) fn view(&self, p: &PeerId) -> Option<PeerView> {
+        let t = self.trust.peers.get(&p.to_string())?;
+        let conn = self.conns.get(p);
+        Some(PeerView {
+            name: t.name.clone(),
+            peer_id: p.to_string(),
+            online: conn.is_some(),
+            path: conn.map(|c| if c.relayed { "relayed" } else { "direct" }.to_string()),
+            transport: conn.map(|_| "tcp".to_string()),
+            address: conn.map(|c| c.addr.to_string()),
+            rtt_ms: self.rtt.get(p).map(|d| d.as_secs_f64() * 1000.0),
+            last_seen: self.last_seen.get(p).copied(),
+            caps: t.caps.clone(),
+            paired_at: t.paired_at,
+        })
+    }
+
+    fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let me = self.me();
+        self.swarm
+            .listeners()
+            .map(|a| a.clone().with_p2p(me).unwrap_or_else(|a| a))
+            .collect()
+    }
+
+    pub(crate) fn listen_addr_strings(&self) -> Vec<String> {
+        self.listen_addrs().iter().map(|a| a.to_string()).collect()
+    }
+
+    /// Remember a dialable address for a trusted peer (persisted when new).
+    fn remember_addr(&mut self, p: &PeerId, addr: &Multiaddr) {
+        let a = addr.clone().with_p2p(*p).unwrap_or_else(|a| a).to_string();
+        let Some(t) = self.trust.peers.get_mut(&p.to_string()) else {
+            return;
+        };
+        if t.addrs.first() == Some(&a) {
+            return;
+        }
+        t.addrs.retain(|x| x != &a);
+        t.addrs.insert(0, a);
+        t.addrs.truncate(MAX_ADDRS);
+        if let Err(e) = self.save_trust() {
+            warn!(error = %e, "cannot save peer addresses");
+        }
+    }
+
+    fn known_addrs(&self, p: &PeerId) -> Vec<Multiaddr> {
+        self.trust
+            .peers
+            .get(&p.to_string())
+            .map(|t| t.addrs.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        info!("mesh node stopping");
+                        drop(self.swarm);
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                event = self.swarm.select_next_some() => self.event(event),
+                Some((channel, resp)) = self.pending.next(), if !self.pending.is_empty() => {
+                    let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
+                }
+                _ = tick.tick() => self.tick(),
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .redial
+            .iter()
+            .filter(|(p, (at, _))| *at <= now && !self.conns.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            let addrs = self.known_addrs(&p);
+            if let Some((at, delay)) = self.redial.get_mut(&p) {
+                *at = now + *delay;
+                *delay = (*delay * 2).min(MAX_REDIAL);
+            }
+            if addrs.is_empty() {
+                continue;
+            }
+            debug!(peer = %p, "redialling trusted peer");
+            let opts = DialOpts::peer_id(p)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+        self.pair_tick();
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Info(r) => {
+                let _ = r.send(NodeInfo {
+                    peer_id: self.me(),
+                    listen_addrs: self.listen_addrs(),
+                });
+            }
+            Command::Peers(r) => {
+                let mut v: Vec<PeerView> = self
+                    .trust
+                    .peers
+                    .keys()
+                    .filter_map(|k| k.parse().ok())
+                    .filter_map(|p| self.view(&p))
+                    .collect();
+                v.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = r.send(v);
+            }
+            Command::Dial(addr, r) => {
+                let _ = r.send(
+                    self.swarm
+                        .dial(addr)
+                        .map_err(|e| NodeError::BadAddress(e.to_string())),
+                );
+            }
+            Command::PairOpen(ttl, r) => {
+                let _ = r.send(Ok(self.pair_open(ttl)));
+            }
+            Command::PairWait(r) => self.pair_wait(r),
+            Command::PairClose => self.pair_close(),
+            Command::PairWith(addr, code, r) => self.pair_with(addr, code, r),
+            Command::Remove(who, r) => {
+                let res = self.resolve(&who).and_then(|p| {
+                    let view = self
+                        .view(&p)
+                        .ok_or_else(|| NodeError::UnknownPeer(who.clone()))?;
+                    self.trust.peers.remove(&p.to_string());
+                    self.save_trust()?;
+                    self.redial.remove(&p);
+                    // Revocation is immediate: cut every connection now.
+                    let _ = self.swarm.disconnect_peer_id(p);
+                    info!(peer = %p, name = %view.name, "peer removed and disconnected");
+                    Ok(view)
+                });
+                let _ = r.send(res);
+            }
+            Command::Rename(who, new_name, r) => {
+                let res = self.resolve(&who).and_then(|p| {
+                    crate::config::validate_name(&new_name).map_err(NodeError::BadName)?;
+                    if new_name == self.cfg.name
+                        || self
+                            .trust
+                            .find(&new_name)
+                            .is_some_and(|(id, _)| *id != p.to_string())
+                    {
+                        return Err(NodeError::BadName(format!(
+                            "the name {new_name:?} is taken"
+                        )));
+                    }
+                    if let Some(t) = self.trust.peers.get_mut(&p.to_string()) {
+                        t.name = new_name.clone();
+                    }
+                    self.save_trust()?;
+                    self.view(&p)
+                        .ok_or_else(|| NodeError::UnknownPeer(who.clone()))
+                });
+                let _ = r.send(res);
+            }
+            Command::SetCaps(who, caps, grant, r) => {
+                let res = self.resolve(&who).and_then(|p| {
+                    if let Some(t) = self.trust.peers.get_mut(&p.to_string()) {
+                        if grant {
+                            t.caps.extend(caps.iter().copied());
+                            t.caps.sort();
+                            t.caps.dedup();
+                        } else {
+                            t.caps.retain(|c| !caps.contains(c));
+                        }
+                    }
+                    self.save_trust()?;
+                    self.view(&p)
+                        .ok_or_else(|| NodeError::UnknownPeer(who.clone()))
+                });
+                let _ = r.send(res);
+            }
+            Command::Call(who, req, r) => match self.resolve(&who) {
+                Err(e) => {
+                    let _ = r.send(Err(e));
+                }
+                Ok(p) => {
+                    for a in self.known_addrs(&p) {
+                        self.swarm.add_peer_address(p, a);
+                    }
+                    let id = self.swarm.behaviour_mut().rpc.send_request(&p, req);
+                    self.calls.insert(id, (who, r));
+                }
+            },
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "mesh listening"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => self.on_connected(peer_id, &endpoint, num_established.get()),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.conns.remove(&peer_id);
+                    if self.trusted(&peer_id) {
+                        debug!(peer = %peer_id, ?cause, "trusted peer disconnected");
+                        self.redial
+                            .insert(peer_id, (Instant::now() + MIN_REDIAL, MIN_REDIAL * 2));
+                    }
+                } else if let Some(c) = self.conns.get_mut(&peer_id) {
+                    c.count = num_established;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(p),
+                error,
+                ..
+            } => {
+                debug!(peer = %p, %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(ev) => self.behaviour_event(ev),
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, peer: PeerId, endpoint: &ConnectedPoint, count: u32) {
+        let trusted = self.trusted(&peer);
+        if !trusted && !self.pairing.is_open() && !self.pair_peers.contains(&peer) {
+            // Untrusted peers get nothing but pairing, and only while a window is open.
+            debug!(%peer, "refusing connection from untrusted peer");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        let addr = endpoint.get_remote_address().clone();
+        let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+        self.conns.insert(
+            peer,
+            Conn {
+                count,
+                addr: addr.clone(),
+                relayed,
+            },
+        );
+        self.last_seen.insert(peer, now_unix());
+        if trusted {
+            let _span = info_span!("peer", %peer).entered();
+            info!(%addr, "trusted peer connected");
+            self.redial
+                .insert(peer, (Instant::now() + MAX_REDIAL, MIN_REDIAL));
+            if endpoint.is_dialer() {
+                self.remember_addr(&peer, &addr);
+            }
+        }
+    }
+
+    fn behaviour_event(&mut self, ev: MeshBehaviourEvent) {
+        match ev {
+            MeshBehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                self.rtt.insert(peer, rtt);
+                self.last_seen.insert(peer, now_unix());
+            }
+            MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if self.trusted(&peer_id) =>
+            {
+                for a in info.listen_addrs.into_iter().take(MAX_ADDRS) {
+                    self.swarm.add_peer_address(peer_id, a);
+                }
+            }
+            MeshBehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (p, addr) in list {
+                    if self.trusted(&p) {
+                        self.swarm.add_peer_address(p, addr.clone());
+                        self.remember_addr(&p, &addr);
+                        if !self.conns.contains_key(&p) {
+                            let opts = DialOpts::peer_id(p)
+                                .addresses(vec![addr])
+                                .condition(PeerCondition::DisconnectedAndNotDialing)
+                                .allocate_new_port()
+                                .build();
+                            let _ = self.swarm.dial(opts);
+                        }
+                    } else {
+                        let known = self.discovered.entry(p).or_default();
+                        if !known.contains(&addr) {
+                            known.push(addr);
+                            known.truncate(MAX_ADDRS);
+                        }
+                    }
+                }
+            }
+            MeshBehaviourEvent::Pair(e) => self.pair_event(e),
+            MeshBehaviourEvent::Rpc(e) => self.rpc_event(e),
+            _ => {}
+        }
+    }
+
+    fn rpc_event(&mut self, e: request_response::Event<RpcRequest, RpcResponse>) {
+        use request_response::{Event, Message};
+        match e {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let Some(t) = self.trust.peers.get(&peer.to_string()) else {
+                    warn!(%peer, tool = %request.tool, "denied RPC from untrusted peer");
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_response(channel, RpcResponse::Denied);
+                    return;
+                };
+                self.last_seen.insert(peer, now_unix());
+                let (tx, rx) = oneshot::channel();
+                let call = InboundCall {
+                    peer,
+                    peer_name: t.name.clone(),
+                    caps: t.caps.clone(),
+                    request,
+                    reply: tx,
+                };
+                if self.inbound.try_send(call).is_err() {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_response(channel, RpcResponse::Unavailable);
+                    return;
+                }
+                self.pending.push(Box::pin(async move {
+                    let resp = rx.await.unwrap_or(RpcResponse::Unavailable);
+                    (channel, resp)
+                }));
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((who, reply)) = self.calls.remove(&request_id) {
+                    let _ = reply.send(match response {
+                        RpcResponse::Result(json) => Ok(json),
+                        RpcResponse::Denied => Err(NodeError::Denied(who)),
+                        RpcResponse::Unavailable => Err(NodeError::PeerUnavailable(who)),
+                    });
+                }
+            }
+            Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some((who, reply)) = self.calls.remove(&request_id) {
+                    let _ = reply.send(Err(NodeError::Unreachable {
+                        peer: who,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound RPC failed")
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+}

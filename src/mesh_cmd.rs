@@ -1,0 +1,300 @@
+//! `loopsy pair`, `loopsy peers …`, `loopsy exec`, `loopsy mesh status`: the mesh from the CLI,
+//! all through the daemon's tools.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use loopsy_mesh::Home;
+use serde_json::{Value, json};
+
+use crate::client::Session;
+use crate::ui::{self, BOLD, DIM, OK, WARN};
+
+/// `loopsy pair` (show a code and wait) or `loopsy pair <addr>` (enter the other's code).
+pub fn pair(
+    home: &Home,
+    addr: Option<&str>,
+    code: Option<&str>,
+    ttl: u64,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    match addr {
+        Some(addr) => {
+            let code = match code {
+                Some(c) => c.to_string(),
+                None => read_code()?,
+            };
+            let peer = s.call("loopsy_pair_with", json!({ "addr": addr, "code": code }))?;
+            if json_out {
+                ui::print_json(&peer)?;
+            } else {
+                anstream::println!(
+                    "{} paired with {} ({})",
+                    ui::paint(OK, "✓"),
+                    ui::paint(BOLD, peer["name"].as_str().unwrap_or("?")),
+                    peer["peer_id"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let t = s.call("loopsy_pair_open", json!({ "ttl_s": ttl }))?;
+            if json_out {
+                // One line now (scripts read it), one line when done.
+                println!("{}", serde_json::to_string(&t)?);
+                std::io::stdout().flush()?;
+            } else {
+                let code = t["code"].as_str().unwrap_or("??????");
+                anstream::println!(
+                    "Pairing code: {}  (valid {} min)",
+                    ui::paint(BOLD, format!("{} {}", &code[..3], &code[3..])),
+                    ttl / 60
+                );
+                anstream::println!("On the other machine run one of:");
+                for a in t["addrs"].as_array().into_iter().flatten() {
+                    anstream::println!("  loopsy pair {}", a.as_str().unwrap_or_default());
+                }
+                anstream::println!("{}", ui::paint(DIM, "waiting… (Ctrl-C to cancel)"));
+            }
+            let client = s.client().context("session closed")?;
+            let waited = s.block_on(async {
+                tokio::select! {
+                    r = client.call("loopsy_pair_wait", json!({})) => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            });
+            let Some(r) = waited else {
+                let _ = s.call("loopsy_pair_close", json!({}));
+                anstream::eprintln!("cancelled; the code no longer works");
+                return Ok(ExitCode::from(130));
+            };
+            let r = r?;
+            let v = r.structured_content.unwrap_or(Value::Null);
+            if r.is_error == Some(true) {
+                bail!("{}", v["message"].as_str().unwrap_or("pairing failed"));
+            }
+            if json_out {
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                anstream::println!(
+                    "{} paired with {} ({})",
+                    ui::paint(OK, "✓"),
+                    ui::paint(BOLD, v["name"].as_str().unwrap_or("?")),
+                    v["peer_id"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_code() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Pairing code shown on the other machine: ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let line = line.trim().to_string();
+    if line.is_empty() {
+        bail!("no code given; pass --code or type it when asked");
+    }
+    Ok(line)
+}
+
+fn print_peers(peers: &[Value]) {
+    if peers.is_empty() {
+        anstream::println!(
+            "no peers yet: run `loopsy pair` here and `loopsy pair <addr>` on the other machine"
+        );
+        return;
+    }
+    anstream::println!(
+        "{}",
+        ui::paint(
+            BOLD,
+            format!(
+                "{:<16} {:<8} {:<9} {:>9}  {}",
+                "NAME", "STATE", "PATH", "RTT", "PEER ID"
+            )
+        )
+    );
+    for p in peers {
+        let online = p["online"].as_bool().unwrap_or(false);
+        let state = if online {
+            ui::paint(OK, "online ")
+        } else {
+            ui::paint(WARN, "offline")
+        };
+        let rtt = p["rtt_ms"]
+            .as_f64()
+            .map(|r| format!("{r:.2} ms"))
+            .unwrap_or_else(|| "-".into());
+        anstream::println!(
+            "{:<16} {} {:<9} {:>9}  {}",
+            p["name"].as_str().unwrap_or("?"),
+            state,
+            p["path"].as_str().unwrap_or("-"),
+            rtt,
+            ui::paint(DIM, p["peer_id"].as_str().unwrap_or("?"))
+        );
+    }
+}
+
+/// `loopsy peers list`
+pub fn peers_list(home: &Home, json_out: bool) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let v = s.call("loopsy_list_peers", json!({}))?;
+    if json_out {
+        ui::print_json(&v["peers"])?;
+    } else {
+        print_peers(v["peers"].as_array().map(Vec::as_slice).unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loopsy peers add|remove|rename|grant|revoke`
+pub fn peers_change(home: &Home, tool: &'static str, args: Value) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let v = s.call(tool, args)?;
+    let what = match tool {
+        "loopsy_peer_add" => format!("dialling {}", v["dialing"].as_str().unwrap_or("?")),
+        "loopsy_peer_remove" => format!(
+            "removed {} and cut it off",
+            v["name"].as_str().unwrap_or("?")
+        ),
+        _ => {
+            let caps: Vec<&str> = v["caps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            format!(
+                "{} may now: {}",
+                v["name"].as_str().unwrap_or("?"),
+                if caps.is_empty() {
+                    "nothing".into()
+                } else {
+                    caps.join(", ")
+                }
+            )
+        }
+    };
+    anstream::println!("{} {what}", ui::paint(OK, "✓"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loopsy exec <peer> -- cmd args…`: run, wait, print output, exit with its code.
+pub fn exec(
+    home: &Home,
+    peer: &str,
+    cmd: &[String],
+    timeout: Option<u64>,
+    cwd: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let (command, args) = cmd.split_first().context("give a command after --")?;
+    let s = Session::connect(home)?;
+    let mut a = json!({ "peer": peer, "command": command, "args": args, "wait_s": 60 });
+    if let Some(t) = timeout {
+        a["timeout_s"] = json!(t);
+    }
+    if let Some(c) = cwd {
+        a["cwd"] = json!(c);
+    }
+    let r = s.call("loopsy_execute", a)?;
+    let id = r["job"]["id"].as_str().unwrap_or_default().to_string();
+    let mut job = r["job"].clone();
+    while job["state"] == "running" {
+        job = s.call(
+            "loopsy_job_wait",
+            json!({ "peer": peer, "job_id": id, "timeout_s": 60 }),
+        )?;
+    }
+    for (stream, out) in [
+        ("stdout", &mut std::io::stdout() as &mut dyn Write),
+        ("stderr", &mut std::io::stderr()),
+    ] {
+        let mut offset = 0u64;
+        loop {
+            let p = s.call(
+                "loopsy_job_output",
+                json!({ "peer": peer, "job_id": id, "stream": stream, "offset": offset, "limit": 1048576 }),
+            )?;
+            out.write_all(p["data"].as_str().unwrap_or_default().as_bytes())?;
+            let next = p["next_offset"].as_u64().unwrap_or(offset);
+            if p["eof"].as_bool().unwrap_or(true) || next == offset {
+                if p["truncated"].as_bool().unwrap_or(false) {
+                    writeln!(out, "\n[loopsy: {stream} past the output cap was dropped]")?;
+                }
+                break;
+            }
+            offset = next;
+        }
+        out.flush()?;
+    }
+    Ok(match (job["state"].as_str(), job["exit_code"].as_i64()) {
+        (Some("exited"), Some(c)) => ExitCode::from(c.clamp(0, 255) as u8),
+        (Some("killed"), _) => {
+            anstream::eprintln!(
+                "{} job {} ({})",
+                ui::paint(WARN, "killed:"),
+                id,
+                job["reason"].as_str().unwrap_or("?")
+            );
+            ExitCode::from(137)
+        }
+        _ => {
+            anstream::eprintln!(
+                "{} {}",
+                ui::paint(WARN, "failed:"),
+                job["reason"].as_str().unwrap_or("?")
+            );
+            ExitCode::from(127)
+        }
+    })
+}
+
+/// `loopsy mesh status [--json] [--watch]`
+pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    loop {
+        let me = s.call("loopsy_status", json!({}))?;
+        let peers = s.call("loopsy_list_peers", json!({}))?;
+        if json_out {
+            println!(
+                "{}",
+                serde_json::to_string(&json!({ "node": me, "peers": peers["peers"] }))?
+            );
+        } else {
+            if watch {
+                print!("\x1b[2J\x1b[H");
+            }
+            anstream::println!(
+                "{} {} {}",
+                ui::paint(OK, "●"),
+                ui::paint(BOLD, me["name"].as_str().unwrap_or("?")),
+                ui::paint(DIM, me["peer_id"].as_str().unwrap_or("?"))
+            );
+            for a in me["listen_addrs"].as_array().into_iter().flatten() {
+                anstream::println!("  listening {}", a.as_str().unwrap_or_default());
+            }
+            anstream::println!();
+            print_peers(
+                peers["peers"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            );
+        }
+        if !watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
