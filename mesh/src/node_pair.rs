@@ -182,6 +182,14 @@ impl NodeTask {
                     }
                 }
             }
+            PairRequest::Abort => {
+                w.on_abort(&peer);
+                warn!(%peer, "pairing attempt failed: wrong code");
+                if w.attempts_left() == 0 {
+                    self.pair_finish_window(Err(PairError::TooManyAttempts));
+                }
+                Self::refuse(&PairError::WrongCode)
+            }
             PairRequest::Finish { confirm } => match w.on_finish(&peer, &confirm) {
                 Ok(()) => {
                     let wanted = self
@@ -311,14 +319,18 @@ impl NodeTask {
                             },
                         );
                     }
-                    Err(e) => self.pair_fail(
-                        Outgoing {
-                            peer: o.peer,
-                            step: Step::Finishing(name),
-                            reply: o.reply,
-                        },
-                        e.into(),
-                    ),
+                    Err(e) => {
+                        // Tell the code holder (so its attempt count is final now) without
+                        // sending anything derived from our key; the connection stays up
+                        // until the abort is delivered (the holder closes it, or it idles out).
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .pair
+                            .send_request(&o.peer, PairRequest::Abort);
+                        self.pair_peers.remove(&o.peer);
+                        let _ = o.reply.send(Err(e.into()));
+                    }
                 }
             }
             (Step::Finishing(name), PairResponse::Paired { .. }) => {
@@ -372,14 +384,17 @@ impl NodeTask {
                 ..
             } => {
                 if let Some(o) = self.pairing.outgoing.remove(&request_id) {
-                    let reason = error.to_string();
-                    self.pair_fail(
-                        o,
-                        NodeError::Unreachable {
+                    let e = match error {
+                        // An untrusted connection is closed at once unless a window is open.
+                        request_response::OutboundFailure::ConnectionClosed => {
+                            PairError::NotOpen.into()
+                        }
+                        other => NodeError::Unreachable {
                             peer: peer.to_string(),
-                            reason,
+                            reason: other.to_string(),
                         },
-                    );
+                    };
+                    self.pair_fail(o, e);
                 }
             }
             Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}

@@ -213,6 +213,13 @@ impl Window {
         })
     }
 
+    /// The initiator reported a mismatch: drop its pending exchange (the attempt stays used).
+    pub fn on_abort(&mut self, initiator: &PeerId) {
+        if self.pending.as_ref().is_some_and(|(p, _)| p == initiator) {
+            self.pending = None;
+        }
+    }
+
     /// Handle the initiator's proof. `Ok` means both sides hold the same key: pair.
     pub fn on_finish(&mut self, initiator: &PeerId, proof: &[u8]) -> Result<(), PairError> {
         let Some((who, p)) = self.pending.take() else {

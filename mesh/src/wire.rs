@@ -27,6 +27,9 @@ pub enum PairRequest {
         /// Initiator's friendly name.
         name: String,
     },
+    /// The initiator's check of the responder's proof failed (a wrong code): no key material
+    /// is sent, so a fake responder cannot test guesses offline.
+    Abort,
     /// Proof that the initiator derived the same key.
     Finish {
         /// HMAC over the transcript.

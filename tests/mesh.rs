@@ -1,0 +1,305 @@
+//! Two and three real daemons on loopback: pairing (right code, wrong codes, attempt limit),
+//! remote jobs both ways, capability and trust revocation, reconnect after restart, and
+//! refusals of untrusted peers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{TestHome, wait_until};
+use serde_json::Value;
+
+/// `a pair --json` in the background: returns the child, the code and the first address.
+fn open_window(a: &TestHome) -> (Child, BufReader<std::process::ChildStdout>, String, String) {
+    let mut child = a
+        .cmd(&["pair", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let t: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let code = t["code"].as_str().unwrap().to_string();
+    let addr = t["addrs"][0].as_str().unwrap().to_string();
+    (child, out, code, addr)
+}
+
+/// Pair `b` with `a` (the code holder); returns (a's view of b, b's view of a).
+fn pair(a: &TestHome, b: &TestHome) -> (Value, Value) {
+    let (mut child, mut out, code, addr) = open_window(a);
+    let b_view: Value =
+        serde_json::from_str(&b.ok(&["pair", &addr, "--code", &code, "--json"])).unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(child.wait().unwrap().success());
+    let a_view: Value = serde_json::from_str(&line).unwrap();
+    (a_view, b_view)
+}
+
+fn started(name: &str) -> TestHome {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", name]);
+    h.start();
+    h
+}
+
+fn peers(h: &TestHome) -> Vec<Value> {
+    serde_json::from_str::<Value>(&h.ok(&["peers", "list", "--json"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn pair_then_exec_both_ways() {
+    let a = started("alpha");
+    let b = started("beta");
+    assert!(peers(&a).is_empty());
+    let (a_sees, b_sees) = pair(&a, &b);
+    assert_eq!(a_sees["name"], "beta");
+    assert_eq!(b_sees["name"], "alpha");
+    assert_eq!(a_sees["peer_id"], b.status()["peer_id"]);
+    assert_eq!(
+        b_sees["caps"].as_array().unwrap().len(),
+        6,
+        "a paired machine may do everything by default"
+    );
+
+    // b runs on a, a runs on b; output and exit codes come back intact.
+    let o = b
+        .cmd(&[
+            "exec",
+            "alpha",
+            "--",
+            "sh",
+            "-c",
+            "echo out-$0; echo err >&2; exit 7",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out-x\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    let home_a = a.ok(&[
+        "exec",
+        "beta",
+        "--",
+        "sh",
+        "-c",
+        "echo $LOOPSY_HOME_MARK; pwd",
+    ]);
+    assert!(home_a.ends_with('\n'));
+
+    // Both see each other online with an RTT, via the mesh status.
+    wait_until("RTT measured", Duration::from_secs(15), || {
+        peers(&a)[0]["rtt_ms"].is_number()
+    });
+    let st: Value = serde_json::from_str(&a.ok(&["mesh", "status", "--json"])).unwrap();
+    assert_eq!(st["peers"][0]["online"], true);
+    assert_eq!(st["peers"][0]["path"], "direct");
+
+    // Both trust files are private.
+    for h in [&a, &b] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(h.path().join("trust.json"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn wrong_codes_fail_and_the_attempt_limit_holds() {
+    let a = started("alpha");
+    let b = started("beta");
+    let (mut child, _out, code, addr) = open_window(&a);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..3 {
+        let err = b.fails(&["pair", &addr, "--code", wrong]);
+        assert!(err.contains("wrong pairing code"), "{err}");
+    }
+    // Out of attempts: even the right code is refused now.
+    let err = b.fails(&["pair", &addr, "--code", &code]);
+    assert!(
+        err.contains("too many wrong codes") || err.contains("not waiting to pair"),
+        "{err}"
+    );
+    assert!(peers(&a).is_empty() && peers(&b).is_empty());
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the waiting `loopsy pair` reports the failure"
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("too many wrong codes"), "{err}");
+
+    // Malformed codes never reach the wire.
+    let err = b.fails(&["pair", &addr, "--code", "12ab"]);
+    assert!(err.contains("6 digits"), "{err}");
+}
+
+#[test]
+fn no_window_means_no_pairing() {
+    let a = started("alpha");
+    let b = started("beta");
+    let addr = a.status()["listen_addrs"][0].as_str().unwrap().to_string();
+    let err = b.fails(&["pair", &addr, "--code", "123456"]);
+    assert!(
+        err.contains("not waiting to pair") || err.contains("unreachable"),
+        "{err}"
+    );
+    let err = b.fails(&["exec", "alpha", "--", "true"]);
+    assert!(err.contains("no trusted peer \"alpha\""), "{err}");
+}
+
+#[test]
+fn capabilities_and_removal_take_effect_at_once() {
+    let a = started("alpha");
+    let b = started("beta");
+    pair(&a, &b);
+    b.ok(&["exec", "alpha", "--", "true"]);
+
+    a.ok(&["peers", "revoke", "beta", "exec"]);
+    let err = b.fails(&["exec", "alpha", "--", "true"]);
+    assert!(err.contains("exec") && err.contains("capability"), "{err}");
+    a.ok(&["peers", "grant", "beta", "exec"]);
+    b.ok(&["exec", "alpha", "--", "true"]);
+    let err = a.fails(&["peers", "grant", "beta", "root"]);
+    assert!(
+        err.contains("unknown capability") && err.contains("files-write"),
+        "{err}"
+    );
+
+    a.ok(&["peers", "rename", "beta", "kai"]);
+    assert_eq!(peers(&a)[0]["name"], "kai");
+
+    a.ok(&["peers", "remove", "kai"]);
+    assert!(peers(&a).is_empty());
+    let err = b.fails(&["exec", "alpha", "--", "true"]);
+    assert!(
+        err.contains("does not trust this machine") || err.contains("unreachable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn jobs_time_out_and_can_be_inspected_remotely() {
+    let a = started("alpha");
+    let b = started("beta");
+    pair(&a, &b);
+    let o = b
+        .cmd(&["exec", "alpha", "--timeout", "1", "--", "sleep", "30"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(137));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("timeout"));
+
+    // Through the agent surface: execute without waiting, then wait, page and list.
+    let mut mcp = b.mcp();
+    mcp.initialize();
+    let r = mcp.call_tool(
+        "loopsy_execute",
+        serde_json::json!({"peer": "alpha", "command": "sleep 1; seq 1 5000", "wait_s": 0}),
+    );
+    let job = &r["result"]["structuredContent"]["job"];
+    assert_eq!(job["state"], "running", "{r}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let w = mcp.call_tool(
+        "loopsy_job_wait",
+        serde_json::json!({"peer": "alpha", "job_id": id, "timeout_s": 30}),
+    );
+    assert_eq!(w["result"]["structuredContent"]["exit_code"], 0, "{w}");
+    let p = mcp.call_tool(
+        "loopsy_job_output",
+        serde_json::json!({"peer": "alpha", "job_id": id, "stream": "stdout", "offset": 0, "limit": 10}),
+    );
+    let page = &p["result"]["structuredContent"];
+    assert_eq!(page["data"], "1\n2\n3\n4\n5\n");
+    assert_eq!(page["next_offset"], 10);
+    let l = mcp.call_tool("loopsy_job_list", serde_json::json!({"peer": "alpha"}));
+    assert_eq!(
+        l["result"]["structuredContent"]["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{l}"
+    );
+    // alpha's own agent cannot see beta's jobs as beta's… but alpha's owner sees every job.
+    let local = a.ok(&["exec", "alpha", "--", "true"]);
+    assert!(local.is_empty());
+    // Unknown job ids are a clear not_found.
+    let n = mcp.call_tool(
+        "loopsy_job_status",
+        serde_json::json!({"peer": "alpha", "job_id": "job-nope"}),
+    );
+    assert_eq!(n["result"]["structuredContent"]["code"], "not_found", "{n}");
+    // Agents have no pairing tools.
+    let tools = mcp.request("tools/list", serde_json::json!({}));
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"loopsy_execute")
+            && !names
+                .iter()
+                .any(|n| n.contains("pair") || n.contains("grant")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn peers_reconnect_after_a_restart() {
+    let a = started("alpha");
+    let b = started("beta");
+    pair(&a, &b);
+    b.ok(&["stop"]);
+    wait_until("alpha sees beta offline", Duration::from_secs(10), || {
+        peers(&a)[0]["online"] == false
+    });
+    b.start();
+    // beta redials alpha from its persisted trust list (alpha also redials beta).
+    wait_until(
+        "alpha sees beta online again",
+        Duration::from_secs(20),
+        || peers(&a)[0]["online"] == true,
+    );
+    a.ok(&["exec", "beta", "--", "true"]);
+}
+
+#[test]
+fn oversize_requests_are_refused_and_the_daemon_survives() {
+    let a = started("alpha");
+    let b = started("beta");
+    pair(&a, &b);
+    // A 2 MiB command line: over the 1 MiB RPC request cap, refused by alpha's decoder.
+    let mut mcp = b.mcp();
+    mcp.initialize();
+    let big = format!("echo {}", "x".repeat(2 * 1024 * 1024));
+    let r = mcp.call_tool(
+        "loopsy_execute",
+        serde_json::json!({"peer": "alpha", "command": big}),
+    );
+    assert_eq!(r["result"]["isError"], true);
+    assert_eq!(
+        r["result"]["structuredContent"]["code"],
+        "unavailable",
+        "{}",
+        &r.to_string()[..300]
+    );
+    // Both daemons are fine and the peers still talk.
+    b.ok(&["exec", "alpha", "--", "true"]);
+    a.ok(&["exec", "beta", "--", "true"]);
+}

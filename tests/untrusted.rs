@@ -1,0 +1,121 @@
+//! A raw libp2p node that was never paired connects to a real daemon: every loopsy protocol
+//! is refused, with or without an open pairing window, and nothing runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TestHome;
+use futures::StreamExt;
+use libp2p::request_response::{Event, Message, OutboundFailure};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use loopsy_mesh::Identity;
+use loopsy_mesh::behaviour::{MeshBehaviourEvent, build};
+use loopsy_mesh::wire::{RpcRequest, RpcResponse};
+
+enum Outcome {
+    Denied,
+    Closed,
+    Answered(String),
+}
+
+/// Dial `addr` as a stranger and ask it to run a command.
+async fn stranger_exec(addr: &str) -> Outcome {
+    let mut swarm = build(&Identity::generate(), false).unwrap();
+    let addr: Multiaddr = addr.parse().unwrap();
+    let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+        panic!("no /p2p in {addr}")
+    };
+    let peer: PeerId = peer;
+    swarm.add_peer_address(peer, addr);
+    let req = RpcRequest {
+        tool: "loopsy_execute".into(),
+        args: r#"{"command":"touch /tmp/loopsy-pwned"}"#.into(),
+    };
+    let id = swarm.behaviour_mut().rpc.send_request(&peer, req);
+    let run = async {
+        loop {
+            if let SwarmEvent::Behaviour(MeshBehaviourEvent::Rpc(e)) =
+                swarm.select_next_some().await
+            {
+                match e {
+                    Event::Message {
+                        message:
+                            Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    } if request_id == id => {
+                        return match response {
+                            RpcResponse::Denied => Outcome::Denied,
+                            RpcResponse::Result(r) => Outcome::Answered(r),
+                            RpcResponse::Unavailable => Outcome::Answered("unavailable".into()),
+                        };
+                    }
+                    Event::OutboundFailure {
+                        request_id, error, ..
+                    } if request_id == id => {
+                        assert!(
+                            matches!(
+                                error,
+                                OutboundFailure::ConnectionClosed
+                                    | OutboundFailure::UnsupportedProtocols
+                            ),
+                            "unexpected failure {error:?}"
+                        );
+                        return Outcome::Closed;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("no answer from the daemon")
+}
+
+#[tokio::test]
+async fn a_stranger_can_run_nothing() {
+    let a = TestHome::new();
+    a.ok(&["init", "--name", "alpha"]);
+    a.start();
+    let addr = a.status()["listen_addrs"][0].as_str().unwrap().to_string();
+
+    // No pairing window: the connection is dropped at once.
+    let o = stranger_exec(&addr).await;
+    assert!(
+        matches!(o, Outcome::Closed | Outcome::Denied),
+        "stranger got an answer"
+    );
+
+    // With a window open the stranger may connect (to pair), but RPC is still denied.
+    let mut pair = a
+        .cmd(&["pair", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(pair.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let o = stranger_exec(&addr).await;
+    assert!(
+        matches!(o, Outcome::Denied),
+        "with a window open the RPC must be explicitly denied"
+    );
+    let _ = pair.kill();
+    let _ = pair.wait();
+
+    let audit = std::fs::read_to_string(a.path().join("logs/audit.jsonl")).unwrap_or_default();
+    assert!(!audit.contains("loopsy_execute"), "nothing ran: {audit}");
+    if let Outcome::Answered(r) = o {
+        panic!("stranger got a result: {r}");
+    }
+}
