@@ -67,7 +67,8 @@ pub enum Command {
 /// `pair`
 #[derive(Debug, Args)]
 pub struct PairArgs {
-    /// The other machine's address, as its `loopsy pair` printed it.
+    /// The other machine's address as its `loopsy pair` printed it, or just its PeerId when
+    /// both are on the same LAN (mDNS).
     pub addr: Option<String>,
     /// The code (else read from stdin).
     #[arg(long, requires = "addr")]

@@ -303,3 +303,43 @@ fn oversize_requests_are_refused_and_the_daemon_survives() {
     b.ok(&["exec", "alpha", "--", "true"]);
     a.ok(&["exec", "beta", "--", "true"]);
 }
+
+#[test]
+fn a_third_machine_meets_the_others_through_an_introduction() {
+    let a = started("alpha");
+    let b = started("beta");
+    let c = started("gamma");
+    pair(&a, &b);
+    pair(&a, &c); // gamma pairs only with alpha
+    // beta and gamma learn of each other from alpha, then connect directly.
+    wait_until("gamma trusts beta", Duration::from_secs(15), || {
+        peers(&c)
+            .iter()
+            .any(|p| p["name"] == "beta" && p["online"] == true)
+    });
+    wait_until("beta trusts gamma", Duration::from_secs(15), || {
+        peers(&b)
+            .iter()
+            .any(|p| p["name"] == "gamma" && p["online"] == true)
+    });
+    assert_eq!(c.ok(&["exec", "beta", "--", "printf", "hi"]), "hi");
+    assert_eq!(b.ok(&["exec", "gamma", "--", "printf", "ho"]), "ho");
+
+    // A peer removed on beta is not brought back by alpha's introductions.
+    b.ok(&["peers", "remove", "gamma"]);
+    b.ok(&["restart", "--port", "0", "--local-only"]);
+    wait_until("beta back with alpha", Duration::from_secs(20), || {
+        peers(&b)
+            .iter()
+            .any(|p| p["name"] == "alpha" && p["online"] == true)
+    });
+    assert!(
+        !peers(&b).iter().any(|p| p["name"] == "gamma"),
+        "removed peer came back"
+    );
+    let err = c.fails(&["exec", "beta", "--", "true"]);
+    assert!(
+        err.contains("does not trust") || err.contains("unreachable"),
+        "{err}"
+    );
+}

@@ -136,10 +136,24 @@ impl NodeTask {
                 caps: Capability::ALL.to_vec(),
                 paired_at: now_unix(),
                 addrs,
+                introduced_by: None,
             },
         );
+        self.trust.removed.remove(&peer.to_string());
         self.save_trust()?;
         self.pair_peers.remove(&peer);
+        // N machines need N-1 pairings: tell the newcomer about our peers and them about it.
+        self.introduce_all_to(peer);
+        let others: Vec<PeerId> = self
+            .trust
+            .peers
+            .keys()
+            .filter_map(|k| k.parse().ok())
+            .filter(|p| *p != peer)
+            .collect();
+        for other in others {
+            self.introduce(other, &[peer]);
+        }
         self.view(&peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_string()))
     }
@@ -251,8 +265,21 @@ impl NodeTask {
         }
         let mut dial_addr = addr.clone();
         dial_addr.pop();
+        if dial_addr.is_empty() {
+            // A bare PeerId: use what mDNS found on the LAN.
+            let Some(found) = self.discovered(&peer) else {
+                let _ = r.send(Err(NodeError::BadAddress(format!(
+                    "{peer} has not been seen on the LAN (mDNS) yet; give its full address from `loopsy pair`"
+                ))));
+                return;
+            };
+            for a in found {
+                self.swarm.add_peer_address(peer, a);
+            }
+        } else {
+            self.swarm.add_peer_address(peer, dial_addr);
+        }
         self.pair_peers.insert(peer);
-        self.swarm.add_peer_address(peer, dial_addr);
         let (init, msg) = Initiator::start(&self.me(), &peer, &code);
         let req = PairRequest::Start {
             spake: msg,

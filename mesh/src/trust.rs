@@ -83,6 +83,9 @@ pub struct TrustedPeer {
     /// Addresses it was last reached at (multiaddrs), newest first.
     #[serde(default)]
     pub addrs: Vec<String>,
+    /// The member that introduced it (PeerId), when it was not paired directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduced_by: Option<String>,
 }
 
 impl TrustedPeer {
@@ -101,6 +104,10 @@ pub struct Trust {
     /// Trusted peers by PeerId.
     #[serde(default)]
     pub peers: BTreeMap<String, TrustedPeer>,
+    /// Peers removed here: introductions from other members never bring them back (only a
+    /// new pairing does).
+    #[serde(default)]
+    pub removed: std::collections::BTreeSet<String>,
 }
 
 fn one() -> u32 {

@@ -75,6 +75,22 @@ pub struct RpcRequest {
     pub args: String,
 }
 
+/// The pseudo-tool a member uses to introduce the peers it trusts.
+pub const INTRODUCE: &str = "_introduce";
+/// Most peers in one introduction.
+pub const MAX_INTRODUCTIONS: usize = 256;
+
+/// One peer a trusted member vouches for (carried as the JSON `args` of [`INTRODUCE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introduction {
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Its name at the introducer.
+    pub name: String,
+    /// Where to reach it.
+    pub addrs: Vec<String>,
+}
+
 /// The answer to an [`RpcRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RpcResponse {

@@ -35,7 +35,8 @@ pub struct NoArgs {}
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PairWithArgs {
-    /// The other machine's address as `loopsy pair` printed it (ends in /p2p/<peer id>).
+    /// The other machine's address as `loopsy pair` printed it (ends in /p2p/<peer id>), or
+    /// just its PeerId when mDNS has seen it on the LAN.
     pub addr: String,
     /// The code `loopsy pair` shows on the other machine.
     pub code: String,
@@ -87,6 +88,15 @@ fn peer_result(r: Result<PeerView, loopsy_mesh::node::NodeError>, verb: &str) ->
 /// Parse `host:port` or a multiaddr.
 pub fn parse_addr(s: &str) -> Result<loopsy_mesh::Multiaddr, ToolError> {
     let s = s.trim();
+    if s.starts_with("12D3Koo") || s.starts_with("Qm") {
+        // A bare PeerId: the node looks it up among peers mDNS found on the LAN.
+        return format!("/p2p/{s}").parse().map_err(|e| {
+            ToolError::new(
+                ErrorCode::InvalidArguments,
+                format!("bad peer id {s:?}: {e}"),
+            )
+        });
+    }
     if s.starts_with('/') {
         return s.parse().map_err(|e| {
             ToolError::new(
