@@ -220,6 +220,7 @@ mod tests {
                 caps: Capability::ALL.to_vec(),
                 paired_at: 1,
                 addrs: vec![],
+                introduced_by: None,
             },
         );
         t.save(&path)?;
