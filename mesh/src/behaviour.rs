@@ -81,7 +81,9 @@ pub fn build(identity: &Identity, mdns_on: bool) -> Result<Swarm<MeshBehaviour>,
                         .with_agent_version(agent),
                 ),
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                    ping::Config::new()
+                        .with_interval(Duration::from_secs(5))
+                        .with_timeout(Duration::from_secs(5)),
                 ),
                 mdns: mdns.into(),
                 pair,

@@ -27,6 +27,8 @@ const MIN_REDIAL: Duration = Duration::from_secs(1);
 const MAX_REDIAL: Duration = Duration::from_secs(60);
 /// Addresses remembered per peer.
 const MAX_ADDRS: usize = 8;
+/// Consecutive ping failures after which a connection is considered dead.
+const MAX_PING_FAILURES: u32 = 2;
 
 pub(crate) struct Conn {
     pub(crate) count: u32,
@@ -52,6 +54,7 @@ pub(crate) struct NodeTask {
     pub(crate) trust: Trust,
     pub(crate) conns: HashMap<PeerId, Conn>,
     rtt: HashMap<PeerId, Duration>,
+    ping_failures: HashMap<libp2p::swarm::ConnectionId, u32>,
     last_seen: HashMap<PeerId, u64>,
     redial: HashMap<PeerId, (Instant, Duration)>,
     calls: HashMap<OutboundRequestId, (String, Reply<String>)>,
@@ -85,6 +88,7 @@ impl NodeTask {
             trust,
             conns: HashMap::new(),
             rtt: HashMap::new(),
+            ping_failures: HashMap::new(),
             last_seen: HashMap::new(),
             redial,
             calls: HashMap::new(),
@@ -342,10 +346,12 @@ impl NodeTask {
             } => self.on_connected(peer_id, &endpoint, num_established.get()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
             } => {
+                self.ping_failures.remove(&connection_id);
                 if num_established == 0 {
                     self.conns.remove(&peer_id);
                     if self.trusted(&peer_id) {
@@ -498,12 +504,26 @@ impl NodeTask {
         match ev {
             MeshBehaviourEvent::Ping(ping::Event {
                 peer,
-                result: Ok(rtt),
-                ..
-            }) => {
-                self.rtt.insert(peer, rtt);
-                self.last_seen.insert(peer, now_unix());
-            }
+                connection,
+                result,
+            }) => match result {
+                Ok(rtt) => {
+                    self.rtt.insert(peer, rtt);
+                    self.last_seen.insert(peer, now_unix());
+                    self.ping_failures.remove(&connection);
+                }
+                Err(e) => {
+                    // A pulled cable sends no RST: without this the connection would look
+                    // alive until TCP gives up, many minutes later.
+                    let n = self.ping_failures.entry(connection).or_insert(0);
+                    *n += 1;
+                    if *n >= MAX_PING_FAILURES {
+                        debug!(%peer, error = %e, "ping failed repeatedly; closing the connection");
+                        self.ping_failures.remove(&connection);
+                        self.swarm.close_connection(connection);
+                    }
+                }
+            },
             MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
                 if self.trusted(&peer_id) =>
             {

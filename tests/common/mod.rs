@@ -29,6 +29,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 /// A data dir in /tmp (short, for the socket path) with its daemon cleaned up on drop.
 pub struct TestHome {
     dir: tempfile::TempDir,
+    netns: Option<String>,
 }
 
 impl TestHome {
@@ -37,7 +38,14 @@ impl TestHome {
             .prefix("lt")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        Self { dir }
+        Self { dir, netns: None }
+    }
+
+    /// A home whose commands (and so its daemon) run inside network namespace `ns`.
+    pub fn in_netns(ns: &str) -> Self {
+        let mut h = Self::new();
+        h.netns = Some(ns.to_string());
+        h
     }
 
     pub fn path(&self) -> &Path {
@@ -46,7 +54,14 @@ impl TestHome {
 
     /// `loopsy --home <dir> args…` with a clean environment for loopsy's own variables.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         c.arg("--home").arg(self.path()).args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("LOOPSY_") {
@@ -136,6 +151,74 @@ impl Drop for TestHome {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
         }
     }
+}
+
+/// A LAN of network namespaces (`scripts/netns-lab`), torn down on drop.
+pub struct NetnsLab {
+    pub prefix: String,
+}
+
+impl NetnsLab {
+    /// Build `n` hosts, or return `None` (with a message) where namespaces are unavailable.
+    /// Under CI they must be available: there it panics instead of skipping.
+    pub fn up(n: usize) -> Option<Self> {
+        let prefix = format!("l{:05x}", (std::process::id() ^ rand_u32()) & 0xfffff);
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/netns-lab");
+        let o = Command::new(&script)
+            .args(["up", &prefix, &n.to_string()])
+            .output();
+        match o {
+            Ok(o) if o.status.success() => Some(Self { prefix }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "network namespaces are required in CI (run as root with iproute2): {why}"
+                );
+                eprintln!(
+                    "SKIP: network namespaces unavailable here (need root + iproute2): {why}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Namespace of host `i` (1-based).
+    pub fn host(&self, i: usize) -> String {
+        format!("{}-h{i}", self.prefix)
+    }
+
+    /// Plug host `i` in (`true`) or pull its cable.
+    pub fn link(&self, i: usize, up: bool) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/netns-lab");
+        let st = Command::new(script)
+            .args([
+                "link",
+                &self.prefix,
+                &i.to_string(),
+                if up { "up" } else { "down" },
+            ])
+            .status()
+            .expect("netns-lab link");
+        assert!(st.success());
+    }
+}
+
+impl Drop for NetnsLab {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/netns-lab");
+        let _ = Command::new(script).args(["down", &self.prefix]).status();
+    }
+}
+
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
 }
 
 /// `kill -9 pid` and wait until the process is gone (or a zombie).
