@@ -46,6 +46,10 @@ pub enum Command {
     Peers(PeersCommand),
     /// Run a command on a peer and print its output: `loopsy exec kai -- make test`.
     Exec(ExecArgs),
+    /// Copy a file to or from a peer: `loopsy cp build.tar kai:~/in/` … `loopsy cp kai:~/log.txt .`
+    Cp(CpArgs),
+    /// List a directory on a peer: `loopsy ls kai:~/src`.
+    Ls(LsArgs),
     /// The mesh at a glance.
     #[command(subcommand)]
     Mesh(MeshCommand),
@@ -135,6 +139,31 @@ pub struct ExecArgs {
     /// The command and its arguments (run without a shell; use `sh -c '…'` for one).
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// `cp`
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: a local path, or PEER:PATH.
+    pub source: String,
+    /// Destination: PEER:PATH, or a local path (a directory keeps the source's file name).
+    pub dest: String,
+    /// Replace an existing destination file.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ls`
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// PEER:PATH (PEER alone lists its home directory).
+    pub target: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mesh`

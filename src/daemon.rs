@@ -5,6 +5,7 @@ use anyhow::Context;
 use loopsy_mcp::ctx::CancellationToken;
 use loopsy_mcp::{AuditLog, DaemonCtx};
 use loopsy_mesh::exec::JobManager;
+use loopsy_mesh::files::PathPolicy;
 use loopsy_mesh::node::{self, NodeConfig};
 use loopsy_mesh::{ApiToken, Config, Home, Identity, Overrides, PidLock};
 use tokio::signal::unix::{SignalKind, signal};
@@ -49,15 +50,30 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     let (node, inbound) = node::spawn(&identity, node_cfg).await?;
     let jobs = JobManager::new(cfg.exec.clone());
     let audit = AuditLog::spawn(home.audit_log(), cfg.audit.max_bytes, cfg.audit.keep);
+    // The data dir (secrets, trust) is never a transfer target, wherever LOOPSY_HOME points.
+    let mut files_cfg = cfg.files.clone();
+    files_cfg
+        .denied_paths
+        .push(home.root().display().to_string());
+    let user_home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/".into());
+    let files = PathPolicy::new(&files_cfg, &user_home);
     let ctx = DaemonCtx::new(
         name.clone(),
         home.clone(),
         node.clone(),
         jobs.clone(),
+        files.clone(),
         audit.clone(),
         token,
     );
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
+    tokio::spawn(loopsy_mesh::files::serve(
+        node.streams(),
+        node.clone(),
+        files,
+    ));
 
     if cfg.http.enabled {
         let addr = loopsy_mcp::http::spawn(ctx.clone(), cfg.http.port)

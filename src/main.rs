@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod daemon;
 mod doctor;
+mod files_cmd;
 mod lifecycle;
 mod logs;
 mod mesh_cmd;
@@ -74,6 +75,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json!({ "peer": peer, "caps": check_caps(&caps)? }),
         ),
         Command::Exec(a) => mesh_cmd::exec(&home, &a.peer, &a.command, a.timeout, a.cwd.as_deref()),
+        Command::Cp(a) => files_cmd::cp(&home, &a.source, &a.dest, a.overwrite, a.json),
+        Command::Ls(a) => files_cmd::ls(&home, &a.target, a.json),
         Command::Mesh(MeshCommand::Status { json, watch }) => {
             mesh_cmd::mesh_status(&home, json, watch)
         }

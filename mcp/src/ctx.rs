@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use loopsy_mesh::exec::JobManager;
+use loopsy_mesh::files::PathPolicy;
 use loopsy_mesh::trust::Capability;
 use loopsy_mesh::{ApiToken, Home, NodeHandle};
 pub use tokio_util::sync::CancellationToken;
@@ -76,6 +77,7 @@ struct Inner {
     home: Home,
     node: NodeHandle,
     jobs: JobManager,
+    files: PathPolicy,
     audit: AuditLog,
     token: ApiToken,
     started: Instant,
@@ -91,6 +93,7 @@ impl DaemonCtx {
         home: Home,
         node: NodeHandle,
         jobs: JobManager,
+        files: PathPolicy,
         audit: AuditLog,
         token: ApiToken,
     ) -> Self {
@@ -100,6 +103,7 @@ impl DaemonCtx {
                 home,
                 node,
                 jobs,
+                files,
                 audit,
                 token,
                 started: Instant::now(),
@@ -128,6 +132,10 @@ impl DaemonCtx {
     /// The job table.
     pub fn jobs(&self) -> &JobManager {
         &self.inner.jobs
+    }
+    /// The file path policy.
+    pub fn files(&self) -> &PathPolicy {
+        &self.inner.files
     }
     /// Is `who` this node (by name or PeerId)?
     pub fn is_me(&self, who: &str) -> bool {

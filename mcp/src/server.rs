@@ -22,6 +22,7 @@ use crate::tools::exec::{
     self, ExecuteArgs, ExecuteOut, JobArgs, JobListArgs, JobOutputArgs, JobView, JobWaitArgs,
     JobsOut,
 };
+use crate::tools::files::{self, ListArgs, ListOut, TransferArgs, TransferOut};
 use crate::tools::peers::{self, ListPeersArgs, PeerStatusArgs, PeersOut};
 use crate::tools::status::{self, StatusArgs, StatusOut};
 use crate::{Caller, DaemonCtx};
@@ -150,6 +151,30 @@ impl LoopsyServer {
     )]
     async fn loopsy_job_list(&self, Parameters(a): Parameters<JobListArgs>) -> CallToolResult {
         exec::list(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Copy a file to (push) or from (pull) a peer. Streamed in chunks, BLAKE3-verified end to end, written under a temporary name and renamed only when intact, resumed automatically if the connection drops. Paths are checked against files.allowed_paths/denied_paths on both machines; existing files are kept unless overwrite is true.",
+        output_schema = schema_for_output::<TransferOut>(),
+        annotations(destructive_hint = true, open_world_hint = true)
+    )]
+    async fn loopsy_transfer_file(
+        &self,
+        Parameters(a): Parameters<TransferArgs>,
+    ) -> CallToolResult {
+        files::transfer(&self.ctx, a).await
+    }
+
+    #[tool(
+        description = "List a directory (or stat a file) on a peer: name, kind, size, mtime.",
+        output_schema = schema_for_output::<ListOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn loopsy_list_remote_files(
+        &self,
+        Parameters(a): Parameters<ListArgs>,
+    ) -> CallToolResult {
+        files::list(&self.ctx, a).await
     }
 }
 

@@ -31,6 +31,8 @@ pub struct MeshBehaviour {
     pub pair: cbor::Behaviour<PairRequest, PairResponse>,
     /// Tool calls between trusted peers.
     pub rpc: cbor::Behaviour<RpcRequest, RpcResponse>,
+    /// Raw streams for bulk data (files).
+    pub streams: libp2p_stream::Behaviour,
 }
 
 /// Build the swarm for `identity`.
@@ -88,6 +90,7 @@ pub fn build(identity: &Identity, mdns_on: bool) -> Result<Swarm<MeshBehaviour>,
                 mdns: mdns.into(),
                 pair,
                 rpc,
+                streams: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| NodeError::Build(e.to_string()))?

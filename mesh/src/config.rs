@@ -27,6 +27,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Limits for jobs run by `loopsy_execute`.
     pub exec: crate::exec::ExecConfig,
+    /// Which paths file transfers may touch.
+    pub files: crate::files::FilesConfig,
     /// The daemon's own log.
     pub log: LogConfig,
 }
@@ -443,6 +445,13 @@ name = "{name}"
 # Commands refused by name. A speed bump, not a sandbox: the real control is each peer's
 # `exec` capability (loopsy peers revoke <peer> exec).
 # denylist = ["mkfs", "format", "shutdown", "reboot", "halt", "poweroff"]
+
+[files]
+# Roots transfers may read or write under ("~" = this user's home). Checked on both ends,
+# after resolving symlinks and "..".
+# allowed_paths = ["~"]
+# Never read or written, even under an allowed root.
+# denied_paths = ["~/.ssh", "~/.gnupg", "~/.aws", "~/.config/gcloud", "~/.kube", "~/.loopsy", "~/.netrc", "~/.docker/config.json"]
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

@@ -6,6 +6,7 @@
 pub mod behaviour;
 pub mod config;
 pub mod exec;
+pub mod files;
 pub mod fsutil;
 pub mod home;
 pub mod identity;
@@ -25,6 +26,11 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::{InboundCall, NodeConfig, NodeHandle, NodeInfo, PairTicket, PeerView};
 pub use pidlock::PidLock;
 pub use token::ApiToken;
+
+/// A stream protocol id from a static name (for callers without a direct libp2p dependency).
+pub fn libp2p_stream_protocol(name: &'static str) -> libp2p::StreamProtocol {
+    libp2p::StreamProtocol::new(name)
+}
 
 /// The daemon's application version (the workspace version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

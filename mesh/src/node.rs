@@ -171,14 +171,17 @@ pub(crate) enum Command {
     Rename(String, String, Reply<PeerView>),
     SetCaps(String, Vec<Capability>, bool, Reply<PeerView>),
     Call(String, RpcRequest, Reply<String>),
+    Connect(String, Reply<PeerId>),
+    PeerCaps(PeerId, oneshot::Sender<Option<(String, Vec<Capability>)>>),
     Shutdown(oneshot::Sender<()>),
 }
 
 /// Cloneable handle to the node task.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
+    streams: libp2p_stream::Control,
 }
 
 impl std::fmt::Debug for Command {
@@ -187,7 +190,43 @@ impl std::fmt::Debug for Command {
     }
 }
 
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long [`NodeHandle::connect`] waits for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl NodeHandle {
+    /// A control for opening and accepting raw streams.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
+    }
+
+    /// Make sure a trusted peer is connected (dialling its known addresses); its PeerId.
+    pub async fn connect(&self, who: &str) -> Result<PeerId, NodeError> {
+        let fut = self.ask(|r| Command::Connect(who.to_string(), r));
+        match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+            Ok(r) => r?,
+            Err(_) => Err(NodeError::Unreachable {
+                peer: who.to_string(),
+                reason: format!("no connection within {}s", CONNECT_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
+    /// A trusted peer's name and capabilities here, or `None` for a stranger.
+    pub async fn peer_caps(&self, peer: PeerId) -> Option<(String, Vec<Capability>)> {
+        self.ask(|r| Command::PeerCaps(peer, r))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// This node's PeerId.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -325,9 +364,17 @@ pub async fn spawn(
     }
 
     let peer_id = *swarm.local_peer_id();
+    let streams = swarm.behaviour().streams.new_control();
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
     let task = crate::node_task::NodeTask::new(swarm, rx, in_tx, cfg, trust);
     tokio::spawn(task.run());
-    Ok((NodeHandle { tx, peer_id }, in_rx))
+    Ok((
+        NodeHandle {
+            tx,
+            peer_id,
+            streams,
+        },
+        in_rx,
+    ))
 }

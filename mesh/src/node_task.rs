@@ -63,6 +63,7 @@ pub(crate) struct NodeTask {
     /// Untrusted peers allowed to stay connected: we are pairing with them.
     pub(crate) pair_peers: HashSet<PeerId>,
     discovered: HashMap<PeerId, Vec<Multiaddr>>,
+    connect_waiters: HashMap<PeerId, Vec<Reply<PeerId>>>,
 }
 
 impl NodeTask {
@@ -96,6 +97,7 @@ impl NodeTask {
             pairing: PairState::default(),
             pair_peers: HashSet::new(),
             discovered: HashMap::new(),
+            connect_waiters: HashMap::new(),
         }
     }
 
@@ -331,6 +333,31 @@ impl NodeTask {
                     self.calls.insert(id, (who, r));
                 }
             },
+            Command::Connect(who, r) => match self.resolve(&who) {
+                Err(e) => {
+                    let _ = r.send(Err(e));
+                }
+                Ok(p) if self.conns.contains_key(&p) => {
+                    let _ = r.send(Ok(p));
+                }
+                Ok(p) => {
+                    let addrs = self.known_addrs(&p);
+                    let opts = DialOpts::peer_id(p)
+                        .addresses(addrs)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                    self.connect_waiters.entry(p).or_default().push(r);
+                }
+            },
+            Command::PeerCaps(p, r) => {
+                let _ = r.send(
+                    self.trust
+                        .peers
+                        .get(&p.to_string())
+                        .map(|t| (t.name.clone(), t.caps.clone())),
+                );
+            }
             Command::Shutdown(_) => {}
         }
     }
@@ -369,6 +396,14 @@ impl NodeTask {
                 ..
             } => {
                 debug!(peer = %p, %error, "dial failed");
+                if !self.conns.contains_key(&p) {
+                    for w in self.connect_waiters.remove(&p).unwrap_or_default() {
+                        let _ = w.send(Err(NodeError::Unreachable {
+                            peer: p.to_string(),
+                            reason: error.to_string(),
+                        }));
+                    }
+                }
             }
             SwarmEvent::Behaviour(ev) => self.behaviour_event(ev),
             _ => {}
@@ -394,6 +429,9 @@ impl NodeTask {
             },
         );
         self.last_seen.insert(peer, now_unix());
+        for w in self.connect_waiters.remove(&peer).unwrap_or_default() {
+            let _ = w.send(Ok(peer));
+        }
         if trusted {
             let _span = info_span!("peer", %peer).entered();
             info!(%addr, "trusted peer connected");

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod exec;
+pub mod files;
 pub mod peers;
 pub mod remote;
 pub mod status;

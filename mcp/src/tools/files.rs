@@ -1,0 +1,233 @@
+//! `loopsy_transfer_file` and `loopsy_list_remote_files`: move files to and from a peer over
+//! a raw libp2p stream, checked by the path policy on both ends, resumed after a cut.
+
+use std::time::{Duration, Instant};
+
+use loopsy_mesh::files::{
+    self, Entry, FILE_PROTOCOL, FileError, PathError, Progress, TransferOutcome,
+};
+use loopsy_mesh::libp2p_stream_protocol;
+use rmcp::model::CallToolResult;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use super::node_err;
+use crate::DaemonCtx;
+use crate::tool_error::{ErrorCode, ToolError, success};
+
+/// Attempts per transfer (each resumes where the last stopped).
+const ATTEMPTS: u32 = 6;
+
+/// Which way the bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From this machine to the peer.
+    Push,
+    /// From the peer to this machine.
+    Pull,
+}
+
+/// `loopsy_transfer_file` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferArgs {
+    /// `push` (this machine → peer) or `pull` (peer → this machine).
+    pub direction: Direction,
+    /// Peer name or PeerId.
+    pub peer: String,
+    /// Path of the file to send (on this machine for push, on the peer for pull); `~` = home.
+    pub source: String,
+    /// Path to write (on the peer for push, on this machine for pull); its directory must exist.
+    pub dest: String,
+    /// Replace an existing destination file (default false).
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// A finished transfer.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct TransferOut {
+    /// `push` or `pull`.
+    pub direction: Direction,
+    /// The peer.
+    pub peer: String,
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Bytes reused from an interrupted attempt.
+    pub resumed_from: u64,
+    /// BLAKE3 of the file (verified by the receiver before it was renamed into place).
+    pub blake3: String,
+    /// Connection attempts it took.
+    pub attempts: u32,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// `loopsy_list_remote_files` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Peer name or PeerId.
+    pub peer: String,
+    /// Directory (or file) on the peer; `~` = its user's home.
+    pub path: String,
+}
+
+/// A listing.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ListOut {
+    /// Entries, by name.
+    pub entries: Vec<Entry>,
+    /// More than 10,000 entries existed; the rest were left out.
+    pub truncated: bool,
+}
+
+fn file_err(e: FileError) -> ToolError {
+    let code = match &e {
+        FileError::Path(PathError::NotFound(_)) => ErrorCode::NotFound,
+        FileError::Path(PathError::Invalid(_)) | FileError::Exists(_) => {
+            ErrorCode::InvalidArguments
+        }
+        FileError::Path(_) => ErrorCode::PermissionDenied,
+        FileError::Remote { code, .. } => match code.as_str() {
+            "not_found" => ErrorCode::NotFound,
+            "exists" | "invalid" => ErrorCode::InvalidArguments,
+            "not_allowed" | "denied" | "permission_denied" => ErrorCode::PermissionDenied,
+            _ => ErrorCode::Internal,
+        },
+        FileError::Checksum | FileError::Io(_) => ErrorCode::Unavailable,
+    };
+    ToolError::new(code, e.to_string())
+}
+
+fn transfer_id(ctx: &DaemonCtx, a: &TransferArgs) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(ctx.node().peer_id().to_bytes().as_slice());
+    for part in [a.peer.as_str(), a.source.as_str(), a.dest.as_str()] {
+        h.update(&(part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(&[a.direction as u8]);
+    if a.direction == Direction::Push
+        && let Ok(p) = ctx.files().readable(&a.source)
+        && let Ok(m) = std::fs::metadata(p)
+    {
+        h.update(&m.len().to_be_bytes());
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        h.update(&mtime.map(|d| d.as_nanos()).unwrap_or(0).to_be_bytes());
+    }
+    h.finalize().to_hex()[..32].to_string()
+}
+
+async fn open(
+    ctx: &DaemonCtx,
+    peer: &str,
+) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, ToolError> {
+    let pid = ctx.node().connect(peer).await.map_err(node_err)?;
+    let stream = ctx
+        .node()
+        .streams()
+        .open_stream(pid, libp2p_stream_protocol(FILE_PROTOCOL))
+        .await
+        .map_err(|e| {
+            ToolError::new(
+                ErrorCode::Unavailable,
+                format!("cannot open a file stream to {peer}: {e}"),
+            )
+        })?;
+    Ok(stream.compat())
+}
+
+/// `loopsy_transfer_file`
+pub async fn transfer(ctx: &DaemonCtx, a: TransferArgs) -> CallToolResult {
+    let started = Instant::now();
+    let id = transfer_id(ctx, &a);
+    let mut last: Option<ToolError> = None;
+    for attempt in 1..=ATTEMPTS {
+        let mut s = match open(ctx, &a.peer).await {
+            Ok(s) => s,
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
+                continue;
+            }
+        };
+        let progress = Progress::default();
+        let r: Result<TransferOutcome, FileError> = match a.direction {
+            Direction::Push => {
+                files::push(
+                    &mut s,
+                    ctx.files(),
+                    &a.source,
+                    &a.dest,
+                    &id,
+                    a.overwrite,
+                    &progress,
+                )
+                .await
+            }
+            Direction::Pull => {
+                files::pull(
+                    &mut s,
+                    ctx.files(),
+                    &a.source,
+                    &a.dest,
+                    &id,
+                    a.overwrite,
+                    &progress,
+                )
+                .await
+            }
+        };
+        match r {
+            Ok(o) => {
+                let secs = started.elapsed().as_secs_f64();
+                let out = TransferOut {
+                    direction: a.direction,
+                    peer: a.peer.clone(),
+                    bytes: o.bytes,
+                    resumed_from: o.resumed_from,
+                    blake3: o.blake3,
+                    attempts: attempt,
+                    seconds: secs,
+                };
+                let rate = o.bytes as f64 / (1024.0 * 1024.0) / secs.max(1e-6);
+                return success(
+                    format!(
+                        "{} bytes in {secs:.2}s ({rate:.1} MiB/s), blake3 verified",
+                        o.bytes
+                    ),
+                    &out,
+                );
+            }
+            Err(e) if e.retryable() => {
+                tracing::info!(attempt, error = %e, "transfer interrupted; resuming");
+                last = Some(file_err(e));
+                tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
+            }
+            Err(e) => return file_err(e).into_result(),
+        }
+    }
+    last.unwrap_or_else(|| ToolError::new(ErrorCode::Unavailable, "transfer failed"))
+        .into_result()
+}
+
+/// `loopsy_list_remote_files`
+pub async fn list(ctx: &DaemonCtx, a: ListArgs) -> CallToolResult {
+    let mut s = match open(ctx, &a.peer).await {
+        Ok(s) => s,
+        Err(e) => return e.into_result(),
+    };
+    match files::list(&mut s, &a.path).await {
+        Ok((entries, truncated)) => success(
+            format!("{} entries", entries.len()),
+            &ListOut { entries, truncated },
+        ),
+        Err(e) => file_err(e).into_result(),
+    }
+}

@@ -1,0 +1,13 @@
+//! File transfer between trusted peers over a raw libp2p stream (`/loopsy/file/1`): streamed
+//! in chunks (bounded memory whatever the size), BLAKE3-checked end to end, written to a
+//! `.part` file and renamed only after the checksum matches, resumable after a cut.
+
+mod policy;
+mod proto;
+mod server;
+mod transfer;
+
+pub use policy::{FilesConfig, PathError, PathPolicy};
+pub use proto::{Entry, FILE_PROTOCOL};
+pub use server::serve;
+pub use transfer::{FileError, Progress, TransferOutcome, list, pull, push};

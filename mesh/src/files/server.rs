@@ -1,0 +1,55 @@
+//! Accepts `/loopsy/file/1` streams: only from trusted peers, each checked against the
+//! capabilities this machine granted it.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::StreamProtocol;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::policy::PathPolicy;
+use super::proto::FILE_PROTOCOL;
+use super::transfer::handle;
+use crate::NodeHandle;
+use crate::trust::Capability;
+
+/// Longest any one stream may stay open (a stalled peer cannot pin a task forever).
+const MAX_STREAM_TIME: Duration = Duration::from_secs(6 * 3600);
+
+/// Serve file streams until the node stops.
+pub async fn serve(mut control: libp2p_stream::Control, node: NodeHandle, policy: PathPolicy) {
+    let mut incoming = match control.accept(StreamProtocol::new(FILE_PROTOCOL)) {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "file protocol already registered");
+            return;
+        }
+    };
+    while let Some((peer, stream)) = incoming.next().await {
+        let node = node.clone();
+        let policy = policy.clone();
+        tokio::spawn(
+            async move {
+                let Some((_name, caps)) = node.peer_caps(peer).await else {
+                    warn!("file stream from an untrusted peer dropped");
+                    return;
+                };
+                let mut s = stream.compat();
+                let may_read = caps.contains(&Capability::FilesRead);
+                let may_write = caps.contains(&Capability::FilesWrite);
+                let r = tokio::time::timeout(
+                    MAX_STREAM_TIME,
+                    handle(&mut s, &policy, may_read, may_write),
+                )
+                .await;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(error = %e, "file stream ended"),
+                    Err(_) => debug!("file stream timed out"),
+                }
+            }
+            .instrument(info_span!("file", %peer)),
+        );
+    }
+}

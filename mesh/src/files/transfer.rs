@@ -1,0 +1,623 @@
+//! Both ends of push, pull and list, over any byte stream (a libp2p stream in the daemon, a
+//! duplex pipe in tests). Memory stays at one chunk whatever the file size.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+
+use super::policy::{PathError, PathPolicy};
+use super::proto::{Entry, FileReply, FileRequest, MAX_ENTRIES, read_header, write_header};
+
+/// Bytes per read/write.
+const CHUNK: usize = 256 * 1024;
+
+/// Bytes moved so far (shared with whoever shows progress).
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Done so far, including any resumed prefix.
+    pub done: Arc<AtomicU64>,
+    /// Total, once known.
+    pub total: Arc<AtomicU64>,
+}
+
+/// Result of a completed transfer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct TransferOutcome {
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Bytes reused from an earlier, interrupted attempt.
+    pub resumed_from: u64,
+    /// BLAKE3 of the file, hex (checked on both ends).
+    pub blake3: String,
+}
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A local path was refused or is missing.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The other side refused or failed.
+    #[error("{message}")]
+    Remote {
+        /// Its stable code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The destination exists.
+    #[error("{0} exists; pass overwrite to replace it")]
+    Exists(String),
+    /// The data did not arrive intact; the partial file was discarded.
+    #[error("checksum mismatch: the file changed or was corrupted in transit; retry")]
+    Checksum,
+    /// The connection or the disk failed (a retry resumes where it stopped).
+    #[error("transfer interrupted: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FileError {
+    /// Worth retrying (the connection broke, not a refusal).
+    pub fn retryable(&self) -> bool {
+        matches!(self, FileError::Io(_))
+    }
+}
+
+fn reply_err(code: &str, message: impl Into<String>) -> FileReply {
+    FileReply::Error {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn path_reply(e: &PathError) -> FileReply {
+    let code = match e {
+        PathError::NotAllowed(_) => "not_allowed",
+        PathError::Denied(_) => "denied",
+        PathError::NotFound(_) => "not_found",
+        PathError::Invalid(_) => "invalid",
+    };
+    reply_err(code, e.to_string())
+}
+
+fn part_path(dest: &Path, id: &str) -> Option<PathBuf> {
+    let name = dest.file_name()?.to_string_lossy().into_owned();
+    let id: String = id
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        return None;
+    }
+    Some(dest.with_file_name(format!(".{name}.loopsy-{id}.part")))
+}
+
+async fn open_part(part: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o600)
+        .open(part)
+        .await
+}
+
+/// Hash the first `len` bytes of `path`.
+async fn hash_prefix(path: &Path, len: u64, h: &mut blake3::Hasher) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut left = len;
+    let mut buf = vec![0u8; CHUNK];
+    while left > 0 {
+        let n = f.read(&mut buf[..CHUNK.min(left as usize)]).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "file shrank",
+            ));
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Copy exactly `len` bytes from `r` to `w`, hashing and counting them.
+async fn copy_exact<R, W>(
+    r: &mut R,
+    w: &mut W,
+    len: u64,
+    h: &mut blake3::Hasher,
+    p: &Progress,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut left = len;
+    let mut buf = vec![0u8; CHUNK];
+    while left > 0 {
+        let n = r.read(&mut buf[..CHUNK.min(left as usize)]).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "stream ended early",
+            ));
+        }
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n]).await?;
+        left -= n as u64;
+        p.done.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    w.flush().await
+}
+
+/// fsync, then rename `part` over `dest`, then fsync the directory.
+async fn commit(file: tokio::fs::File, part: &Path, dest: &Path) -> std::io::Result<()> {
+    file.sync_all().await?;
+    drop(file);
+    tokio::fs::rename(part, dest).await?;
+    if let Some(dir) = dest.parent() {
+        tokio::fs::File::open(dir).await?.sync_all().await?;
+    }
+    Ok(())
+}
+
+/// Receive a file into `dest` (already checked by policy): resume a matching `.part`, verify
+/// the digest, then rename. Used by the server for a push and by the client for a pull.
+async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    dest: &Path,
+    part: &Path,
+    offset: u64,
+    size: u64,
+    p: &Progress,
+) -> Result<String, FileError> {
+    let mut h = blake3::Hasher::new();
+    hash_prefix(part, offset, &mut h).await?;
+    let mut f = open_part(part).await?;
+    copy_exact(s, &mut f, size - offset, &mut h, p).await?;
+    let mut digest = [0u8; 32];
+    s.read_exact(&mut digest).await?;
+    let mine = h.finalize();
+    if mine.as_bytes() != &digest {
+        drop(f);
+        let _ = tokio::fs::remove_file(part).await;
+        return Err(FileError::Checksum);
+    }
+    commit(f, part, dest).await?;
+    Ok(mine.to_hex().to_string())
+}
+
+/// Length of a usable `.part` (0 when absent or longer than `size`).
+async fn resume_point(part: &Path, size: u64) -> u64 {
+    match tokio::fs::metadata(part).await {
+        Ok(m) if m.len() <= size => m.len(),
+        Ok(_) => {
+            let _ = tokio::fs::remove_file(part).await;
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Send `src` from `offset`, then its digest.
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    src: &Path,
+    offset: u64,
+    size: u64,
+    p: &Progress,
+) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    hash_prefix(src, offset, &mut h).await?;
+    let mut f = tokio::fs::File::open(src).await?;
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    copy_exact(&mut f, s, size - offset, &mut h, p).await?;
+    let digest = h.finalize();
+    s.write_all(digest.as_bytes()).await?;
+    s.flush().await?;
+    Ok(digest.to_hex().to_string())
+}
+
+/// Server side of one stream: `may_read` / `may_write` are the peer's capabilities here.
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    policy: &PathPolicy,
+    may_read: bool,
+    may_write: bool,
+) -> std::io::Result<()> {
+    let req: FileRequest = read_header(s).await?;
+    match req {
+        FileRequest::Push {
+            path,
+            size,
+            id,
+            overwrite,
+        } => {
+            if !may_write {
+                return write_header(
+                    s,
+                    &reply_err(
+                        "permission_denied",
+                        "this machine has not granted you files-write",
+                    ),
+                )
+                .await;
+            }
+            let dest = match policy.writable(&path) {
+                Ok(d) => d,
+                Err(e) => return write_header(s, &path_reply(&e)).await,
+            };
+            if !overwrite && tokio::fs::symlink_metadata(&dest).await.is_ok() {
+                return write_header(
+                    s,
+                    &reply_err(
+                        "exists",
+                        format!("{path} exists; pass overwrite to replace it"),
+                    ),
+                )
+                .await;
+            }
+            let Some(part) = part_path(&dest, &id) else {
+                return write_header(s, &reply_err("invalid", "bad transfer id")).await;
+            };
+            let offset = resume_point(&part, size).await;
+            write_header(s, &FileReply::Ready { offset }).await?;
+            match receive(s, &dest, &part, offset, size, &Progress::default()).await {
+                Ok(hash) => write_header(s, &FileReply::Done { hash }).await,
+                Err(FileError::Checksum) => {
+                    write_header(s, &reply_err("checksum_mismatch", "checksum mismatch")).await
+                }
+                Err(FileError::Io(e)) => Err(e),
+                Err(e) => write_header(s, &reply_err("io", e.to_string())).await,
+            }
+        }
+        FileRequest::Pull { path, offset } => {
+            if !may_read {
+                return write_header(
+                    s,
+                    &reply_err(
+                        "permission_denied",
+                        "this machine has not granted you files-read",
+                    ),
+                )
+                .await;
+            }
+            let src = match policy.readable(&path) {
+                Ok(p) if p.is_file() => p,
+                Ok(_) => {
+                    return write_header(s, &reply_err("invalid", format!("{path} is not a file")))
+                        .await;
+                }
+                Err(e) => return write_header(s, &path_reply(&e)).await,
+            };
+            let size = tokio::fs::metadata(&src).await?.len();
+            if offset > size {
+                return write_header(
+                    s,
+                    &reply_err("invalid", "resume offset beyond the end of the file"),
+                )
+                .await;
+            }
+            write_header(s, &FileReply::Sending { size }).await?;
+            send(s, &src, offset, size, &Progress::default())
+                .await
+                .map(|_| ())
+        }
+        FileRequest::List { path } => {
+            if !may_read {
+                return write_header(
+                    s,
+                    &reply_err(
+                        "permission_denied",
+                        "this machine has not granted you files-read",
+                    ),
+                )
+                .await;
+            }
+            match policy.readable(&path) {
+                Ok(p) => {
+                    let (entries, truncated) = list_dir(&p).await?;
+                    write_header(s, &FileReply::Listing { entries, truncated }).await
+                }
+                Err(e) => write_header(s, &path_reply(&e)).await,
+            }
+        }
+    }
+}
+
+fn entry(name: String, m: &std::fs::Metadata) -> Entry {
+    let kind = if m.is_symlink() {
+        "symlink"
+    } else if m.is_dir() {
+        "dir"
+    } else if m.is_file() {
+        "file"
+    } else {
+        "other"
+    };
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Entry {
+        name,
+        kind: kind.into(),
+        size: m.len(),
+        mtime,
+    }
+}
+
+async fn list_dir(p: &Path) -> std::io::Result<(Vec<Entry>, bool)> {
+    let m = tokio::fs::symlink_metadata(p).await?;
+    if !m.is_dir() {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok((vec![entry(name, &m)], false));
+    }
+    let mut rd = tokio::fs::read_dir(p).await?;
+    let mut out = Vec::new();
+    let mut truncated = false;
+    while let Some(e) = rd.next_entry().await? {
+        if out.len() >= MAX_ENTRIES {
+            truncated = true;
+            break;
+        }
+        if let Ok(m) = e.metadata().await {
+            out.push(entry(e.file_name().to_string_lossy().into_owned(), &m));
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((out, truncated))
+}
+
+fn remote(r: FileReply) -> FileError {
+    match r {
+        FileReply::Error { code, message } => FileError::Remote { code, message },
+        other => FileError::Remote {
+            code: "protocol".into(),
+            message: format!("unexpected reply {other:?}"),
+        },
+    }
+}
+
+/// Client: push local `src` (checked by the local policy) to `dest` on the server.
+pub async fn push<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    local: &PathPolicy,
+    src: &str,
+    dest: &str,
+    id: &str,
+    overwrite: bool,
+    p: &Progress,
+) -> Result<TransferOutcome, FileError> {
+    let src = local.readable(src)?;
+    let size = tokio::fs::metadata(&src).await?.len();
+    p.total.store(size, Ordering::Relaxed);
+    write_header(
+        s,
+        &FileRequest::Push {
+            path: dest.into(),
+            size,
+            id: id.into(),
+            overwrite,
+        },
+    )
+    .await?;
+    let offset = match read_header(s).await? {
+        FileReply::Ready { offset } if offset <= size => offset,
+        other => return Err(remote(other)),
+    };
+    p.done.store(offset, Ordering::Relaxed);
+    let hash = send(s, &src, offset, size, p).await?;
+    match read_header(s).await? {
+        FileReply::Done { hash: theirs } if theirs == hash => Ok(TransferOutcome {
+            bytes: size,
+            resumed_from: offset,
+            blake3: hash,
+        }),
+        FileReply::Done { .. } => Err(FileError::Checksum),
+        FileReply::Error { code, .. } if code == "checksum_mismatch" => Err(FileError::Checksum),
+        other => Err(remote(other)),
+    }
+}
+
+/// Client: pull `src` from the server into local `dest` (checked by the local policy).
+pub async fn pull<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    local: &PathPolicy,
+    src: &str,
+    dest: &str,
+    id: &str,
+    overwrite: bool,
+    p: &Progress,
+) -> Result<TransferOutcome, FileError> {
+    let dest_path = local.writable(dest)?;
+    if !overwrite && tokio::fs::symlink_metadata(&dest_path).await.is_ok() {
+        return Err(FileError::Exists(dest.into()));
+    }
+    let part =
+        part_path(&dest_path, id).ok_or_else(|| PathError::Invalid("bad transfer id".into()))?;
+    let offset = tokio::fs::metadata(&part)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    write_header(
+        s,
+        &FileRequest::Pull {
+            path: src.into(),
+            offset,
+        },
+    )
+    .await?;
+    let size = match read_header(s).await? {
+        FileReply::Sending { size } => size,
+        FileReply::Error { code, .. } if code == "invalid" && offset > 0 => {
+            // The source shrank since the interrupted attempt: start over next time.
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(FileError::Io(std::io::Error::other(
+                "the source changed since the interrupted attempt; retry starts over",
+            )));
+        }
+        other => return Err(remote(other)),
+    };
+    p.total.store(size, Ordering::Relaxed);
+    p.done.store(offset, Ordering::Relaxed);
+    let hash = receive(s, &dest_path, &part, offset, size, p).await?;
+    Ok(TransferOutcome {
+        bytes: size,
+        resumed_from: offset,
+        blake3: hash,
+    })
+}
+
+/// Client: list `path` on the server.
+pub async fn list<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    path: &str,
+) -> Result<(Vec<Entry>, bool), FileError> {
+    write_header(s, &FileRequest::List { path: path.into() }).await?;
+    match read_header(s).await? {
+        FileReply::Listing { entries, truncated } => Ok((entries, truncated)),
+        other => Err(remote(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::FilesConfig;
+
+    fn policy(root: &Path) -> PathPolicy {
+        PathPolicy::new(
+            &FilesConfig {
+                allowed_paths: vec!["~".into()],
+                denied_paths: vec!["~/deny".into()],
+            },
+            root,
+        )
+    }
+
+    #[tokio::test]
+    async fn push_pull_resume_and_refusals() -> Result<(), Box<dyn std::error::Error>> {
+        let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(a.path().join("src.bin"), &data)?;
+        let (pa, pb) = (policy(a.path()), policy(b.path()));
+
+        // Push a → b.
+        let (mut c, mut srv) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move { handle(&mut srv, &pb, true, true).await });
+        let out = push(
+            &mut c,
+            &pa,
+            "src.bin",
+            "dst.bin",
+            "aa01",
+            false,
+            &Progress::default(),
+        )
+        .await?;
+        server.await??;
+        assert_eq!(out.bytes, 3_000_000);
+        assert_eq!(std::fs::read(b.path().join("dst.bin"))?, data);
+
+        // A leftover half from an interrupted attempt is resumed, and the result is exact.
+        std::fs::write(
+            a.path().join(".back.bin.loopsy-bb02.part"),
+            &data[..1_000_000],
+        )?;
+        let pb = policy(b.path());
+        let (mut c, mut srv) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move { handle(&mut srv, &pb, true, true).await });
+        let out = pull(
+            &mut c,
+            &pa,
+            "dst.bin",
+            "back.bin",
+            "bb02",
+            false,
+            &Progress::default(),
+        )
+        .await?;
+        server.await??;
+        assert_eq!(out.resumed_from, 1_000_000);
+        assert_eq!(std::fs::read(a.path().join("back.bin"))?, data);
+        assert!(!a.path().join(".back.bin.loopsy-bb02.part").exists());
+
+        // A corrupted partial fails the checksum and leaves no file under the destination name.
+        std::fs::write(a.path().join(".bad.bin.loopsy-cc03.part"), vec![0u8; 1000])?;
+        let pb = policy(b.path());
+        let (mut c, mut srv) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move { handle(&mut srv, &pb, true, true).await });
+        let r = pull(
+            &mut c,
+            &pa,
+            "dst.bin",
+            "bad.bin",
+            "cc03",
+            false,
+            &Progress::default(),
+        )
+        .await;
+        let _ = server.await?;
+        assert!(matches!(r, Err(FileError::Checksum)), "{r:?}");
+        assert!(!a.path().join("bad.bin").exists());
+
+        // Refusals: exists, denied, capability, escape.
+        for (dest, want) in [
+            ("dst.bin", "exists"),
+            ("deny/x", "denied"),
+            ("../x", "not_allowed"),
+        ] {
+            std::fs::create_dir_all(b.path().join("deny"))?;
+            let pb = policy(b.path());
+            let (mut c, mut srv) = tokio::io::duplex(64 * 1024);
+            let server = tokio::spawn(async move { handle(&mut srv, &pb, true, true).await });
+            let r = push(
+                &mut c,
+                &pa,
+                "src.bin",
+                dest,
+                "dd04",
+                false,
+                &Progress::default(),
+            )
+            .await;
+            let _ = server.await?;
+            assert!(
+                matches!(&r, Err(FileError::Remote { code, .. }) if code == want),
+                "{dest}: {r:?}"
+            );
+        }
+        let pb = policy(b.path());
+        let (mut c, mut srv) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move { handle(&mut srv, &pb, true, false).await });
+        let r = push(
+            &mut c,
+            &pa,
+            "src.bin",
+            "new.bin",
+            "ee05",
+            false,
+            &Progress::default(),
+        )
+        .await;
+        let _ = server.await?;
+        assert!(
+            matches!(&r, Err(FileError::Remote { code, .. }) if code == "permission_denied"),
+            "{r:?}"
+        );
+        Ok(())
+    }
+}
