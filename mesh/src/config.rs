@@ -447,7 +447,7 @@ name = "{name}"
 # denylist = ["mkfs", "format", "shutdown", "reboot", "halt", "poweroff"]
 
 [files]
-# Roots transfers may read or write under ("~" = this user's home). Checked on both ends,
+# Roots transfers may read or write under ("~" is this user's home). Checked on both ends,
 # after resolving symlinks and "..".
 # allowed_paths = ["~"]
 # Never read or written, even under an allowed root.
