@@ -77,7 +77,8 @@ pub fn pair(
                 bail!("{}", v["message"].as_str().unwrap_or("pairing failed"));
             }
             if json_out {
-                println!("{}", serde_json::to_string(&v)?);
+                // The reader may have gone (a script that only wanted the code): not an error.
+                let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&v)?);
             } else {
                 anstream::println!(
                     "{} paired with {} ({})",
