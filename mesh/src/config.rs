@@ -431,7 +431,7 @@ name = "{name}"
 
 [exec]
 # Jobs one caller (this machine, or each peer) may run at once.
-# max_concurrent = 16
+# max_concurrent = 128
 # Jobs one caller may start per minute.
 # rate_per_minute = 600
 # Timeout when none is given, in seconds.

@@ -35,7 +35,7 @@ pub struct ExecConfig {
 impl Default for ExecConfig {
     fn default() -> Self {
         Self {
-            max_concurrent: 16,
+            max_concurrent: 128,
             rate_per_minute: 600,
             default_timeout_s: 300,
             max_timeout_s: 3600,
