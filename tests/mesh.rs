@@ -351,15 +351,35 @@ fn a_gigabyte_of_output_stays_within_the_cap() {
     pair(&a, &b);
     let pid = a.pid();
     // 1 GiB on stdout; alpha keeps 8 MiB (exec.output_cap_bytes) and counts the rest.
-    let o = b.cmd(&["exec", "alpha", "--", "head", "-c", "1073741824", "/dev/zero"]).output().unwrap();
+    let o = b
+        .cmd(&[
+            "exec",
+            "alpha",
+            "--",
+            "head",
+            "-c",
+            "1073741824",
+            "/dev/zero",
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    assert_eq!(o.stdout.len(), 8 * 1024 * 1024 + "\n[loopsy: stdout past the output cap was dropped]\n".len());
-    assert!(String::from_utf8_lossy(&o.stdout).ends_with("[loopsy: stdout past the output cap was dropped]\n"));
+    assert_eq!(
+        o.stdout.len(),
+        8 * 1024 * 1024 + "\n[loopsy: stdout past the output cap was dropped]\n".len()
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .ends_with("[loopsy: stdout past the output cap was dropped]\n")
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let rss_kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    assert!(rss_kib < 96 * 1024, "alpha's peak RSS was {rss_kib} KiB while a job printed 1 GiB");
+    assert!(
+        rss_kib < 96 * 1024,
+        "alpha's peak RSS was {rss_kib} KiB while a job printed 1 GiB"
+    );
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod exec;
 pub mod files;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod home;
 pub mod identity;
 pub mod node;

@@ -8,6 +8,6 @@ mod server;
 mod transfer;
 
 pub use policy::{FilesConfig, PathError, PathPolicy};
-pub use proto::{Entry, FILE_PROTOCOL};
+pub use proto::{Entry, FILE_PROTOCOL, FileRequest, decode_request};
 pub use server::serve;
 pub use transfer::{FileError, Progress, TransferOutcome, list, pull, push};

@@ -90,6 +90,20 @@ pub enum FileReply {
     },
 }
 
+/// Decode a whole request frame (length prefix + JSON) from bytes, with the same checks as
+/// the stream reader.
+pub fn decode_request(bytes: &[u8]) -> std::io::Result<FileRequest> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let (len, body) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| bad("short frame"))?;
+    let len = u32::from_be_bytes(*len);
+    if len > MAX_HEADER || body.len() < len as usize {
+        return Err(bad("bad header length"));
+    }
+    serde_json::from_slice(&body[..len as usize]).map_err(|e| bad(&e.to_string()))
+}
+
 /// Write a header.
 pub async fn write_header<W: AsyncWrite + Unpin, T: Serialize>(
     w: &mut W,

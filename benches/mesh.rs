@@ -1,0 +1,371 @@
+//! Mesh benchmarks (`scripts/bench`): `loopsy exec <peer> true` A→B against `ssh` with a warm
+//! ControlMaster to localhost, a 1 GiB push A→B against `scp` to localhost (with both
+//! daemons' peak RSS), and 100 concurrent small jobs — all in the same run.
+//!
+//! Needs `sshd` (scripts/bench installs openssh-server when missing). `--quick`: fewer runs,
+//! 256 MiB instead of 1 GiB.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_loopsy");
+
+fn loopsy(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("LOOPSY_HOME");
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+struct Mcp {
+    child: Child,
+    w: ChildStdin,
+    r: BufReader<ChildStdout>,
+    id: u64,
+}
+
+impl Mcp {
+    fn new(home: &Path) -> Self {
+        let mut child = loopsy(home, &["mcp"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let w = child.stdin.take().unwrap();
+        let r = BufReader::new(child.stdout.take().unwrap());
+        let mut m = Self { child, w, r, id: 0 };
+        m.call("initialize", json!({"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}));
+        writeln!(
+            m.w,
+            "{}",
+            json!({"jsonrpc":"2.0","method":"notifications/initialized"})
+        )
+        .unwrap();
+        m
+    }
+    fn send(&mut self, method: &str, params: Value) -> u64 {
+        self.id += 1;
+        writeln!(
+            self.w,
+            "{}",
+            json!({"jsonrpc":"2.0","id":self.id,"method":method,"params":params})
+        )
+        .unwrap();
+        self.w.flush().unwrap();
+        self.id
+    }
+    fn recv(&mut self) -> Value {
+        loop {
+            let mut line = String::new();
+            assert!(self.r.read_line(&mut line).unwrap() > 0);
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("id").is_some() {
+                return v;
+            }
+        }
+    }
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params);
+        let v = self.recv();
+        assert_eq!(v["id"], json!(id));
+        v
+    }
+}
+
+impl Drop for Mcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+fn p99(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * 0.99) as usize]
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A throwaway sshd on 127.0.0.1:<port> with a fresh key, for the baseline.
+struct Sshd {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Self {
+        let dir = dir.join("ssh");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (k, t) in [("host", "ed25519"), ("client", "ed25519")] {
+            ok(Command::new("ssh-keygen")
+                .args(["-q", "-t", t, "-N", "", "-f"])
+                .arg(dir.join(k)));
+        }
+        std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\nSubsystem sftp /usr/lib/openssh/sftp-server\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), cfg).unwrap();
+        std::fs::create_dir_all("/run/sshd").ok();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd (install openssh-server)");
+        let s = Self { child, dir, port };
+        let t0 = Instant::now();
+        while !s.ssh(&["true"]).status.success() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "sshd did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+    fn opts(&self) -> Vec<String> {
+        let d = self.dir.display();
+        [
+            format!("-i{d}/client"),
+            "-oStrictHostKeyChecking=no".into(),
+            "-oUserKnownHostsFile=/dev/null".into(),
+            "-oLogLevel=ERROR".into(),
+            "-oControlMaster=no".into(),
+            format!("-oControlPath={d}/cm"),
+            "-oControlPersist=120".into(),
+        ]
+        .to_vec()
+    }
+    fn ssh(&self, cmd: &[&str]) -> std::process::Output {
+        Command::new("ssh")
+            .args(self.opts())
+            .arg(format!("-p{}", self.port))
+            .arg("root@127.0.0.1")
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+    fn scp(&self, src: &Path, dest: &Path) {
+        let o = Command::new("scp")
+            .args(self.opts())
+            .arg(format!("-P{}", self.port))
+            .arg(src)
+            .arg(format!("root@127.0.0.1:{}", dest.display()))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "scp: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = Command::new("ssh")
+            .args(self.opts())
+            .args(["-O", "exit", "-p"])
+            .arg(self.port.to_string())
+            .arg("root@127.0.0.1")
+            .output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (runs, mib) = if quick { (100, 256u64) } else { (500, 1024u64) };
+    let tmp = tempfile::Builder::new()
+        .prefix("lm")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("in")).unwrap();
+    std::fs::create_dir_all(data.join("out")).unwrap();
+    let homes: Vec<PathBuf> = ["a", "b"].iter().map(|n| tmp.path().join(n)).collect();
+    for (h, name) in homes.iter().zip(["alpha", "beta"]) {
+        ok(&mut loopsy(h, &["init", "--name", name]));
+        let cfg = format!(
+            // The bench starts ~700 jobs a minute: lift the per-caller rate limit (600/min).
+            "[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[exec]\nrate_per_minute = 100000\n[files]\nallowed_paths = [\"{}\"]\n",
+            data.display()
+        );
+        std::fs::write(h.join("config.toml"), cfg).unwrap();
+        ok(&mut loopsy(h, &["start"]));
+    }
+    let (a, b) = (&homes[0], &homes[1]);
+    let mut pair = loopsy(a, &["pair", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(pair.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let t: Value = serde_json::from_str(&line).unwrap();
+    ok(&mut loopsy(
+        b,
+        &[
+            "pair",
+            t["addrs"][0].as_str().unwrap(),
+            "--code",
+            t["code"].as_str().unwrap(),
+        ],
+    ));
+    pair.wait().unwrap();
+    let pid_of = |h: &Path| -> u32 {
+        let s: Value = serde_json::from_str(&ok(&mut loopsy(h, &["status", "--json"]))).unwrap();
+        s["pid"].as_u64().unwrap() as u32
+    };
+    let (pid_a, pid_b) = (pid_of(a), pid_of(b));
+    let sshd = Sshd::start(tmp.path());
+
+    // 1. exec `true` A→B: the tool round trip an agent sees.
+    let mut mcp = Mcp::new(a);
+    let args = json!({"name":"loopsy_execute","arguments":{"peer":"beta","command":"true","args":[],"wait_s":10}});
+    for _ in 0..20 {
+        mcp.call("tools/call", args.clone());
+    }
+    let mut ex: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            let r = mcp.call("tools/call", args.clone());
+            assert_eq!(
+                r["result"]["structuredContent"]["job"]["exit_code"], 0,
+                "{r}"
+            );
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let mut ssh: Vec<f64> = (0..runs.min(200))
+        .map(|_| {
+            let t0 = Instant::now();
+            assert!(sshd.ssh(&["true"]).status.success());
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    // The CLI end to end (process start + session), for reference.
+    let mut cli: Vec<f64> = (0..30)
+        .map(|_| {
+            let t0 = Instant::now();
+            ok(&mut loopsy(a, &["exec", "beta", "--", "true"]));
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+
+    // 2. 100 concurrent small jobs, pipelined on one session.
+    let t0 = Instant::now();
+    let ids: Vec<u64> = (0..100)
+        .map(|i| mcp.send("tools/call", json!({"name":"loopsy_execute","arguments":{"peer":"beta","command":format!("echo {i}"),"wait_s":30}})))
+        .collect();
+    let mut errors = 0;
+    for _ in &ids {
+        let r = mcp.recv();
+        if r["result"]["isError"] != false
+            || r["result"]["structuredContent"]["job"]["exit_code"] != 0
+        {
+            errors += 1;
+        }
+    }
+    let concurrent_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+    // 3. Bulk transfer.
+    let src = data.join("in/big.bin");
+    {
+        let mut f = std::fs::File::create(&src).unwrap();
+        let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i * 31 % 251) as u8).collect();
+        for _ in 0..mib {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let t0 = Instant::now();
+    sshd.scp(&src, &data.join("out/scp.bin"));
+    let scp_s = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let r = mcp.call(
+        "tools/call",
+        json!({"name":"loopsy_transfer_file","arguments":{"direction":"push","peer":"beta","source":src.display().to_string(),"dest":data.join("out/loopsy.bin").display().to_string()}}),
+    );
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let push_s = t0.elapsed().as_secs_f64();
+    let (rss_a, rss_b) = (
+        vm_hwm_kib(pid_a) as f64 / 1024.0,
+        vm_hwm_kib(pid_b) as f64 / 1024.0,
+    );
+    drop(mcp);
+    for h in &homes {
+        ok(&mut loopsy(h, &["stop"]));
+    }
+
+    let mibf = mib as f64;
+    println!(
+        "\n## mesh ({}; baselines: OpenSSH on 127.0.0.1 with a warm ControlMaster, same run)\n",
+        if quick { "quick" } else { "full" }
+    );
+    println!("| measure | loopsy | baseline | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| exec `true` A→B through MCP (median of {runs}) | {:.3} ms | {:.3} ms (`ssh true`) | {:.3}× | ≤ 2 ms and ≤ 0.5× ssh |",
+        median(&mut ex),
+        median(&mut ssh),
+        median(&mut ex) / median(&mut ssh)
+    );
+    println!(
+        "| exec `true` A→B (p99) | {:.3} ms | {:.3} ms | {:.3}× | |",
+        p99(&mut ex),
+        p99(&mut ssh),
+        p99(&mut ex) / p99(&mut ssh)
+    );
+    println!(
+        "| `loopsy exec beta -- true` whole CLI (median of 30) | {:.3} ms | — | — | |",
+        median(&mut cli)
+    );
+    println!(
+        "| push {mib} MiB A→B | {:.0} MiB/s ({push_s:.2} s) | {:.0} MiB/s (`scp`, {scp_s:.2} s) | {:.2}× | ≥ 2× scp |",
+        mibf / push_s,
+        mibf / scp_s,
+        scp_s / push_s
+    );
+    println!(
+        "| daemon peak RSS (A sender / B receiver) | {rss_a:.1} / {rss_b:.1} MiB | — | — | ≤ 64 MiB |"
+    );
+    println!(
+        "| 100 concurrent `echo` jobs A→B | {concurrent_ms:.0} ms, {errors} errors | — | — | no error |"
+    );
+}

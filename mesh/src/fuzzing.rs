@@ -1,0 +1,110 @@
+//! Entry points for fuzzing every decoder that reads bytes from a peer or a file. The
+//! cargo-fuzz targets in `mesh/fuzz/` call these; a unit test below drives them with random
+//! and mutated inputs so they are exercised on every test run too. None may panic.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::pair::Window;
+use crate::trust::Trust;
+use crate::wire::{Introduction, PairRequest, PairResponse, RpcRequest, RpcResponse};
+
+/// Pairing messages (CBOR), and a pairing start with whatever SPAKE2 bytes they carry.
+pub fn pair_messages(data: &[u8]) {
+    let _ = ciborium::from_reader::<PairResponse, _>(data);
+    if let Ok(PairRequest::Start { spake, name }) = ciborium::from_reader::<PairRequest, _>(data) {
+        let mut w = Window::new("123456".into(), std::time::Duration::from_secs(60));
+        let (a, b) = (libp2p::PeerId::random(), libp2p::PeerId::random());
+        let _ = w.on_start(&a, &b, &spake, "me", &name);
+    }
+}
+
+/// RPC messages (CBOR) and the JSON they carry.
+pub fn rpc_messages(data: &[u8]) {
+    let _ = ciborium::from_reader::<RpcResponse, _>(data);
+    if let Ok(req) = ciborium::from_reader::<RpcRequest, _>(data) {
+        let _ = serde_json::from_str::<serde_json::Value>(&req.args);
+        let _ = serde_json::from_str::<Vec<Introduction>>(&req.args);
+    }
+}
+
+/// File-protocol headers.
+pub fn file_header(data: &[u8]) {
+    let _ = crate::files::decode_request(data);
+}
+
+/// `trust.json` and `config.toml` contents.
+pub fn stored_files(data: &[u8]) {
+    let _ = serde_json::from_slice::<Trust>(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::parse(Path::new("fuzz.toml"), text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut push = |v: &dyn erased::Ser| out.push(v.cbor());
+        push(&PairRequest::Start {
+            spake: vec![7; 33],
+            name: "kai".into(),
+        });
+        push(&PairRequest::Finish {
+            confirm: vec![1; 32],
+        });
+        push(&RpcRequest {
+            tool: "loopsy_execute".into(),
+            args: r#"{"command":"true"}"#.into(),
+        });
+        push(&RpcResponse::Denied);
+        out.push(br#"{"op":"push","path":"a","size":1,"id":"ab","overwrite":false}"#.to_vec());
+        out.push(br#"{"version":1,"peers":{}}"#.to_vec());
+        out.push(b"[mesh]\nlisten_port = 1\n".to_vec());
+        out
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn cbor(&self) -> Vec<u8>;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn cbor(&self) -> Vec<u8> {
+                let mut b = Vec::new();
+                let _ = ciborium::into_writer(self, &mut b);
+                b
+            }
+        }
+    }
+
+    #[test]
+    fn decoders_survive_random_and_mutated_input() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds = seeds();
+        for i in 0..20_000u64 {
+            let mut data = if i % 2 == 0 {
+                seeds[(next() % seeds.len() as u64) as usize].clone()
+            } else {
+                (0..next() % 96).map(|_| next() as u8).collect()
+            };
+            for _ in 0..(next() % 4) {
+                if !data.is_empty() {
+                    let at = (next() % data.len() as u64) as usize;
+                    data[at] = next() as u8;
+                }
+            }
+            pair_messages(&data);
+            rpc_messages(&data);
+            file_header(&data);
+            stored_files(&data);
+        }
+    }
+}
