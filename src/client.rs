@@ -24,11 +24,21 @@ pub struct ToolFailure {
 impl Session {
     /// Connect to the daemon of `home`.
     pub fn connect(home: &Home) -> anyhow::Result<Self> {
+        Self::connect_with_progress(home, None)
+    }
+
+    /// As [`Session::connect`], forwarding progress notifications to `progress`.
+    pub fn connect_with_progress(
+        home: &Home,
+        progress: Option<
+            tokio::sync::mpsc::UnboundedSender<rmcp::model::ProgressNotificationParam>,
+        >,
+    ) -> anyhow::Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let client = rt
-            .block_on(McpClient::connect(&home.socket()))
+            .block_on(McpClient::connect_with_progress(&home.socket(), progress))
             .map_err(|e| match e {
                 ClientError::NotRunning(_) => anyhow::anyhow!("{e}"),
                 other => anyhow::Error::new(other).context("cannot talk to the daemon"),

@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use loopsy_mesh::Home;
 use serde_json::json;
 
@@ -77,11 +78,43 @@ pub fn cp(
         }
         (None, None) => bail!("neither side names a peer; write PEER:PATH on one side"),
     };
-    let s = Session::connect(home)?;
-    let v = s.call(
-        "loopsy_transfer_file",
-        json!({ "direction": direction, "peer": peer, "source": src, "dest": dst, "overwrite": overwrite }),
-    )?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let s = Session::connect_with_progress(home, Some(tx))?;
+    // A progress bar on stderr (hidden when stderr is not a terminal, and with --json).
+    let bar = if json_out {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:32.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let client = s.client().context("session closed")?;
+    let args = json!({ "direction": direction, "peer": peer, "source": src, "dest": dst, "overwrite": overwrite });
+    let r = s.block_on(async {
+        let call = client.call("loopsy_transfer_file", args);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                r = &mut call => break r,
+                Some(p) = rx.recv() => {
+                    if let Some(t) = p.total {
+                        bar.set_length(t as u64);
+                    }
+                    bar.set_position(p.progress as u64);
+                }
+            }
+        }
+    });
+    bar.finish_and_clear();
+    let r = r?;
+    let v = r.structured_content.unwrap_or_default();
+    if r.is_error == Some(true) {
+        bail!("{}", v["message"].as_str().unwrap_or("the transfer failed"));
+    }
     if json_out {
         ui::print_json(&v)?;
     } else {

@@ -190,7 +190,7 @@ pub fn peers_change(home: &Home, tool: &'static str, args: Value) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// `loopsy exec <peer> -- cmd args…`: run, wait, print output, exit with its code.
+/// `loopsy exec <peer> -- cmd args…`: run, stream its output as it comes, exit with its code.
 pub fn exec(
     home: &Home,
     peer: &str,
@@ -200,7 +200,7 @@ pub fn exec(
 ) -> anyhow::Result<ExitCode> {
     let (command, args) = cmd.split_first().context("give a command after --")?;
     let s = Session::connect(home)?;
-    let mut a = json!({ "peer": peer, "command": command, "args": args, "wait_s": 60 });
+    let mut a = json!({ "peer": peer, "command": command, "args": args, "wait_s": 0 });
     if let Some(t) = timeout {
         a["timeout_s"] = json!(t);
     }
@@ -209,34 +209,49 @@ pub fn exec(
     }
     let r = s.call("loopsy_execute", a)?;
     let id = r["job"]["id"].as_str().unwrap_or_default().to_string();
-    let mut job = r["job"].clone();
-    while job["state"] == "running" {
-        job = s.call(
-            "loopsy_job_wait",
-            json!({ "peer": peer, "job_id": id, "timeout_s": 60 }),
-        )?;
-    }
-    for (stream, out) in [
-        ("stdout", &mut std::io::stdout() as &mut dyn Write),
-        ("stderr", &mut std::io::stderr()),
-    ] {
-        let mut offset = 0u64;
-        loop {
-            let p = s.call(
-                "loopsy_job_output",
-                json!({ "peer": peer, "job_id": id, "stream": stream, "offset": offset, "limit": 1048576 }),
-            )?;
-            out.write_all(p["data"].as_str().unwrap_or_default().as_bytes())?;
-            let next = p["next_offset"].as_u64().unwrap_or(offset);
-            if p["eof"].as_bool().unwrap_or(true) || next == offset {
-                if p["truncated"].as_bool().unwrap_or(false) {
-                    writeln!(out, "\n[loopsy: {stream} past the output cap was dropped]")?;
+    let mut offsets = [0u64, 0u64];
+    let mut truncated = [false, false];
+    let job = loop {
+        let job = s.call("loopsy_job_status", json!({ "peer": peer, "job_id": id }))?;
+        let done = job["state"] != "running";
+        // Drain what is there now (all of it once the job has finished).
+        for (i, stream) in ["stdout", "stderr"].into_iter().enumerate() {
+            loop {
+                let p = s.call(
+                    "loopsy_job_output",
+                    json!({ "peer": peer, "job_id": id, "stream": stream, "offset": offsets[i], "limit": 1048576 }),
+                )?;
+                let data = p["data"].as_str().unwrap_or_default();
+                let mut out: Box<dyn Write> = if i == 0 {
+                    Box::new(std::io::stdout())
+                } else {
+                    Box::new(std::io::stderr())
+                };
+                out.write_all(data.as_bytes())?;
+                out.flush()?;
+                truncated[i] = p["truncated"].as_bool().unwrap_or(false);
+                let next = p["next_offset"].as_u64().unwrap_or(offsets[i]);
+                let more = next > offsets[i] && !p["eof"].as_bool().unwrap_or(true);
+                offsets[i] = next;
+                if !more {
+                    break;
                 }
-                break;
             }
-            offset = next;
         }
-        out.flush()?;
+        if done {
+            break job;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for (i, stream) in ["stdout", "stderr"].into_iter().enumerate() {
+        if truncated[i] {
+            let mut out: Box<dyn Write> = if i == 0 {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::io::stderr())
+            };
+            writeln!(out, "\n[loopsy: {stream} past the output cap was dropped]")?;
+        }
     }
     Ok(match (job["state"].as_str(), job["exit_code"].as_i64()) {
         (Some("exited"), Some(c)) => ExitCode::from(c.clamp(0, 255) as u8),

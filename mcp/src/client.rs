@@ -4,12 +4,14 @@ use std::path::Path;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    ProgressNotificationParam,
 };
-use rmcp::service::RunningService;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::io::BufReader;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::control::{self, ControlError, Verb, Welcome};
 
@@ -55,9 +57,32 @@ pub async fn request(socket: &Path, verb: Verb) -> Result<Welcome, ClientError> 
     connect(socket, verb).await.map(|(_, _, w)| w)
 }
 
+/// The CLI's client side: forwards progress notifications to whoever shows them.
+#[derive(Clone)]
+pub struct CliHandler {
+    info: ClientConfig,
+    progress: Option<UnboundedSender<ProgressNotificationParam>>,
+}
+
+impl ClientHandler for CliHandler {
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+
+    async fn on_progress(
+        &self,
+        p: ProgressNotificationParam,
+        _ctx: NotificationContext<RoleClient>,
+    ) {
+        if let Some(tx) = &self.progress {
+            let _ = tx.send(p);
+        }
+    }
+}
+
 /// An MCP client session over the control socket.
 pub struct McpClient {
-    service: RunningService<RoleClient, ClientConfig>,
+    service: RunningService<RoleClient, CliHandler>,
     /// What the daemon said in its hello.
     pub welcome: Welcome,
 }
@@ -73,12 +98,20 @@ impl std::fmt::Debug for McpClient {
 impl McpClient {
     /// Connect, hello, and initialize MCP as the CLI (admin tools included).
     pub async fn connect(socket: &Path) -> Result<Self, ClientError> {
+        Self::connect_with_progress(socket, None).await
+    }
+
+    /// As [`McpClient::connect`], sending every progress notification to `progress`.
+    pub async fn connect_with_progress(
+        socket: &Path,
+        progress: Option<UnboundedSender<ProgressNotificationParam>>,
+    ) -> Result<Self, ClientError> {
         let (r, w, welcome) = connect(socket, Verb::Admin).await?;
         let info = ClientConfig::new(
             ClientCapabilities::default(),
             Implementation::new("loopsy-cli", loopsy_mesh::VERSION),
         );
-        let service = info
+        let service = CliHandler { info, progress }
             .serve((r, w))
             .await
             .map_err(|e| ClientError::Mcp(e.to_string()))?;

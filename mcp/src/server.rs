@@ -24,6 +24,7 @@ use crate::tools::exec::{
 };
 use crate::tools::files::{self, ListArgs, ListOut, TransferArgs, TransferOut};
 use crate::tools::peers::{self, ListPeersArgs, PeerStatusArgs, PeersOut};
+use crate::tools::progress::Reporter;
 use crate::tools::status::{self, StatusArgs, StatusOut};
 use crate::{Caller, DaemonCtx};
 use loopsy_mesh::exec::OutputPage;
@@ -104,8 +105,12 @@ impl LoopsyServer {
         output_schema = schema_for_output::<ExecuteOut>(),
         annotations(destructive_hint = true, open_world_hint = true)
     )]
-    async fn loopsy_execute(&self, Parameters(a): Parameters<ExecuteArgs>) -> CallToolResult {
-        exec::execute(&self.ctx, &self.caller, a).await
+    async fn loopsy_execute(
+        &self,
+        Parameters(a): Parameters<ExecuteArgs>,
+        rc: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        exec::execute_reporting(&self.ctx, &self.caller, a, Reporter::from_ctx(&rc)).await
     }
 
     #[tool(
@@ -161,8 +166,9 @@ impl LoopsyServer {
     async fn loopsy_transfer_file(
         &self,
         Parameters(a): Parameters<TransferArgs>,
+        rc: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        files::transfer(&self.ctx, a).await
+        files::transfer(&self.ctx, a, Reporter::from_ctx(&rc)).await
     }
 
     #[tool(

@@ -88,3 +88,28 @@ def test_unknown_method_gets_32601_at_once(daemon):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_execute_streams_output_as_progress(daemon):
+    """A waiting loopsy_execute reports new output as MCP progress notifications."""
+    seen = []
+
+    async def on_progress(progress, total, message):
+        seen.append((progress, message))
+
+    async with Client(params(daemon.home), mode="legacy") as client:
+        result = await client.call_tool(
+            "loopsy_execute",
+            {"command": "for i in 1 2 3; do echo tick-$i; sleep 0.4; done", "wait_s": 30},
+            progress_callback=on_progress,
+        )
+        assert not result.is_error
+        sc = result.structured_content
+        assert sc["finished"] and sc["job"]["exit_code"] == 0
+        assert sc["stdout"] == "tick-1\ntick-2\ntick-3\n"
+    text = "".join(m or "" for _, m in seen)
+    assert "tick-1" in text and "tick-3" in text, seen
+    assert len(seen) >= 2, f"output should arrive in several notifications while the job runs: {seen}"
+    progress = [p for p, _ in seen]
+    assert progress == sorted(progress), "progress must increase"

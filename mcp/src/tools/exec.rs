@@ -397,3 +397,126 @@ pub async fn list(ctx: &DaemonCtx, caller: &Caller, mut a: JobListArgs) -> CallT
         },
     }
 }
+
+/// How often a waiting `loopsy_execute` looks for new output to report.
+const POLL: Duration = Duration::from_millis(200);
+
+fn sc(r: &CallToolResult) -> serde_json::Value {
+    r.structured_content.clone().unwrap_or_default()
+}
+
+/// `loopsy_execute` for a client that asked for progress: output is streamed as progress
+/// notifications while the call waits (here or on a peer), then the usual result.
+pub async fn execute_reporting(
+    ctx: &DaemonCtx,
+    caller: &Caller,
+    a: ExecuteArgs,
+    reporter: Option<super::progress::Reporter>,
+) -> CallToolResult {
+    let wait = a.wait_s.unwrap_or(DEFAULT_WAIT_S);
+    let Some(rep) = reporter.filter(|_| wait > 0 && wait <= MAX_WAIT_S) else {
+        return execute(ctx, caller, a).await;
+    };
+    let peer = a.peer.clone();
+    let first = execute(
+        ctx,
+        caller,
+        ExecuteArgs {
+            wait_s: Some(0),
+            ..a
+        },
+    )
+    .await;
+    if first.is_error == Some(true) {
+        return first;
+    }
+    let Some(id) = sc(&first)["job"]["id"].as_str().map(str::to_string) else {
+        return first;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+    let mut offsets = [0u64, 0u64];
+    let mut last_status;
+    loop {
+        last_status = status(
+            ctx,
+            caller,
+            JobArgs {
+                peer: peer.clone(),
+                job_id: id.clone(),
+            },
+        )
+        .await;
+        let running = sc(&last_status)["state"] == "running";
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            let page = output(
+                ctx,
+                caller,
+                JobOutputArgs {
+                    peer: peer.clone(),
+                    job_id: id.clone(),
+                    stream,
+                    offset: Some(offsets[i]),
+                    limit: None,
+                },
+            )
+            .await;
+            let v = sc(&page);
+            let data = v["data"].as_str().unwrap_or_default();
+            if !data.is_empty() {
+                offsets[i] = v["next_offset"].as_u64().unwrap_or(offsets[i]);
+                rep.report(
+                    (offsets[0] + offsets[1]) as f64,
+                    None,
+                    Some(data.to_string()),
+                )
+                .await;
+            }
+        }
+        if !running || std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let job: JobView = match serde_json::from_value(sc(&last_status)) {
+        Ok(j) => j,
+        Err(_) => return last_status,
+    };
+    let finished = job.state != "running";
+    let mut inline = [String::new(), String::new()];
+    let mut more = !finished;
+    if finished {
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            let page = output(
+                ctx,
+                caller,
+                JobOutputArgs {
+                    peer: peer.clone(),
+                    job_id: id.clone(),
+                    stream,
+                    offset: Some(0),
+                    limit: None,
+                },
+            )
+            .await;
+            let v = sc(&page);
+            inline[i] = v["data"].as_str().unwrap_or_default().to_string();
+            more |= !v["eof"].as_bool().unwrap_or(true);
+        }
+    }
+    let mut text = summary(&job);
+    if finished && !inline[0].is_empty() {
+        text.push('\n');
+        text.push_str(&inline[0]);
+    }
+    let [stdout, stderr] = inline;
+    success(
+        text,
+        &ExecuteOut {
+            job,
+            finished,
+            stdout,
+            stderr,
+            more_output: more,
+        },
+    )
+}

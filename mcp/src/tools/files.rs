@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::node_err;
+use super::progress::Reporter;
 use crate::DaemonCtx;
 use crate::tool_error::{ErrorCode, ToolError, success};
+use std::sync::atomic::Ordering;
 
 /// Attempts per transfer (each resumes where the last stopped).
 const ATTEMPTS: u32 = 6;
@@ -143,8 +145,40 @@ async fn open(
     Ok(stream.compat())
 }
 
+/// Report a transfer's bytes every [`TICK`] until dropped.
+const TICK: Duration = Duration::from_millis(250);
+
+fn ticker(progress: &Progress, reporter: Option<Reporter>) -> Option<tokio::task::JoinHandle<()>> {
+    let r = reporter?;
+    let p = progress.clone();
+    Some(tokio::spawn(async move {
+        let mut last = u64::MAX;
+        loop {
+            tokio::time::sleep(TICK).await;
+            let (done, total) = (
+                p.done.load(Ordering::Relaxed),
+                p.total.load(Ordering::Relaxed),
+            );
+            if done != last {
+                last = done;
+                let msg = format!(
+                    "{:.1} / {:.1} MiB",
+                    done as f64 / 1048576.0,
+                    total as f64 / 1048576.0
+                );
+                r.report(done as f64, (total > 0).then_some(total as f64), Some(msg))
+                    .await;
+            }
+        }
+    }))
+}
+
 /// `loopsy_transfer_file`
-pub async fn transfer(ctx: &DaemonCtx, a: TransferArgs) -> CallToolResult {
+pub async fn transfer(
+    ctx: &DaemonCtx,
+    a: TransferArgs,
+    reporter: Option<Reporter>,
+) -> CallToolResult {
     let started = Instant::now();
     let id = transfer_id(ctx, &a);
     let mut last: Option<ToolError> = None;
@@ -158,6 +192,7 @@ pub async fn transfer(ctx: &DaemonCtx, a: TransferArgs) -> CallToolResult {
             }
         };
         let progress = Progress::default();
+        let tick = ticker(&progress, reporter.clone());
         let r: Result<TransferOutcome, FileError> = match a.direction {
             Direction::Push => {
                 files::push(
@@ -184,6 +219,9 @@ pub async fn transfer(ctx: &DaemonCtx, a: TransferArgs) -> CallToolResult {
                 .await
             }
         };
+        if let Some(t) = tick {
+            t.abort();
+        }
         match r {
             Ok(o) => {
                 let secs = started.elapsed().as_secs_f64();
