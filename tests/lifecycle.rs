@@ -24,14 +24,25 @@ fn init_start_status_mcp_stop() {
     assert_eq!(s["peer_id"], peer_id.as_str());
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
     assert!(s["pid"].as_u64().unwrap() > 0);
-    let addrs = s["listen_addrs"].as_array().unwrap();
-    assert_eq!(addrs.len(), 1, "{addrs:?}");
-    let a = addrs[0].as_str().unwrap();
-    assert!(
-        a.starts_with("/ip4/127.0.0.1/tcp/") && a.ends_with(&format!("/p2p/{peer_id}")),
-        "{a}"
-    );
-    assert!(!a.contains("/tcp/0/"), "port 0 must be resolved: {a}");
+    let addrs: Vec<&str> = s["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(addrs.len(), 2, "TCP and QUIC: {addrs:?}");
+    let tcp = addrs.iter().find(|a| a.contains("/tcp/")).unwrap();
+    let quic = addrs.iter().find(|a| a.contains("/quic-v1/")).unwrap();
+    for a in [tcp, quic] {
+        assert!(
+            a.starts_with("/ip4/127.0.0.1/") && a.ends_with(&format!("/p2p/{peer_id}")),
+            "{a}"
+        );
+        assert!(
+            !a.contains("/tcp/0/") && !a.contains("/udp/0/"),
+            "port 0 must be resolved: {a}"
+        );
+    }
 
     // An agent's view, through the stdio bridge.
     let mut mcp = h.mcp();

@@ -350,6 +350,15 @@ fn a_gigabyte_of_output_stays_within_the_cap() {
     let b = started("beta");
     pair(&a, &b);
     let pid = a.pid();
+    let hwm = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = hwm();
     // 1 GiB on stdout; alpha keeps 8 MiB (exec.output_cap_bytes) and counts the rest.
     let o = b
         .cmd(&[
@@ -364,22 +373,46 @@ fn a_gigabyte_of_output_stays_within_the_cap() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert_eq!(
-        o.stdout.len(),
-        8 * 1024 * 1024 + "\n[loopsy: stdout past the output cap was dropped]\n".len()
-    );
+    let marker = "\n[loopsy: stdout past the output cap was dropped]\n";
+    assert_eq!(o.stdout.len(), 8 * 1024 * 1024 + marker.len());
+    assert!(String::from_utf8_lossy(&o.stdout).ends_with(marker));
+    // Growth is bounded by the cap (plus paging NUL bytes as JSON, which escapes them 6x),
+    // nowhere near the 1 GiB the job printed.
+    let grown = hwm().saturating_sub(before);
     assert!(
-        String::from_utf8_lossy(&o.stdout)
-            .ends_with("[loopsy: stdout past the output cap was dropped]\n")
+        grown < 128 * 1024,
+        "alpha's peak RSS grew by {grown} KiB while a job printed 1 GiB"
     );
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[test]
+fn peers_talk_over_quic_too() {
+    let a = started("alpha");
+    let b = started("beta");
+    // Pair through alpha's QUIC address: the connection (and the jobs after it) use QUIC.
+    let mut child = a
+        .cmd(&["pair", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(
-        rss_kib < 96 * 1024,
-        "alpha's peak RSS was {rss_kib} KiB while a job printed 1 GiB"
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let t: Value = serde_json::from_str(&line).unwrap();
+    let quic = t["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .find(|a| a.contains("/quic-v1/"))
+        .unwrap();
+    b.ok(&["pair", quic, "--code", t["code"].as_str().unwrap()]);
+    assert!(child.wait().unwrap().success());
+    drop(out);
+    let p = &peers(&b)[0];
+    assert_eq!(p["transport"], "quic", "{p}");
+    assert_eq!(
+        b.ok(&["exec", "alpha", "--", "printf", "over-quic"]),
+        "over-quic"
     );
 }

@@ -46,6 +46,7 @@ pub fn build(identity: &Identity, mdns_on: bool) -> Result<Swarm<MeshBehaviour>,
             yamux::Config::default,
         )
         .map_err(|e| NodeError::Build(e.to_string()))?
+        .with_quic()
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let mdns = if mdns_on {

@@ -329,9 +329,6 @@ pub async fn spawn(
     } else {
         "0.0.0.0"
     };
-    let addr: Multiaddr = format!("/ip4/{ip}/tcp/{}", cfg.port)
-        .parse()
-        .map_err(|e: libp2p::multiaddr::Error| NodeError::Build(e.to_string()))?;
     let listen_err = |reason: String| NodeError::Listen {
         port: cfg.port,
         reason,
@@ -341,15 +338,33 @@ pub async fn spawn(
         // "successfully" and steal half the connections. A plain bind (no SO_REUSEPORT)
         // fails while anyone holds the port: that tells us the truth.
         std::net::TcpListener::bind((ip, cfg.port)).map_err(|e| listen_err(e.to_string()))?;
+        std::net::UdpSocket::bind((ip, cfg.port))
+            .map_err(|e| listen_err(format!("UDP (QUIC): {e}")))?;
     }
-    swarm
-        .listen_on(addr)
-        .map_err(|e| listen_err(e.to_string()))?;
+    // TCP (noise + yamux) and QUIC on the same port number.
+    for proto in [
+        format!("/ip4/{ip}/tcp/{}", cfg.port),
+        format!("/ip4/{ip}/udp/{}/quic-v1", cfg.port),
+    ] {
+        let addr: Multiaddr = proto
+            .parse()
+            .map_err(|e: libp2p::multiaddr::Error| NodeError::Build(e.to_string()))?;
+        swarm
+            .listen_on(addr)
+            .map_err(|e| listen_err(e.to_string()))?;
+    }
 
+    // Wait until both listeners report an address (or one fails).
     let first = tokio::time::timeout(LISTEN_TIMEOUT, async {
+        let mut up = std::collections::HashSet::new();
         loop {
             match swarm.select_next_some().await {
-                SwarmEvent::NewListenAddr { .. } => return Ok(()),
+                SwarmEvent::NewListenAddr { listener_id, .. } => {
+                    up.insert(listener_id);
+                    if up.len() >= 2 {
+                        return Ok(());
+                    }
+                }
                 SwarmEvent::ListenerError { error, .. } => return Err(error.to_string()),
                 SwarmEvent::ListenerClosed { reason: Err(e), .. } => return Err(e.to_string()),
                 _ => {}

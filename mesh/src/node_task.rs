@@ -138,7 +138,14 @@ impl NodeTask {
             peer_id: p.to_string(),
             online: conn.is_some(),
             path: conn.map(|c| if c.relayed { "relayed" } else { "direct" }.to_string()),
-            transport: conn.map(|_| "tcp".to_string()),
+            transport: conn.map(|c| {
+                if c.addr.iter().any(|p| matches!(p, Protocol::QuicV1)) {
+                    "quic"
+                } else {
+                    "tcp"
+                }
+                .to_string()
+            }),
             address: conn.map(|c| c.addr.to_string()),
             rtt_ms: self.rtt.get(p).map(|d| d.as_secs_f64() * 1000.0),
             last_seen: self.last_seen.get(p).copied(),
