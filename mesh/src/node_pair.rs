@@ -412,10 +412,10 @@ impl NodeTask {
             } => {
                 if let Some(o) = self.pairing.outgoing.remove(&request_id) {
                     let e = match error {
-                        // An untrusted connection is closed at once unless a window is open.
-                        request_response::OutboundFailure::ConnectionClosed => {
-                            PairError::NotOpen.into()
-                        }
+                        // An untrusted connection is closed at once unless a window is open
+                        // (TCP reports a closed connection, QUIC a lost one).
+                        request_response::OutboundFailure::ConnectionClosed
+                        | request_response::OutboundFailure::Io(_) => PairError::NotOpen.into(),
                         other => NodeError::Unreachable {
                             peer: peer.to_string(),
                             reason: other.to_string(),

@@ -131,17 +131,23 @@ async fn open(
     peer: &str,
 ) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, ToolError> {
     let pid = ctx.node().connect(peer).await.map_err(node_err)?;
-    let stream = ctx
-        .node()
-        .streams()
-        .open_stream(pid, libp2p_stream_protocol(FILE_PROTOCOL))
-        .await
-        .map_err(|e| {
-            ToolError::new(
+    let mut control = ctx.node().streams();
+    let opening = control.open_stream(pid, libp2p_stream_protocol(FILE_PROTOCOL));
+    let stream = match tokio::time::timeout(Duration::from_secs(15), opening).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(ToolError::new(
                 ErrorCode::Unavailable,
                 format!("cannot open a file stream to {peer}: {e}"),
-            )
-        })?;
+            ));
+        }
+        Err(_) => {
+            return Err(ToolError::new(
+                ErrorCode::Unavailable,
+                format!("no file stream to {peer} within 15 s"),
+            ));
+        }
+    };
     Ok(stream.compat())
 }
 

@@ -12,6 +12,19 @@ use super::proto::{Entry, FileReply, FileRequest, MAX_ENTRIES, read_header, writ
 
 /// Bytes per read/write.
 const CHUNK: usize = 256 * 1024;
+/// A stream that moves no bytes for this long is treated as broken (a pulled cable may not
+/// close a connection for minutes; the retry then resumes over a fresh one).
+const STALL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Bound one I/O step by [`STALL`].
+async fn step<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    tokio::time::timeout(STALL, f).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no data moved for 20 s",
+        ))
+    })
+}
 
 /// Bytes moved so far (shared with whoever shows progress).
 #[derive(Clone, Debug, Default)]
@@ -154,7 +167,7 @@ where
         left -= n as u64;
         p.done.fetch_add(n as u64, Ordering::Relaxed);
     }
-    w.flush().await
+    step(w.flush()).await
 }
 
 /// fsync, then rename `part` over `dest`, then fsync the directory.
@@ -183,7 +196,7 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut f = open_part(part).await?;
     copy_exact(s, &mut f, size - offset, &mut h, p).await?;
     let mut digest = [0u8; 32];
-    s.read_exact(&mut digest).await?;
+    step(s.read_exact(&mut digest)).await?;
     let mine = h.finalize();
     if mine.as_bytes() != &digest {
         drop(f);
@@ -414,13 +427,13 @@ pub async fn push<S: AsyncRead + AsyncWrite + Unpin>(
         },
     )
     .await?;
-    let offset = match read_header(s).await? {
+    let offset = match step(read_header(s)).await? {
         FileReply::Ready { offset } if offset <= size => offset,
         other => return Err(remote(other)),
     };
     p.done.store(offset, Ordering::Relaxed);
     let hash = send(s, &src, offset, size, p).await?;
-    match read_header(s).await? {
+    match step(read_header(s)).await? {
         FileReply::Done { hash: theirs } if theirs == hash => Ok(TransferOutcome {
             bytes: size,
             resumed_from: offset,
@@ -460,7 +473,7 @@ pub async fn pull<S: AsyncRead + AsyncWrite + Unpin>(
         },
     )
     .await?;
-    let size = match read_header(s).await? {
+    let size = match step(read_header(s)).await? {
         FileReply::Sending { size } => size,
         FileReply::Error { code, .. } if code == "invalid" && offset > 0 => {
             // The source shrank since the interrupted attempt: start over next time.
