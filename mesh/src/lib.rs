@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod home;
 pub mod identity;
 pub mod node;
+mod node_intro;
 mod node_pair;
 mod node_task;
 pub mod pair;

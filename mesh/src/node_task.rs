@@ -18,15 +18,15 @@ use tracing::{debug, info, info_span, warn};
 use crate::behaviour::{MeshBehaviour, MeshBehaviourEvent};
 use crate::node::{Command, InboundCall, NodeConfig, NodeError, NodeInfo, PeerView, Reply};
 use crate::node_pair::PairState;
-use crate::trust::{Trust, TrustedPeer};
-use crate::wire::{INTRODUCE, Introduction, MAX_INTRODUCTIONS, RpcRequest, RpcResponse};
+use crate::trust::Trust;
+use crate::wire::{INTRODUCE, RpcRequest, RpcResponse};
 
 /// First redial delay for a trusted peer; doubles up to [`MAX_REDIAL`].
-const MIN_REDIAL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_REDIAL: Duration = Duration::from_secs(1);
 /// Longest redial delay.
 const MAX_REDIAL: Duration = Duration::from_secs(60);
 /// Addresses remembered per peer.
-const MAX_ADDRS: usize = 8;
+pub(crate) const MAX_ADDRS: usize = 8;
 /// Consecutive ping failures after which a connection is considered dead.
 const MAX_PING_FAILURES: u32 = 2;
 
@@ -56,7 +56,7 @@ pub(crate) struct NodeTask {
     rtt: HashMap<PeerId, Duration>,
     ping_failures: HashMap<libp2p::swarm::ConnectionId, u32>,
     last_seen: HashMap<PeerId, u64>,
-    redial: HashMap<PeerId, (Instant, Duration)>,
+    pub(crate) redial: HashMap<PeerId, (Instant, Duration)>,
     calls: HashMap<OutboundRequestId, (String, Reply<String>)>,
     pending: FuturesUnordered<Pending>,
     pub(crate) pairing: PairState,
@@ -183,7 +183,7 @@ impl NodeTask {
         }
     }
 
-    fn known_addrs(&self, p: &PeerId) -> Vec<Multiaddr> {
+    pub(crate) fn known_addrs(&self, p: &PeerId) -> Vec<Multiaddr> {
         self.trust
             .peers
             .get(&p.to_string())
@@ -451,98 +451,6 @@ impl NodeTask {
                 self.introduce_all_to(peer);
             }
         }
-    }
-
-    /// Send `to` an introduction of every other peer we trust.
-    pub(crate) fn introduce_all_to(&mut self, to: PeerId) {
-        let others: Vec<PeerId> = self
-            .trust
-            .peers
-            .keys()
-            .filter_map(|k| k.parse().ok())
-            .filter(|p| *p != to)
-            .collect();
-        if !others.is_empty() {
-            self.introduce(to, &others);
-        }
-    }
-
-    /// Vouch for `peers` to `to` (fire and forget; `to` re-learns on every reconnect).
-    pub(crate) fn introduce(&mut self, to: PeerId, peers: &[PeerId]) {
-        let intros: Vec<Introduction> = peers
-            .iter()
-            .filter_map(|p| {
-                let t = self.trust.peers.get(&p.to_string())?;
-                Some(Introduction {
-                    peer_id: p.to_string(),
-                    name: t.name.clone(),
-                    addrs: t.addrs.clone(),
-                })
-            })
-            .take(MAX_INTRODUCTIONS)
-            .collect();
-        let Ok(args) = serde_json::to_string(&intros) else {
-            return;
-        };
-        for a in self.known_addrs(&to) {
-            self.swarm.add_peer_address(to, a);
-        }
-        let req = RpcRequest {
-            tool: INTRODUCE.into(),
-            args,
-        };
-        let _ = self.swarm.behaviour_mut().rpc.send_request(&to, req);
-    }
-
-    /// Accept a trusted member's introductions: new peers get at most the introducer's own
-    /// capabilities here, and peers removed here are never brought back this way.
-    fn on_introduce(&mut self, from: PeerId, args: &str) -> RpcResponse {
-        let Ok(intros) = serde_json::from_str::<Vec<Introduction>>(args) else {
-            return RpcResponse::Result(r#"{"accepted":0}"#.into());
-        };
-        let Some(by) = self.trust.peers.get(&from.to_string()).cloned() else {
-            return RpcResponse::Denied;
-        };
-        let me = self.me().to_string();
-        let mut accepted = 0;
-        for i in intros.into_iter().take(MAX_INTRODUCTIONS) {
-            let Ok(pid) = i.peer_id.parse::<PeerId>() else {
-                continue;
-            };
-            if i.peer_id == me
-                || self.trust.peers.contains_key(&i.peer_id)
-                || self.trust.removed.contains(&i.peer_id)
-                || crate::config::validate_name(&i.name).is_err()
-            {
-                continue;
-            }
-            let name = self.trust.unique_name(&i.name, &self.cfg.name, &i.peer_id);
-            let addrs: Vec<String> = i
-                .addrs
-                .into_iter()
-                .filter(|a| a.parse::<Multiaddr>().is_ok())
-                .take(MAX_ADDRS)
-                .collect();
-            info!(peer = %pid, %name, introducer = %by.name, "trusting an introduced peer");
-            self.trust.peers.insert(
-                i.peer_id.clone(),
-                TrustedPeer {
-                    name,
-                    caps: by.caps.clone(),
-                    paired_at: now_unix(),
-                    addrs,
-                    introduced_by: Some(from.to_string()),
-                },
-            );
-            self.redial.insert(pid, (Instant::now(), MIN_REDIAL));
-            accepted += 1;
-        }
-        if accepted > 0
-            && let Err(e) = self.save_trust()
-        {
-            warn!(error = %e, "cannot save introduced peers");
-        }
-        RpcResponse::Result(format!(r#"{{"accepted":{accepted}}}"#))
     }
 
     fn behaviour_event(&mut self, ev: MeshBehaviourEvent) {
