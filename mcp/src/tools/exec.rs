@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use loopsy_mesh::exec::{ExecError, ExecRequest, JobInfo, JobState, OutputPage, Stream};
+use loopsy_mesh::exec::{ExecError, ExecRequest, JobInfo, JobState, Stream};
 use loopsy_mesh::trust::Capability;
 use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
@@ -203,26 +203,66 @@ fn summary(j: &JobView) -> String {
     }
 }
 
-/// `loopsy_execute`
-pub async fn execute(ctx: &DaemonCtx, caller: &Caller, mut a: ExecuteArgs) -> CallToolResult {
-    match target(ctx, caller, a.peer.as_deref()) {
-        Err(e) => return e.into_result(),
-        Ok(Target::Remote(p)) => {
-            a.peer = None;
-            return forward(ctx, &p, "loopsy_execute", &a).await;
+/// Arguments that may name a peer to run on.
+pub trait Routed: Serialize {
+    /// The `peer` argument.
+    fn peer(&mut self) -> &mut Option<String>;
+}
+
+macro_rules! routed {
+    ($($t:ty),*) => {$(
+        impl Routed for $t {
+            fn peer(&mut self) -> &mut Option<String> {
+                &mut self.peer
+            }
         }
-        Ok(Target::Local) => {}
+    )*};
+}
+routed!(
+    ExecuteArgs,
+    JobArgs,
+    JobWaitArgs,
+    JobOutputArgs,
+    JobListArgs
+);
+
+/// Run here (returning the arguments, with the `exec` capability checked), or forward `tool`
+/// to the named peer and return its result.
+async fn route<A: Routed>(
+    ctx: &DaemonCtx,
+    caller: &Caller,
+    tool: &str,
+    mut a: A,
+) -> Result<A, CallToolResult> {
+    match target(ctx, caller, a.peer().as_deref()) {
+        Err(e) => Err(e.into_result()),
+        Ok(Target::Remote(p)) => {
+            *a.peer() = None;
+            Err(forward(ctx, &p, tool, &a).await)
+        }
+        Ok(Target::Local) => require(caller, Capability::Exec)
+            .map(|()| a)
+            .map_err(ToolError::into_result),
     }
-    if let Err(e) = require(caller, Capability::Exec) {
-        return e.into_result();
-    }
+}
+
+fn too_long(what: &str) -> CallToolResult {
+    ToolError::new(
+        ErrorCode::InvalidArguments,
+        format!("{what} must be at most {MAX_WAIT_S}"),
+    )
+    .into_result()
+}
+
+/// `loopsy_execute`
+pub async fn execute(ctx: &DaemonCtx, caller: &Caller, a: ExecuteArgs) -> CallToolResult {
+    let a = match route(ctx, caller, "loopsy_execute", a).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let wait = a.wait_s.unwrap_or(DEFAULT_WAIT_S);
     if wait > MAX_WAIT_S {
-        return ToolError::new(
-            ErrorCode::InvalidArguments,
-            format!("wait_s must be at most {MAX_WAIT_S}"),
-        )
-        .into_result();
+        return too_long("wait_s");
     }
     let req = ExecRequest {
         command: a.command,
@@ -262,139 +302,103 @@ pub async fn execute(ctx: &DaemonCtx, caller: &Caller, mut a: ExecuteArgs) -> Ca
     )
 }
 
-/// `loopsy_job_status`
-pub async fn status(ctx: &DaemonCtx, caller: &Caller, mut a: JobArgs) -> CallToolResult {
-    match target(ctx, caller, a.peer.as_deref()) {
-        Err(e) => e.into_result(),
-        Ok(Target::Remote(p)) => {
-            a.peer = None;
-            forward(ctx, &p, "loopsy_job_status", &a).await
+/// A job of this caller, as a result (after `f` acts on it).
+async fn with_job<F, Fut>(ctx: &DaemonCtx, caller: &Caller, id: &str, f: F) -> CallToolResult
+where
+    F: FnOnce(std::sync::Arc<loopsy_mesh::exec::Job>) -> Fut,
+    Fut: std::future::Future<Output = std::sync::Arc<loopsy_mesh::exec::Job>>,
+{
+    match ctx.jobs().get(&caller.owner(), id) {
+        Ok(j) => {
+            let v = JobView::from(f(j).await.info());
+            success(summary(&v), &v)
         }
-        Ok(Target::Local) => match require(caller, Capability::Exec)
-            .and_then(|()| ctx.jobs().get(&caller.owner(), &a.job_id).map_err(exec_err))
-        {
-            Ok(j) => {
-                let v = JobView::from(j.info());
-                success(summary(&v), &v)
-            }
-            Err(e) => e.into_result(),
-        },
+        Err(e) => exec_err(e).into_result(),
+    }
+}
+
+/// `loopsy_job_status`
+pub async fn status(ctx: &DaemonCtx, caller: &Caller, a: JobArgs) -> CallToolResult {
+    match route(ctx, caller, "loopsy_job_status", a).await {
+        Ok(a) => with_job(ctx, caller, &a.job_id, |j| async move { j }).await,
+        Err(r) => r,
     }
 }
 
 /// `loopsy_job_wait`
-pub async fn wait(ctx: &DaemonCtx, caller: &Caller, mut a: JobWaitArgs) -> CallToolResult {
-    match target(ctx, caller, a.peer.as_deref()) {
-        Err(e) => e.into_result(),
-        Ok(Target::Remote(p)) => {
-            a.peer = None;
-            forward(ctx, &p, "loopsy_job_wait", &a).await
-        }
-        Ok(Target::Local) => {
-            let t = a.timeout_s.unwrap_or(DEFAULT_WAIT_S);
-            if t > MAX_WAIT_S {
-                return ToolError::new(
-                    ErrorCode::InvalidArguments,
-                    format!("timeout_s must be at most {MAX_WAIT_S}"),
-                )
-                .into_result();
-            }
-            match require(caller, Capability::Exec)
-                .and_then(|()| ctx.jobs().get(&caller.owner(), &a.job_id).map_err(exec_err))
-            {
-                Ok(j) => {
-                    j.wait(Duration::from_secs(t)).await;
-                    let v = JobView::from(j.info());
-                    success(summary(&v), &v)
-                }
-                Err(e) => e.into_result(),
-            }
-        }
+pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: JobWaitArgs) -> CallToolResult {
+    let a = match route(ctx, caller, "loopsy_job_wait", a).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let t = a.timeout_s.unwrap_or(DEFAULT_WAIT_S);
+    if t > MAX_WAIT_S {
+        return too_long("timeout_s");
     }
+    with_job(ctx, caller, &a.job_id, |j| async move {
+        j.wait(Duration::from_secs(t)).await;
+        j
+    })
+    .await
 }
 
 /// `loopsy_job_output`
-pub async fn output(ctx: &DaemonCtx, caller: &Caller, mut a: JobOutputArgs) -> CallToolResult {
-    match target(ctx, caller, a.peer.as_deref()) {
-        Err(e) => e.into_result(),
-        Ok(Target::Remote(p)) => {
-            a.peer = None;
-            forward(ctx, &p, "loopsy_job_output", &a).await
-        }
-        Ok(Target::Local) => {
-            let limit = a
-                .limit
-                .map(|l| l as usize)
-                .unwrap_or(INLINE_OUTPUT)
-                .min(MAX_PAGE);
-            let page: Result<OutputPage, ToolError> =
-                require(caller, Capability::Exec).and_then(|()| {
-                    ctx.jobs()
-                        .output(
-                            &caller.owner(),
-                            &a.job_id,
-                            a.stream,
-                            a.offset.unwrap_or(0),
-                            limit,
-                        )
-                        .map_err(exec_err)
-                });
-            match page {
-                Ok(p) => {
-                    let mut text = p.data.clone();
-                    if p.truncated && p.eof {
-                        text.push_str("\n[loopsy: output past exec.output_cap_bytes was dropped]");
-                    }
-                    success(text, &p)
-                }
-                Err(e) => e.into_result(),
+pub async fn output(ctx: &DaemonCtx, caller: &Caller, a: JobOutputArgs) -> CallToolResult {
+    let a = match route(ctx, caller, "loopsy_job_output", a).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let limit = a
+        .limit
+        .map(|l| l as usize)
+        .unwrap_or(INLINE_OUTPUT)
+        .min(MAX_PAGE);
+    match ctx.jobs().output(
+        &caller.owner(),
+        &a.job_id,
+        a.stream,
+        a.offset.unwrap_or(0),
+        limit,
+    ) {
+        Ok(p) => {
+            let mut text = p.data.clone();
+            if p.truncated && p.eof {
+                text.push_str("\n[loopsy: output past exec.output_cap_bytes was dropped]");
             }
+            success(text, &p)
         }
+        Err(e) => exec_err(e).into_result(),
     }
 }
 
 /// `loopsy_job_kill`
-pub async fn kill(ctx: &DaemonCtx, caller: &Caller, mut a: JobArgs) -> CallToolResult {
-    match target(ctx, caller, a.peer.as_deref()) {
-        Err(e) => e.into_result(),
-        Ok(Target::Remote(p)) => {
-            a.peer = None;
-            forward(ctx, &p, "loopsy_job_kill", &a).await
-        }
-        Ok(Target::Local) => match require(caller, Capability::Exec)
-            .and_then(|()| ctx.jobs().get(&caller.owner(), &a.job_id).map_err(exec_err))
-        {
-            Ok(j) => {
+pub async fn kill(ctx: &DaemonCtx, caller: &Caller, a: JobArgs) -> CallToolResult {
+    match route(ctx, caller, "loopsy_job_kill", a).await {
+        Ok(a) => {
+            with_job(ctx, caller, &a.job_id, |j| async move {
                 j.kill();
                 j.wait(Duration::from_secs(5)).await;
-                let v = JobView::from(j.info());
-                success(summary(&v), &v)
-            }
-            Err(e) => e.into_result(),
-        },
+                j
+            })
+            .await
+        }
+        Err(r) => r,
     }
 }
 
 /// `loopsy_job_list`
-pub async fn list(ctx: &DaemonCtx, caller: &Caller, mut a: JobListArgs) -> CallToolResult {
-    match target(ctx, caller, a.peer.as_deref()) {
-        Err(e) => e.into_result(),
-        Ok(Target::Remote(p)) => {
-            a.peer = None;
-            forward(ctx, &p, "loopsy_job_list", &a).await
+pub async fn list(ctx: &DaemonCtx, caller: &Caller, a: JobListArgs) -> CallToolResult {
+    match route(ctx, caller, "loopsy_job_list", a).await {
+        Ok(_) => {
+            let jobs: Vec<JobView> = ctx
+                .jobs()
+                .list(&caller.owner())
+                .into_iter()
+                .map(JobView::from)
+                .collect();
+            success(format!("{} jobs", jobs.len()), &JobsOut { jobs })
         }
-        Ok(Target::Local) => match require(caller, Capability::Exec) {
-            Ok(()) => {
-                let jobs: Vec<JobView> = ctx
-                    .jobs()
-                    .list(&caller.owner())
-                    .into_iter()
-                    .map(JobView::from)
-                    .collect();
-                success(format!("{} jobs", jobs.len()), &JobsOut { jobs })
-            }
-            Err(e) => e.into_result(),
-        },
+        Err(r) => r,
     }
 }
 

@@ -4,7 +4,7 @@
 mod job;
 mod manager;
 
-pub use job::{JobInfo, JobState, OutputPage, Stream};
+pub use job::{Job, JobInfo, JobState, OutputPage, Stream};
 pub use manager::{ExecError, JobManager};
 
 use std::collections::BTreeMap;
