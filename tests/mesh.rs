@@ -416,3 +416,21 @@ fn peers_talk_over_quic_too() {
         "over-quic"
     );
 }
+
+#[test]
+fn a_killed_pair_command_closes_its_window() {
+    let a = started("alpha");
+    let b = started("beta");
+    let (mut child, out, code, addr) = open_window(&a);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(out);
+    // The code dies with the session that showed it.
+    wait_until("the window to close", Duration::from_secs(10), || {
+        a.ok(&["logs", "-n", "500"])
+            .contains("pairing window closed")
+    });
+    let err = b.fails(&["pair", &addr, "--code", &code]);
+    assert!(err.contains("not waiting to pair"), "{err}");
+    assert!(peers(&a).is_empty());
+}

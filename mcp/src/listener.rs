@@ -119,7 +119,7 @@ async fn handle(stream: UnixStream, ctx: DaemonCtx) {
                 Caller::Local
             };
             let server = LoopsyServer::new(ctx.clone(), caller);
-            match server.serve((r, w)).await {
+            match server.clone().serve((r, w)).await {
                 Ok(running) => {
                     let stop = ctx.shutdown_token().clone();
                     tokio::select! {
@@ -129,6 +129,7 @@ async fn handle(stream: UnixStream, ctx: DaemonCtx) {
                 }
                 Err(e) => debug!(error = %e, "MCP session ended during initialization"),
             }
+            server.session_ended().await;
         }
     }
 }

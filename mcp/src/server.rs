@@ -41,6 +41,21 @@ pub struct LoopsyServer {
     ctx: DaemonCtx,
     caller: Caller,
     tool_router: ToolRouter<Self>,
+    /// Set when this session opened a pairing window (closed again when the session ends).
+    opened_window: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LoopsyServer {
+    /// Call when the session has ended: a pairing window it opened must not outlive it
+    /// (a `loopsy pair` killed hard would otherwise leave the code valid until its TTL).
+    pub async fn session_ended(&self) {
+        if self
+            .opened_window
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.ctx.node().pair_close().await;
+        }
+    }
 }
 
 impl std::fmt::Debug for LoopsyServer {
@@ -64,6 +79,7 @@ impl LoopsyServer {
             ctx,
             caller,
             tool_router,
+            opened_window: Default::default(),
         }
     }
 
@@ -189,7 +205,12 @@ impl LoopsyServer {
 impl LoopsyServer {
     #[tool(description = "Open a pairing window; returns the one-time code and addresses.", output_schema = schema_for_output::<PairTicket>())]
     async fn loopsy_pair_open(&self, Parameters(a): Parameters<PairOpenArgs>) -> CallToolResult {
-        admin::pair_open(&self.ctx, a).await
+        let r = admin::pair_open(&self.ctx, a).await;
+        if r.is_error != Some(true) {
+            self.opened_window
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
     }
 
     #[tool(description = "Wait until the open pairing window pairs a machine, or fails.", output_schema = schema_for_output::<PeerView>())]

@@ -90,6 +90,7 @@ impl NodeTask {
 
     pub(crate) fn pair_close(&mut self) {
         if self.pairing.window.is_some() {
+            info!("pairing window closed");
             self.pair_finish_window(Err(PairError::NotOpen));
         }
     }
