@@ -34,22 +34,31 @@ fn pair_by_peer_id(a: &TestHome, b: &TestHome) {
         t["code"].as_str().unwrap().to_string(),
         t["peer_id"].as_str().unwrap().to_string(),
     );
-    wait_until(
-        "mDNS discovery and pairing",
-        Duration::from_secs(30),
-        || {
-            let o = b.run(&["pair", &id, "--code", &code]);
-            if o.status.success() {
-                return true;
-            }
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert!(
-                err.contains("has not been seen on the LAN"),
-                "pairing failed: {err}"
+    // mDNS queries go out every 5 s; allow a generous margin under a loaded CI, and show both
+    // daemons' logs if discovery still does not happen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = b.run(&["pair", &id, "--code", &code]);
+        if o.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("has not been seen on the LAN"),
+            "pairing failed: {err}"
+        );
+        if std::time::Instant::now() > deadline {
+            let logs = |h: &TestHome| {
+                std::fs::read_to_string(h.path().join("logs/daemon.log")).unwrap_or_default()
+            };
+            panic!(
+                "no mDNS discovery within 60 s\n--- code holder ---\n{}\n--- joiner ---\n{}",
+                logs(a),
+                logs(b)
             );
-            false
-        },
-    );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(child.wait().unwrap().success());
 }
 
