@@ -14,16 +14,28 @@ use crate::wire::{INTRODUCE, Introduction, MAX_INTRODUCTIONS, RpcRequest, RpcRes
 impl NodeTask {
     /// Send `to` an introduction of every other peer we trust.
     pub(crate) fn introduce_all_to(&mut self, to: PeerId) {
-        let others: Vec<PeerId> = self
-            .trust
-            .peers
-            .keys()
-            .filter_map(|k| k.parse().ok())
-            .filter(|p| *p != to)
-            .collect();
+        let others = self.trusted_except(to);
         if !others.is_empty() {
             self.introduce(to, &others);
         }
+    }
+
+    /// A newly paired peer: introduce it to our peers and them to it.
+    pub(crate) fn introduce_newcomer(&mut self, peer: PeerId) {
+        self.introduce_all_to(peer);
+        for other in self.trusted_except(peer) {
+            self.introduce(other, &[peer]);
+        }
+    }
+
+    /// Every trusted PeerId but `except`.
+    fn trusted_except(&self, except: PeerId) -> Vec<PeerId> {
+        self.trust
+            .peers
+            .keys()
+            .filter_map(|k| k.parse().ok())
+            .filter(|p| *p != except)
+            .collect()
     }
 
     /// Vouch for `peers` to `to` (fire and forget; `to` re-learns on every reconnect).

@@ -144,17 +144,7 @@ impl NodeTask {
         self.save_trust()?;
         self.pair_peers.remove(&peer);
         // N machines need N-1 pairings: tell the newcomer about our peers and them about it.
-        self.introduce_all_to(peer);
-        let others: Vec<PeerId> = self
-            .trust
-            .peers
-            .keys()
-            .filter_map(|k| k.parse().ok())
-            .filter(|p| *p != peer)
-            .collect();
-        for other in others {
-            self.introduce(other, &[peer]);
-        }
+        self.introduce_newcomer(peer);
         self.view(&peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_string()))
     }

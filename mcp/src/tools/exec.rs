@@ -284,22 +284,23 @@ pub async fn execute(ctx: &DaemonCtx, caller: &Caller, a: ExecuteArgs) -> CallTo
     } else {
         (String::new(), String::new(), true)
     };
-    let view = JobView::from(job.info());
-    let mut text = summary(&view);
-    if finished && !stdout.is_empty() {
+    execute_result(ExecuteOut {
+        job: JobView::from(job.info()),
+        finished,
+        stdout,
+        stderr,
+        more_output: more,
+    })
+}
+
+/// The `loopsy_execute` result: the summary line, then stdout once the job has finished.
+fn execute_result(out: ExecuteOut) -> CallToolResult {
+    let mut text = summary(&out.job);
+    if out.finished && !out.stdout.is_empty() {
         text.push('\n');
-        text.push_str(&stdout);
+        text.push_str(&out.stdout);
     }
-    success(
-        text,
-        &ExecuteOut {
-            job: view,
-            finished,
-            stdout,
-            stderr,
-            more_output: more,
-        },
-    )
+    success(text, &out)
 }
 
 /// A job of this caller, as a result (after `f` acts on it).
@@ -507,20 +508,12 @@ pub async fn execute_reporting(
             more |= !v["eof"].as_bool().unwrap_or(true);
         }
     }
-    let mut text = summary(&job);
-    if finished && !inline[0].is_empty() {
-        text.push('\n');
-        text.push_str(&inline[0]);
-    }
     let [stdout, stderr] = inline;
-    success(
-        text,
-        &ExecuteOut {
-            job,
-            finished,
-            stdout,
-            stderr,
-            more_output: more,
-        },
-    )
+    execute_result(ExecuteOut {
+        job,
+        finished,
+        stdout,
+        stderr,
+        more_output: more,
+    })
 }
