@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestHome, kill9, wait_until};
+use common::{TestHome, kill9, pair, wait_until};
 use serde_json::Value;
 
 /// A started daemon whose transfers are confined to `root`.
@@ -25,26 +24,6 @@ fn started(name: &str, root: &Path) -> TestHome {
     std::fs::write(h.path().join("config.toml"), cfg).unwrap();
     h.ok(&["start"]);
     h
-}
-
-fn pair(a: &TestHome, b: &TestHome) {
-    let mut child = a
-        .cmd(&["pair", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let t: Value = serde_json::from_str(&line).unwrap();
-    b.ok(&[
-        "pair",
-        t["addrs"][0].as_str().unwrap(),
-        "--code",
-        t["code"].as_str().unwrap(),
-    ]);
-    assert!(child.wait().unwrap().success());
-    drop(out);
 }
 
 fn data(n: usize) -> Vec<u8> {

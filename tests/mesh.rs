@@ -6,54 +6,17 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestHome, wait_until};
+use common::{TestHome, open_window, pair, peers, wait_until};
 use serde_json::Value;
-
-/// `a pair --json` in the background: returns the child, the code and the first address.
-fn open_window(a: &TestHome) -> (Child, BufReader<std::process::ChildStdout>, String, String) {
-    let mut child = a
-        .cmd(&["pair", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let t: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    let code = t["code"].as_str().unwrap().to_string();
-    let addr = t["addrs"][0].as_str().unwrap().to_string();
-    (child, out, code, addr)
-}
-
-/// Pair `b` with `a` (the code holder); returns (a's view of b, b's view of a).
-fn pair(a: &TestHome, b: &TestHome) -> (Value, Value) {
-    let (mut child, mut out, code, addr) = open_window(a);
-    let b_view: Value =
-        serde_json::from_str(&b.ok(&["pair", &addr, "--code", &code, "--json"])).unwrap();
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(child.wait().unwrap().success());
-    let a_view: Value = serde_json::from_str(&line).unwrap();
-    (a_view, b_view)
-}
 
 fn started(name: &str) -> TestHome {
     let h = TestHome::new();
     h.ok(&["init", "--name", name]);
     h.start();
     h
-}
-
-fn peers(h: &TestHome) -> Vec<Value> {
-    serde_json::from_str::<Value>(&h.ok(&["peers", "list", "--json"]))
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 #[test]

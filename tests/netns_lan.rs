@@ -7,16 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NetnsLab, TestHome, wait_until};
+use common::{NetnsLab, TestHome, peers, wait_until};
 use serde_json::Value;
-
-fn peers(h: &TestHome) -> Vec<Value> {
-    serde_json::from_str::<Value>(&h.ok(&["peers", "list", "--json"]))
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 /// `b` pairs with `a` by PeerId alone, once mDNS has shown b where a is.
 fn pair_by_peer_id(a: &TestHome, b: &TestHome) {
