@@ -355,6 +355,10 @@ pub async fn spawn(
     }
 
     // Wait until both listeners report an address (or one fails).
+    // Everything else that happens meanwhile (an mDNS discovery, an inbound connection) is
+    // kept for the node task: mDNS reports a record only once per TTL, so a dropped
+    // `Discovered` would hide a neighbour for minutes.
+    let mut early = Vec::new();
     let first = tokio::time::timeout(LISTEN_TIMEOUT, async {
         let mut up = std::collections::HashSet::new();
         loop {
@@ -367,7 +371,7 @@ pub async fn spawn(
                 }
                 SwarmEvent::ListenerError { error, .. } => return Err(error.to_string()),
                 SwarmEvent::ListenerClosed { reason: Err(e), .. } => return Err(e.to_string()),
-                _ => {}
+                other => early.push(other),
             }
         }
     })
@@ -383,7 +387,7 @@ pub async fn spawn(
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
     let task = crate::node_task::NodeTask::new(swarm, rx, in_tx, cfg, trust);
-    tokio::spawn(task.run());
+    tokio::spawn(task.run(early));
     Ok((
         NodeHandle {
             tx,

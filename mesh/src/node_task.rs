@@ -191,7 +191,11 @@ impl NodeTask {
             .unwrap_or_default()
     }
 
-    pub(crate) async fn run(mut self) {
+    /// Handle `early` (events seen while start-up waited for the listeners), then loop.
+    pub(crate) async fn run(mut self, early: Vec<SwarmEvent<MeshBehaviourEvent>>) {
+        for e in early {
+            self.event(e);
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
