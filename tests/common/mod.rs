@@ -325,7 +325,19 @@ pub fn open_window(a: &TestHome) -> (Child, BufReader<ChildStdout>, String, Stri
     out.read_line(&mut line).unwrap();
     let t: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     let code = t["code"].as_str().unwrap().to_string();
-    let addr = t["addrs"][0].as_str().unwrap().to_string();
+    // A LAN address where there is one (hosts in namespaces), else loopback.
+    let addrs: Vec<&str> = t["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let addr = addrs
+        .iter()
+        .find(|a| !a.starts_with("/ip4/127.") && !a.starts_with("/ip6/::1"))
+        .or(addrs.first())
+        .unwrap()
+        .to_string();
     (child, out, code, addr)
 }
 

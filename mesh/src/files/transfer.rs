@@ -155,7 +155,7 @@ where
     let mut left = len;
     let mut buf = vec![0u8; CHUNK];
     while left > 0 {
-        let n = r.read(&mut buf[..CHUNK.min(left as usize)]).await?;
+        let n = step(r.read(&mut buf[..CHUNK.min(left as usize)])).await?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -163,7 +163,7 @@ where
             ));
         }
         h.update(&buf[..n]);
-        w.write_all(&buf[..n]).await?;
+        step(w.write_all(&buf[..n])).await?;
         left -= n as u64;
         p.done.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -245,7 +245,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     may_read: bool,
     may_write: bool,
 ) -> std::io::Result<()> {
-    let req: FileRequest = read_header(s).await?;
+    let req: FileRequest = step(read_header(s)).await?;
     match req {
         FileRequest::Push {
             path,
@@ -500,7 +500,7 @@ pub async fn list<S: AsyncRead + AsyncWrite + Unpin>(
     path: &str,
 ) -> Result<(Vec<Entry>, bool), FileError> {
     write_header(s, &FileRequest::List { path: path.into() }).await?;
-    match read_header(s).await? {
+    match step(read_header(s)).await? {
         FileReply::Listing { entries, truncated } => Ok((entries, truncated)),
         other => Err(remote(other)),
     }
