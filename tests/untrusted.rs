@@ -15,6 +15,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use loopsy_mesh::Identity;
 use loopsy_mesh::behaviour::{MeshBehaviourEvent, build};
+use loopsy_mesh::files::FILE_PROTOCOL;
 use loopsy_mesh::wire::{RpcRequest, RpcResponse};
 
 enum Outcome {
@@ -82,6 +83,44 @@ async fn stranger_exec(addr: &str) -> Outcome {
         .expect("no answer from the daemon")
 }
 
+/// Dial `addr` as a stranger, open the file protocol and ask for a listing of `/`.
+/// Returns what came back (anything at all is a failure).
+async fn stranger_list(addr: &str) -> Result<Vec<u8>, String> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut swarm = build(&Identity::generate(), false).unwrap();
+    let addr: Multiaddr = addr.parse().unwrap();
+    let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+        panic!("no /p2p in {addr}")
+    };
+    swarm.dial(addr).unwrap();
+    let mut control = swarm.behaviour().streams.new_control();
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let run = async {
+        let mut s = control
+            .open_stream(peer, libp2p::StreamProtocol::new(FILE_PROTOCOL))
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = br#"{"op":"list","path":"/"}"#;
+        s.write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(body).await.map_err(|e| e.to_string())?;
+        s.flush().await.map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.map_err(|e| e.to_string())?;
+        Ok(got)
+    };
+    let r = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the daemon neither answered nor closed the stream");
+    driver.abort();
+    r
+}
+
 #[tokio::test]
 async fn a_stranger_can_run_nothing() {
     let a = TestHome::new();
@@ -112,6 +151,11 @@ async fn a_stranger_can_run_nothing() {
         matches!(o, Outcome::Denied),
         "with a window open the RPC must be explicitly denied"
     );
+    // …and the file protocol gives it nothing either (no listing, not a byte).
+    match stranger_list(&addr).await {
+        Ok(got) => assert!(got.is_empty(), "stranger got file data: {got:?}"),
+        Err(e) => eprintln!("file stream refused: {e}"),
+    }
     let _ = pair.kill();
     let _ = pair.wait();
 
