@@ -11,7 +11,7 @@ use super::policy::{PathError, PathPolicy};
 use super::proto::{Entry, FileReply, FileRequest, MAX_ENTRIES, read_header, write_header};
 
 /// Bytes per read/write.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1024 * 1024;
 /// A stream that moves no bytes for this long is treated as broken (a pulled cable may not
 /// close a connection for minutes; the retry then resumes over a fresh one).
 const STALL: std::time::Duration = std::time::Duration::from_secs(20);
