@@ -53,6 +53,23 @@ pub enum Command {
     /// The mesh at a glance.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// Terminal sessions here (or on a peer): `loopsy sessions`, `--json`.
+    Sessions(SessionsArgs),
+    /// Start a shell (or `-- cmd args…`) in a new session here and attach to it.
+    Shell(ShellArgs),
+    /// Attach this terminal to a running session (detach with Ctrl-]).
+    Attach {
+        /// Session id or name.
+        session: String,
+    },
+    /// End a session's program (it stays listed until removed).
+    Kill {
+        /// Session id or name.
+        session: String,
+        /// The peer it runs on.
+        #[arg(long)]
+        peer: Option<String>,
+    },
     /// MCP server on stdio for agents: bridges to the daemon, starting it if needed.
     Mcp,
     /// The local API token (bearer for the HTTP MCP endpoint).
@@ -66,6 +83,41 @@ pub enum Command {
     /// Run the daemon in the foreground (what `start` launches).
     #[command(hide = true)]
     Daemon(DaemonArgs),
+    /// Own one session's PTY (what the daemon launches per session).
+    #[command(hide = true)]
+    SessionHost {
+        /// The sessions directory.
+        #[arg(long)]
+        sessions: std::path::PathBuf,
+        /// The session id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `loopsy sessions`
+#[derive(Debug, clap::Args)]
+pub struct SessionsArgs {
+    /// List the sessions on this peer instead.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `loopsy shell`
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    /// Name the session (default: shell-xxxx or custom-xxxx).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Start it without attaching; print its id.
+    #[arg(long, short)]
+    pub detached: bool,
+    /// The program and its arguments (default: your shell).
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 /// `pair`

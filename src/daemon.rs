@@ -59,6 +59,10 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "/".into());
     let files = PathPolicy::new(&files_cfg, &user_home);
+    // Session hosts are this same binary (hidden `session-host` subcommand); live ones from
+    // before a restart are found again through their records under sessions/.
+    let exe = std::env::current_exe().context("cannot locate the loopsy binary")?;
+    let sessions = loopsy_term::Manager::new(home.sessions(), exe, cfg.sessions.scrollback_bytes);
     let ctx = DaemonCtx::new(
         name.clone(),
         home.clone(),
@@ -67,6 +71,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         files.clone(),
         audit.clone(),
         token,
+        sessions,
     );
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
     tokio::spawn(loopsy_mesh::files::serve(

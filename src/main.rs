@@ -11,6 +11,7 @@ mod lifecycle;
 mod logs;
 mod mesh_cmd;
 mod service;
+mod session_cmd;
 mod setup;
 mod ui;
 
@@ -88,6 +89,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Daemon(a) => ok(daemon::run(&home, &a.overrides())),
+        Command::Sessions(a) => session_cmd::list(&home, a.peer.as_deref(), a.json),
+        Command::Shell(a) => session_cmd::shell(&home, a.name.as_deref(), &a.command, a.detached),
+        Command::Attach { session } => session_cmd::attach(&home, &session),
+        Command::Kill { session, peer } => session_cmd::kill(&home, &session, peer.as_deref()),
+        Command::SessionHost { sessions, id } => ok(session_cmd::host(&sessions, &id)),
     }
 }
 

@@ -80,6 +80,7 @@ struct Inner {
     files: PathPolicy,
     audit: AuditLog,
     token: ApiToken,
+    sessions: loopsy_term::Manager,
     started: Instant,
     started_unix: u64,
     http_addr: OnceLock<SocketAddr>,
@@ -88,6 +89,7 @@ struct Inner {
 
 impl DaemonCtx {
     /// Assemble the context.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         home: Home,
@@ -96,6 +98,7 @@ impl DaemonCtx {
         files: PathPolicy,
         audit: AuditLog,
         token: ApiToken,
+        sessions: loopsy_term::Manager,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -106,6 +109,7 @@ impl DaemonCtx {
                 files,
                 audit,
                 token,
+                sessions,
                 started: Instant::now(),
                 started_unix: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -148,6 +152,10 @@ impl DaemonCtx {
     /// The local API token (HTTP bearer).
     pub fn token(&self) -> &ApiToken {
         &self.inner.token
+    }
+    /// This machine's terminal sessions.
+    pub fn sessions(&self) -> &loopsy_term::Manager {
+        &self.inner.sessions
     }
     /// Seconds since the daemon started.
     pub fn uptime_s(&self) -> u64 {

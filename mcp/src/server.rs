@@ -25,10 +25,12 @@ use crate::tools::exec::{
 use crate::tools::files::{self, ListArgs, ListOut, TransferArgs, TransferOut};
 use crate::tools::peers::{self, ListPeersArgs, PeerStatusArgs, PeersOut};
 use crate::tools::progress::Reporter;
+use crate::tools::sessions;
 use crate::tools::status::{self, StatusArgs, StatusOut};
 use crate::{Caller, DaemonCtx};
 use loopsy_mesh::exec::OutputPage;
 use loopsy_mesh::{PairTicket, PeerView};
+use loopsy_term::{SessionInfo, WaitOut};
 
 const INSTRUCTIONS: &str = "loopsy connects this machine to the user's other machines (a mesh of \
 daemons). Tools are named loopsy_*. Peers are named by friendly name or PeerId; never pass keys. \
@@ -197,6 +199,90 @@ impl LoopsyServer {
         Parameters(a): Parameters<ListArgs>,
     ) -> CallToolResult {
         files::list(&self.ctx, a).await
+    }
+
+    #[tool(
+        description = "Start a terminal session (a real PTY) here or on `peer`: shell (default), claude, codex, gemini, opencode, or custom with `command`. It keeps running when no one is attached and across daemon restarts. Drive it with loopsy_session_write / _read / _wait.",
+        output_schema = schema_for_output::<SessionInfo>(),
+        annotations(destructive_hint = true, open_world_hint = true)
+    )]
+    async fn loopsy_session_start(
+        &self,
+        Parameters(a): Parameters<sessions::StartArgs>,
+    ) -> CallToolResult {
+        sessions::start(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Terminal sessions here (or on `peer`), newest first: id, name, kind, command, size, state, exit code, last activity, attached clients.",
+        output_schema = schema_for_output::<sessions::SessionsOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_session_list(
+        &self,
+        Parameters(a): Parameters<sessions::ListArgs>,
+    ) -> CallToolResult {
+        sessions::list(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "End a session's program (SIGHUP to its process group, SIGKILL 3 s later) and return its final state. The session stays listable and readable until loopsy_session_remove.",
+        output_schema = schema_for_output::<SessionInfo>(),
+        annotations(destructive_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_session_stop(
+        &self,
+        Parameters(a): Parameters<sessions::SessionArgs>,
+    ) -> CallToolResult {
+        sessions::stop(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Forget a session (stopping it first if it runs). Takes the session id exactly.",
+        output_schema = schema_for_output::<SessionInfo>(),
+        annotations(destructive_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_session_remove(
+        &self,
+        Parameters(a): Parameters<sessions::SessionArgs>,
+    ) -> CallToolResult {
+        sessions::remove(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Read a session as plain text: mode screen (default) is what a person sees now; scrollback is all kept output; since returns only the output after `cursor` (every read returns a cursor).",
+        output_schema = schema_for_output::<loopsy_term::proto::ReadOut>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_session_read(
+        &self,
+        Parameters(a): Parameters<sessions::ReadArgs>,
+    ) -> CallToolResult {
+        sessions::read(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Type into a session: `text` as typed (or as a bracketed paste with paste: true), then named `keys` such as [\"Enter\"], [\"Ctrl-C\"], [\"Esc\"], [\"Up\"].",
+        output_schema = schema_for_output::<sessions::WriteOut>(),
+        annotations(destructive_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_session_write(
+        &self,
+        Parameters(a): Parameters<sessions::WriteArgs>,
+    ) -> CallToolResult {
+        sessions::write(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Block until a session shows `pattern` (a regex, on screen or in new output), its program exits, or it is quiet for idle_ms; at most timeout_s (default 30, max 300). Returns why it returned and the screen.",
+        output_schema = schema_for_output::<WaitOut>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_session_wait(
+        &self,
+        Parameters(a): Parameters<sessions::WaitArgs>,
+    ) -> CallToolResult {
+        sessions::wait(&self.ctx, &self.caller, a).await
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Config {
     pub exec: crate::exec::ExecConfig,
     /// Which paths file transfers may touch.
     pub files: crate::files::FilesConfig,
+    /// Terminal sessions.
+    pub sessions: SessionsConfig,
     /// The daemon's own log.
     pub log: LogConfig,
 }
@@ -108,6 +110,22 @@ impl Default for AuditConfig {
         Self {
             max_bytes: 10 * 1024 * 1024,
             keep: 3,
+        }
+    }
+}
+
+/// `[sessions]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Bytes of raw output each session keeps for scrollback reads.
+    pub scrollback_bytes: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            scrollback_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -291,6 +309,12 @@ impl Config {
                 message,
             })?;
         }
+        if !(4096..=256 << 20).contains(&self.sessions.scrollback_bytes) {
+            return Err(ConfigError::Invalid {
+                field: "sessions.scrollback_bytes",
+                message: "must be between 4096 and 268435456".into(),
+            });
+        }
         if self.exec.max_concurrent == 0 || self.exec.default_timeout_s == 0 {
             return Err(ConfigError::Invalid {
                 field: "exec",
@@ -452,6 +476,10 @@ name = "{name}"
 # allowed_paths = ["~"]
 # Never read or written, even under an allowed root.
 # denied_paths = ["~/.ssh", "~/.gnupg", "~/.aws", "~/.config/gcloud", "~/.kube", "~/.loopsy", "~/.netrc", "~/.docker/config.json"]
+
+[sessions]
+# Raw output each terminal session keeps for scrollback reads, in bytes (per session).
+# scrollback_bytes = 2097152
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

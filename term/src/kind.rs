@@ -4,7 +4,17 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 /// What runs in a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionKind {
     /// The user's login shell (`$SHELL`, else `/bin/sh`).

@@ -150,6 +150,20 @@ impl Drop for TestHome {
         {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
         }
+        // Session hosts outlive the daemon on purpose; a test's must not outlive the test.
+        for e in std::fs::read_dir(self.path().join("sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("record.json"))
+                && let Ok(v) = serde_json::from_str::<Value>(&s)
+                && let Some(pid) = v["host_pid"].as_u64()
+                && v["state"] == "running"
+            {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        }
     }
 }
 

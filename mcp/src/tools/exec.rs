@@ -209,9 +209,11 @@ pub trait Routed: Serialize {
     fn peer(&mut self) -> &mut Option<String>;
 }
 
+#[macro_export]
+/// Implement [`Routed`] for argument structs with a `peer: Option<String>` field.
 macro_rules! routed {
     ($($t:ty),*) => {$(
-        impl Routed for $t {
+        impl $crate::tools::exec::Routed for $t {
             fn peer(&mut self) -> &mut Option<String> {
                 &mut self.peer
             }
@@ -232,7 +234,18 @@ async fn route<A: Routed>(
     ctx: &DaemonCtx,
     caller: &Caller,
     tool: &str,
+    a: A,
+) -> Result<A, CallToolResult> {
+    route_with(ctx, caller, tool, a, Capability::Exec).await
+}
+
+/// Run here (if the caller holds `cap`) or forward to the `peer` the arguments name.
+pub(crate) async fn route_with<A: Routed>(
+    ctx: &DaemonCtx,
+    caller: &Caller,
+    tool: &str,
     mut a: A,
+    cap: Capability,
 ) -> Result<A, CallToolResult> {
     match target(ctx, caller, a.peer().as_deref()) {
         Err(e) => Err(e.into_result()),
@@ -240,7 +253,7 @@ async fn route<A: Routed>(
             *a.peer() = None;
             Err(forward(ctx, &p, tool, &a).await)
         }
-        Ok(Target::Local) => require(caller, Capability::Exec)
+        Ok(Target::Local) => require(caller, cap)
             .map(|()| a)
             .map_err(ToolError::into_result),
     }

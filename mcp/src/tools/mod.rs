@@ -8,6 +8,7 @@ pub mod files;
 pub mod peers;
 pub mod progress;
 pub mod remote;
+pub mod sessions;
 pub mod status;
 
 use loopsy_mesh::node::NodeError;

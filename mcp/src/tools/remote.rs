@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{Instrument, info_span};
 
-use super::{exec, status};
+use super::{exec, sessions, status};
 use crate::audit::AuditRecord;
 use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::{Caller, DaemonCtx};
@@ -39,6 +39,13 @@ pub async fn dispatch(ctx: &DaemonCtx, caller: &Caller, tool: &str, args: &str) 
         "loopsy_job_output" => run!(exec::output),
         "loopsy_job_kill" => run!(exec::kill),
         "loopsy_job_list" => run!(exec::list),
+        "loopsy_session_start" => run!(sessions::start),
+        "loopsy_session_list" => run!(sessions::list),
+        "loopsy_session_stop" => run!(sessions::stop),
+        "loopsy_session_remove" => run!(sessions::remove),
+        "loopsy_session_read" => run!(sessions::read),
+        "loopsy_session_write" => run!(sessions::write),
+        "loopsy_session_wait" => run!(sessions::wait),
         other => ToolError::new(
             ErrorCode::NotFound,
             format!("{other:?} cannot be called by peers"),

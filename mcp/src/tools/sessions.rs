@@ -1,0 +1,336 @@
+//! The terminal-session tools: start, list, read, write, wait, stop and remove PTY sessions
+//! here or on a peer (which needs the `pty` capability there).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use loopsy_mesh::trust::Capability;
+use loopsy_term::proto::{ReadMode, ReadOut};
+use loopsy_term::{SessionError, SessionInfo, SessionKind, StartSpec, WaitFor, WaitOut};
+use rmcp::model::CallToolResult;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::exec::route_with;
+use crate::tool_error::{ErrorCode, ToolError, success};
+use crate::{Caller, DaemonCtx};
+
+/// Longest a `loopsy_session_wait` call may block.
+pub const MAX_WAIT_S: u64 = 300;
+
+/// `loopsy_session_start` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartArgs {
+    /// Peer (name or PeerId) to start it on; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// shell (default), claude, codex, gemini, opencode, or custom (needs `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SessionKind>,
+    /// For custom: the program, or a shell command line when `args` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Arguments for the program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Working directory (default: the home directory of the machine it runs on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// A friendly name, unique among running sessions (default: kind-xxxx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Columns (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    /// Rows (default 40).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+}
+
+/// A session by id or name.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionArgs {
+    /// Peer the session runs on; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Session id (or its name).
+    pub id: String,
+}
+
+/// `loopsy_session_list` arguments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Peer to list; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+}
+
+/// `loopsy_session_read` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadArgs {
+    /// Peer the session runs on; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Session id (or name).
+    pub id: String,
+    /// screen (default): the visible screen; scrollback: all kept output as text; since: the
+    /// output after `cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ReadMode>,
+    /// The `cursor` of an earlier read (for mode since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `loopsy_session_write` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteArgs {
+    /// Peer the session runs on; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Session id (or name).
+    pub id: String,
+    /// Text to type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Keys pressed after the text: Enter, Tab, Esc, Backspace, Up, Down, Left, Right,
+    /// PageUp, PageDown, Home, End, F1-F12, Ctrl-<letter>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// Send the text as a bracketed paste if the program asked for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paste: Option<bool>,
+}
+
+/// `loopsy_session_wait` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitArgs {
+    /// Peer the session runs on; omit for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Session id (or name).
+    pub id: String,
+    /// A regular expression to wait for, on the screen or in new output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Wait for the program to exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<bool>,
+    /// Return once the session has printed nothing for this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<u64>,
+    /// Give up after this many seconds (default 30, max 300); the result then says timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+crate::routed!(
+    StartArgs,
+    SessionArgs,
+    ListArgs,
+    ReadArgs,
+    WriteArgs,
+    WaitArgs
+);
+
+/// Sessions on one machine.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SessionsOut {
+    /// Newest first.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// A write that was delivered.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WriteOut {
+    /// Bytes of text sent (keys not counted).
+    pub text_bytes: usize,
+    /// Keys sent.
+    pub keys: usize,
+}
+
+fn err(e: SessionError) -> CallToolResult {
+    let code = match e.code() {
+        "invalid_arguments" => ErrorCode::InvalidArguments,
+        "not_found" => ErrorCode::NotFound,
+        "unavailable" => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    };
+    ToolError::new(code, e.to_string()).into_result()
+}
+
+fn invalid(m: impl Into<String>) -> CallToolResult {
+    ToolError::new(ErrorCode::InvalidArguments, m.into()).into_result()
+}
+
+macro_rules! routed_or_return {
+    ($ctx:expr, $caller:expr, $tool:literal, $a:expr) => {
+        match route_with($ctx, $caller, $tool, $a, Capability::Pty).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        }
+    };
+}
+
+fn line(i: &SessionInfo) -> String {
+    let state = match (i.state, i.exit_code) {
+        (loopsy_term::SessionState::Exited, Some(c)) => format!("exited {c}"),
+        (s, _) => format!("{s:?}").to_lowercase(),
+    };
+    format!("{} {} ({}) {state}: {}", i.id, i.name, i.kind, i.command)
+}
+
+/// `loopsy_session_start`
+pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolResult {
+    let a = routed_or_return!(ctx, caller, "loopsy_session_start", a);
+    let kind = a.kind.unwrap_or(if a.command.is_some() {
+        SessionKind::Custom
+    } else {
+        SessionKind::Shell
+    });
+    let path = std::env::var_os("PATH");
+    let shell = std::env::var_os("SHELL");
+    let (program, args) = match (kind, &a.command, &a.args) {
+        // A command line without args runs under the shell, like loopsy_execute.
+        (SessionKind::Custom, Some(cmd), None) if cmd.trim().contains(char::is_whitespace) => {
+            (PathBuf::from("/bin/sh"), vec!["-c".into(), cmd.clone()])
+        }
+        _ => match kind.resolve(a.command.as_deref(), shell.as_deref(), path.as_deref()) {
+            Ok(p) => (p, a.args.clone().unwrap_or_default()),
+            Err(e) => return ToolError::new(ErrorCode::NotFound, e.to_string()).into_result(),
+        },
+    };
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/".into());
+    let cwd = a.cwd.as_deref().map(PathBuf::from).unwrap_or(home);
+    let spec = StartSpec {
+        name: a.name.clone(),
+        kind: kind.name().to_string(),
+        program,
+        args,
+        cwd,
+        env: Default::default(),
+        cols: a.cols.unwrap_or(120),
+        rows: a.rows.unwrap_or(40),
+    };
+    match ctx.sessions().start(spec).await {
+        Ok(i) => success(format!("started {}", line(&i)), &i),
+        Err(e) => err(e),
+    }
+}
+
+/// `loopsy_session_list`
+pub async fn list(ctx: &DaemonCtx, caller: &Caller, a: ListArgs) -> CallToolResult {
+    let _ = routed_or_return!(ctx, caller, "loopsy_session_list", a);
+    let sessions = ctx.sessions().list().await;
+    let text = if sessions.is_empty() {
+        "no sessions".to_string()
+    } else {
+        sessions.iter().map(line).collect::<Vec<_>>().join("\n")
+    };
+    success(text, &SessionsOut { sessions })
+}
+
+/// `loopsy_session_stop`
+pub async fn stop(ctx: &DaemonCtx, caller: &Caller, a: SessionArgs) -> CallToolResult {
+    let a = routed_or_return!(ctx, caller, "loopsy_session_stop", a);
+    match ctx.sessions().stop(&a.id).await {
+        Ok(i) => success(line(&i), &i),
+        Err(e) => err(e),
+    }
+}
+
+/// `loopsy_session_remove`
+pub async fn remove(ctx: &DaemonCtx, caller: &Caller, a: SessionArgs) -> CallToolResult {
+    let a = routed_or_return!(ctx, caller, "loopsy_session_remove", a);
+    match ctx.sessions().remove(&a.id).await {
+        Ok(i) => success(format!("removed {}", line(&i)), &i),
+        Err(e) => err(e),
+    }
+}
+
+/// `loopsy_session_read`
+pub async fn read(ctx: &DaemonCtx, caller: &Caller, a: ReadArgs) -> CallToolResult {
+    let a = routed_or_return!(ctx, caller, "loopsy_session_read", a);
+    let cursor = match a.cursor.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => return invalid("cursor must be the value an earlier read returned"),
+    };
+    let mode = a.mode.unwrap_or_default();
+    if mode == ReadMode::Since && cursor.is_none() {
+        return invalid("mode since needs the cursor of an earlier read");
+    }
+    match ctx.sessions().read(&a.id, mode, cursor).await {
+        Ok(r) => {
+            let r: ReadOut = r;
+            success(r.text.clone(), &r)
+        }
+        Err(e) => err(e),
+    }
+}
+
+/// `loopsy_session_write`
+pub async fn write(ctx: &DaemonCtx, caller: &Caller, a: WriteArgs) -> CallToolResult {
+    let a = routed_or_return!(ctx, caller, "loopsy_session_write", a);
+    let text = a.text.unwrap_or_default();
+    let keys = a.keys.unwrap_or_default();
+    if text.is_empty() && keys.is_empty() {
+        return invalid("give text, keys, or both");
+    }
+    let out = WriteOut {
+        text_bytes: text.len(),
+        keys: keys.len(),
+    };
+    match ctx
+        .sessions()
+        .write(&a.id, text, keys, a.paste.unwrap_or(false))
+        .await
+    {
+        Ok(()) => success(
+            format!("sent {} bytes and {} keys", out.text_bytes, out.keys),
+            &out,
+        ),
+        Err(e) => err(e),
+    }
+}
+
+/// `loopsy_session_wait`
+pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResult {
+    let a = routed_or_return!(ctx, caller, "loopsy_session_wait", a);
+    let timeout = a.timeout_s.unwrap_or(30);
+    if timeout > MAX_WAIT_S {
+        return invalid(format!("timeout_s must be at most {MAX_WAIT_S}"));
+    }
+    let pattern = match a.pattern.as_deref().map(regex::Regex::new) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => return invalid(format!("pattern is not a valid regular expression: {e}")),
+    };
+    let what = WaitFor {
+        pattern,
+        exit: a.exit.unwrap_or(false),
+        idle: a.idle_ms.map(Duration::from_millis),
+    };
+    if what.pattern.is_none() && !what.exit && what.idle.is_none() {
+        return invalid("give pattern, exit: true, or idle_ms");
+    }
+    match ctx
+        .sessions()
+        .wait(&a.id, &what, Duration::from_secs(timeout))
+        .await
+    {
+        Ok(w) => {
+            let w: WaitOut = w;
+            success(format!("{}: {}", w.reason, line(&w.session)), &w)
+        }
+        Err(e) => err(e),
+    }
+}

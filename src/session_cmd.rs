@@ -1,0 +1,300 @@
+//! `loopsy sessions`, `loopsy shell`, `loopsy attach`, `loopsy kill`: terminal sessions from
+//! the CLI. Listing and starting go through the daemon's tools; attach talks to the session's
+//! host directly over its 0600 socket, so typing has no extra hop.
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use loopsy_mesh::Home;
+use loopsy_term::proto::{Kind, encode_resize, read_frame, write_frame};
+use serde_json::{Value, json};
+
+use crate::client::Session;
+use crate::ui::{self, BOLD, DIM, OK, WARN};
+
+/// The byte that detaches (Ctrl-]).
+pub const DETACH_KEY: u8 = 0x1d;
+
+fn peer_arg(peer: Option<&str>) -> Value {
+    peer.map_or(Value::Null, |p| Value::String(p.to_string()))
+}
+
+fn with_peer(mut v: Value, peer: Option<&str>) -> Value {
+    if let Some(p) = peer {
+        v["peer"] = Value::String(p.to_string());
+    }
+    v
+}
+
+fn ago(ms: u64) -> String {
+    let now = loopsy_term::record::now_ms();
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// `loopsy sessions [--peer P] [--json]`
+pub fn list(home: &Home, peer: Option<&str>, json_out: bool) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let v = s.call("loopsy_session_list", with_peer(json!({}), peer))?;
+    let _ = peer_arg(peer);
+    let rows = v["sessions"].as_array().cloned().unwrap_or_default();
+    if json_out {
+        ui::print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        anstream::println!(
+            "{}",
+            ui::paint(DIM, "no sessions (start one: loopsy shell)")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    anstream::println!(
+        "{}",
+        ui::paint(
+            BOLD,
+            format!(
+                "{:<17} {:<16} {:<8} {:<12} {:>7} {:<9} {}",
+                "ID", "NAME", "KIND", "STATE", "CLIENTS", "ACTIVE", "COMMAND"
+            )
+        )
+    );
+    for r in rows {
+        let state = match (r["state"].as_str(), r["exit_code"].as_i64()) {
+            (Some("exited"), Some(c)) => format!("exited {c}"),
+            (Some(s), _) => s.to_string(),
+            _ => "?".into(),
+        };
+        let style = match r["state"].as_str() {
+            Some("running") => OK,
+            Some("lost") => WARN,
+            _ => DIM,
+        };
+        anstream::println!(
+            "{:<17} {:<16} {:<8} {} {:>7} {:<9} {}",
+            r["id"].as_str().unwrap_or("?"),
+            r["name"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("?"),
+            ui::paint(style, format!("{state:<12}")),
+            r["clients"].as_u64().unwrap_or(0),
+            ago(r["last_activity_ms"].as_u64().unwrap_or(0)),
+            r["command"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loopsy kill <id|name> [--peer P]`
+pub fn kill(home: &Home, id: &str, peer: Option<&str>) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let v = s.call("loopsy_session_stop", with_peer(json!({ "id": id }), peer))?;
+    anstream::println!(
+        "{} {} ({}) {}",
+        ui::paint(OK, "✓"),
+        v["name"].as_str().unwrap_or("?"),
+        v["id"].as_str().unwrap_or("?"),
+        match v["exit_code"].as_i64() {
+            Some(c) => format!("exited with code {c}"),
+            None => format!("is {}", v["state"].as_str().unwrap_or("?")),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn term_size() -> (u16, u16) {
+    crossterm::terminal::size().unwrap_or((80, 24))
+}
+
+/// `loopsy shell [--name N] [--detached] [-- cmd args…]`
+pub fn shell(
+    home: &Home,
+    name: Option<&str>,
+    command: &[String],
+    detached: bool,
+) -> anyhow::Result<ExitCode> {
+    let (cols, rows) = term_size();
+    let cwd = std::env::current_dir().context("no current directory")?;
+    let mut args = json!({ "cols": cols, "rows": rows, "cwd": cwd.display().to_string() });
+    if let Some(n) = name {
+        args["name"] = json!(n);
+    }
+    if let Some((cmd, rest)) = command.split_first() {
+        args["kind"] = json!("custom");
+        args["command"] = json!(cmd);
+        args["args"] = json!(rest);
+    }
+    let info = {
+        let s = Session::connect(home)?;
+        s.call("loopsy_session_start", args)?
+    };
+    let id = info["id"].as_str().context("no session id")?.to_string();
+    if detached || !std::io::stdin().is_terminal() {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    attach_id(home, &id, info["name"].as_str().unwrap_or(&id))
+}
+
+/// `loopsy attach <id|name>`
+pub fn attach(home: &Home, target: &str) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let v = s.call("loopsy_session_list", json!({}))?;
+    drop(s);
+    let rows = v["sessions"].as_array().cloned().unwrap_or_default();
+    let found = rows
+        .iter()
+        .find(|r| r["id"] == target)
+        .or_else(|| {
+            rows.iter()
+                .find(|r| r["name"] == target && r["state"] == "running")
+        })
+        .or_else(|| rows.iter().find(|r| r["name"] == target));
+    let Some(r) = found else {
+        bail!("no session {target:?} here; `loopsy sessions` lists them");
+    };
+    if r["state"] != "running" {
+        bail!(
+            "session {target} is {} and cannot be attached; `loopsy sessions` shows its state",
+            r["state"].as_str().unwrap_or("not running")
+        );
+    }
+    let id = r["id"].as_str().context("no id")?.to_string();
+    attach_id(home, &id, r["name"].as_str().unwrap_or(&id))
+}
+
+/// Puts the terminal in raw mode and back (also on error and panic unwinding).
+struct RawMode(bool);
+impl RawMode {
+    fn on() -> Self {
+        Self(std::io::stdin().is_terminal() && crossterm::terminal::enable_raw_mode().is_ok())
+    }
+}
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = crossterm::terminal::disable_raw_mode();
+        }
+    }
+}
+
+fn attach_id(home: &Home, id: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let sid: loopsy_term::SessionId = id.parse().map_err(anyhow::Error::msg)?;
+    let sock = loopsy_term::record::SessionDir::new(&home.sessions(), &sid).socket();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (cols, rows) = term_size();
+    let attached = rt
+        .block_on(loopsy_term::client::attach(&sock, cols, rows))
+        .with_context(|| format!("cannot attach to session {name}"))?;
+    if std::io::stderr().is_terminal() {
+        anstream::eprint!(
+            "{}\r\n",
+            ui::paint(DIM, format!("[attached to {name}; detach with Ctrl-]]"))
+        );
+    }
+    let raw = RawMode::on();
+    let outcome = rt.block_on(pump(attached));
+    drop(raw);
+    // Leave the alternate screen a full-screen program may have left us in.
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\x1b[?1049l\x1b[?25h");
+    let _ = out.flush();
+    match outcome? {
+        End::Detached => {
+            anstream::eprintln!("{}", ui::paint(DIM, format!("[detached from {name}]")));
+            Ok(ExitCode::SUCCESS)
+        }
+        End::Exited(code) => {
+            anstream::eprintln!(
+                "{}",
+                ui::paint(
+                    DIM,
+                    format!(
+                        "[{name} exited{}]",
+                        code.map_or(String::new(), |c| format!(" with code {c}"))
+                    )
+                )
+            );
+            Ok(ExitCode::from(code.unwrap_or(0).clamp(0, 255) as u8))
+        }
+        End::Lost => bail!("the session host went away"),
+    }
+}
+
+enum End {
+    Detached,
+    Exited(Option<i32>),
+    Lost,
+}
+
+async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
+    let loopsy_term::client::Attached { mut rx, mut tx, .. } = a;
+    // stdin is read on a thread (blocking), forwarded through a bounded channel.
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(32);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if in_tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut stdout = std::io::stdout();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            f = read_frame(&mut rx) => match f? {
+                Some(f) if f.kind == Kind::Output => {
+                    stdout.write_all(&f.data)?;
+                    stdout.flush()?;
+                }
+                Some(f) if f.kind == Kind::Exit => {
+                    let code = serde_json::from_slice::<Value>(&f.data)
+                        .ok()
+                        .and_then(|v| v["code"].as_i64())
+                        .map(|c| c as i32);
+                    return Ok(End::Exited(code));
+                }
+                Some(_) => {}
+                None => return Ok(End::Lost),
+            },
+            input = in_rx.recv(), if stdin_open => match input {
+                Some(bytes) => {
+                    if let Some(i) = bytes.iter().position(|b| *b == DETACH_KEY) {
+                        if i > 0 {
+                            write_frame(&mut tx, Kind::Input, &bytes[..i]).await?;
+                        }
+                        return Ok(End::Detached);
+                    }
+                    write_frame(&mut tx, Kind::Input, &bytes).await?;
+                }
+                None => stdin_open = false,
+            },
+            _ = winch.recv() => {
+                let (c, r) = term_size();
+                write_frame(&mut tx, Kind::Resize, &encode_resize(c, r)).await?;
+            }
+        }
+    }
+}
+
+/// The hidden `session-host` subcommand: run one session's host (started by the daemon).
+pub fn host(sessions: &std::path::Path, id: &str) -> anyhow::Result<()> {
+    let id: loopsy_term::SessionId = id.parse().map_err(anyhow::Error::msg)?;
+    loopsy_term::host::run(sessions, &id)?;
+    Ok(())
+}

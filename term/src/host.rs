@@ -1,0 +1,513 @@
+//! The session host: one small process per PTY (the hidden `loopsy session-host`
+//! subcommand). It owns the PTY, the scrollback ring and the screen model, serves clients on
+//! `sessions/<id>/host.sock`, and outlives the daemon that started it.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+use crate::SessionId;
+use crate::keys::{bracketed, key_bytes};
+use crate::proto::{
+    Frame, Kind, MAX_WRITE, ReadMode, ReadOut, Reply, Request, check_size, decode_resize,
+    read_frame, write_frame, write_json,
+};
+use crate::record::{
+    SessionDir, SessionInfo, SessionSpec, SessionState, load_json, now_ms, save_json, write_private,
+};
+use crate::ring::Ring;
+use crate::strip::plain;
+
+/// Frames queued per attached client before it counts as stalled.
+const CLIENT_QUEUE: usize = 64;
+/// Input chunks queued for the PTY before writers are told to slow down.
+const INPUT_QUEUE: usize = 256;
+/// Rows of screen-model scrollback (the byte ring is the real scrollback).
+const MODEL_SCROLLBACK: usize = 0;
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Files or sockets.
+    #[error("session host: {0}")]
+    Io(#[from] std::io::Error),
+    /// The PTY or the program.
+    #[error("session host: cannot start the program: {0}")]
+    Spawn(String),
+}
+
+struct Client {
+    id: u64,
+    tx: mpsc::Sender<Frame>,
+    lagging: bool,
+}
+
+struct Shared {
+    parser: vt100::Parser,
+    ring: Ring,
+    clients: Vec<Client>,
+    next_client: u64,
+    info: SessionInfo,
+    master: Box<dyn MasterPty + Send>,
+    pid: Option<u32>,
+    exited: bool,
+}
+
+impl Shared {
+    fn snapshot(&self) -> Vec<u8> {
+        let s = self.parser.screen();
+        let mut v = if s.alternate_screen() {
+            b"\x1b[?1049h".to_vec()
+        } else {
+            b"\x1b[?1049l".to_vec()
+        };
+        v.extend_from_slice(s.state_formatted().as_bytes());
+        v
+    }
+
+    fn output(&mut self, bytes: &[u8]) {
+        self.parser.process(bytes);
+        self.ring.push(bytes);
+        self.info.last_activity_ms = now_ms();
+        self.clients.retain_mut(|c| {
+            if c.lagging {
+                return true;
+            }
+            match c.tx.try_send(Frame {
+                kind: Kind::Output,
+                data: bytes.to_vec(),
+            }) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // Never block the PTY for one slow client: skip it forward later.
+                    c.lagging = true;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        self.info.clients = self.clients.len() as u32;
+    }
+
+    /// Give stalled clients that drained their queue a fresh snapshot.
+    fn resync(&mut self) {
+        if !self.clients.iter().any(|c| c.lagging) {
+            return;
+        }
+        let snap = self.snapshot();
+        for c in self.clients.iter_mut().filter(|c| c.lagging) {
+            if c.tx.capacity() >= CLIENT_QUEUE / 2
+                && c.tx
+                    .try_send(Frame {
+                        kind: Kind::Output,
+                        data: snap.clone(),
+                    })
+                    .is_ok()
+            {
+                c.lagging = false;
+            }
+        }
+    }
+
+    fn resize(&mut self, cols: u16, rows: u16) -> Result<(), String> {
+        check_size(cols, rows)?;
+        self.master
+            .resize(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .map_err(|e| e.to_string())?;
+        if let (Some(r), Some(c)) = (
+            std::num::NonZeroU16::new(rows),
+            std::num::NonZeroU16::new(cols),
+        ) {
+            self.parser.set_size(r, c);
+        }
+        self.info.cols = cols;
+        self.info.rows = rows;
+        Ok(())
+    }
+
+    fn read(&self, mode: ReadMode, cursor: Option<u64>) -> Reply {
+        let s = self.parser.screen();
+        let (text, gap) = match mode {
+            ReadMode::Screen => (s.contents(), false),
+            ReadMode::Scrollback => (plain(&self.ring.all()), false),
+            ReadMode::Since => {
+                let since = self.ring.since(cursor.unwrap_or(0));
+                (plain(&since.bytes), since.gap)
+            }
+        };
+        Reply::Text(ReadOut {
+            text,
+            cursor: self.ring.end().to_string(),
+            gap,
+            cursor_pos: s.cursor_position(),
+            alternate_screen: s.alternate_screen(),
+        })
+    }
+
+    fn input_bytes(&self, text: &str, keys: &[String], paste: bool) -> Result<Vec<u8>, String> {
+        let s = self.parser.screen();
+        let mut v = if paste && s.bracketed_paste() {
+            bracketed(text)
+        } else {
+            text.as_bytes().to_vec()
+        };
+        for k in keys {
+            v.extend(key_bytes(k, s.application_cursor()).map_err(|e| e.to_string())?);
+        }
+        if v.len() > MAX_WRITE {
+            return Err(format!(
+                "write of {} bytes exceeds {MAX_WRITE}; split it",
+                v.len()
+            ));
+        }
+        Ok(v)
+    }
+}
+
+fn lock(s: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run the host for `sessions_root/<id>` until its program exits (blocking; the process's
+/// main). Detaches into its own session first so a dying daemon takes nothing with it.
+pub fn run(sessions_root: &Path, id: &SessionId) -> Result<(), HostError> {
+    let _ = nix::unistd::setsid();
+    let dir = SessionDir::new(sessions_root, id);
+    let spec: SessionSpec = load_json(&dir.spec())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(dir, spec))
+}
+
+async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
+    check_size(spec.cols, spec.rows).map_err(HostError::Spawn)?;
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: spec.rows,
+            cols: spec.cols,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .map_err(|e| HostError::Spawn(e.to_string()))?;
+    let mut cmd = CommandBuilder::new(&spec.program);
+    cmd.args(&spec.args);
+    cmd.cwd(&spec.cwd);
+    cmd.env("TERM", "xterm-256color");
+    cmd.env("LOOPSY_SESSION", spec.id.as_str());
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    let mut child = pair
+        .slave
+        .spawn_command(cmd)
+        .map_err(|e| HostError::Spawn(format!("{}: {e}", spec.program.display())))?;
+    drop(pair.slave);
+    let pid = child.process_id();
+    let mut reader = pair
+        .master
+        .try_clone_reader()
+        .map_err(|e| HostError::Spawn(e.to_string()))?;
+    let mut writer = pair
+        .master
+        .take_writer()
+        .map_err(|e| HostError::Spawn(e.to_string()))?;
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out_tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let (in_tx, in_rx) = sync_channel::<Vec<u8>>(INPUT_QUEUE);
+    std::thread::spawn(move || {
+        while let Ok(b) = in_rx.recv() {
+            if writer.write_all(&b).and_then(|()| writer.flush()).is_err() {
+                break;
+            }
+        }
+    });
+    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel::<Option<i32>>();
+    std::thread::spawn(move || {
+        let code = child.wait().ok().and_then(|st| {
+            if st.signal().is_some() {
+                None
+            } else {
+                i32::try_from(st.exit_code()).ok()
+            }
+        });
+        let _ = exit_tx.send(code);
+    });
+
+    let now = now_ms();
+    let info = SessionInfo {
+        id: spec.id.as_str().to_string(),
+        name: spec.name.clone(),
+        kind: spec.kind.clone(),
+        command: std::iter::once(spec.program.display().to_string())
+            .chain(spec.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" "),
+        cwd: spec.cwd.display().to_string(),
+        cols: spec.cols,
+        rows: spec.rows,
+        state: SessionState::Running,
+        exit_code: None,
+        created_ms: now,
+        last_activity_ms: now,
+        ended_ms: None,
+        clients: 0,
+        host_pid: std::process::id(),
+    };
+    let rows =
+        std::num::NonZeroU16::new(spec.rows).ok_or_else(|| HostError::Spawn("rows".into()))?;
+    let cols =
+        std::num::NonZeroU16::new(spec.cols).ok_or_else(|| HostError::Spawn("cols".into()))?;
+    let shared = Arc::new(Mutex::new(Shared {
+        parser: vt100::Parser::new(rows, cols, MODEL_SCROLLBACK),
+        ring: Ring::new(spec.scrollback_bytes),
+        clients: Vec::new(),
+        next_client: 0,
+        info: info.clone(),
+        master: pair.master,
+        pid,
+        exited: false,
+    }));
+
+    let sock = dir.socket();
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+    }
+    save_json(&dir.record(), &info)?;
+
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let code = loop {
+        tokio::select! {
+            Some(bytes) = out_rx.recv() => lock(&shared).output(&bytes),
+            code = &mut exit_rx => break code.ok().flatten(),
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(client(stream, shared.clone(), in_tx.clone()));
+                }
+            }
+            _ = tick.tick() => lock(&shared).resync(),
+        }
+    };
+    // The program is gone: take what it printed last (its PTY may stay open in a
+    // background child, so only briefly), then record the end.
+    let drain = async {
+        while let Some(bytes) = out_rx.recv().await {
+            lock(&shared).output(&bytes);
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+    let (info, screen, ring) = {
+        let mut s = lock(&shared);
+        s.exited = true;
+        s.info.state = SessionState::Exited;
+        s.info.exit_code = code;
+        s.info.ended_ms = Some(now_ms());
+        let payload = serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap_or_default();
+        for c in &s.clients {
+            let _ = c.tx.try_send(Frame {
+                kind: Kind::Exit,
+                data: payload.clone(),
+            });
+        }
+        (s.info.clone(), s.parser.screen().contents(), s.ring.all())
+    };
+    write_private(&dir.final_screen(), screen.as_bytes())?;
+    write_private(&dir.final_scrollback(), &ring)?;
+    save_json(&dir.record(), &info)?;
+    let _ = std::fs::remove_file(&sock);
+    // Let attached clients receive the exit frame.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+fn stop(shared: &Arc<Mutex<Shared>>) -> Reply {
+    let Some(pid) = lock(shared).pid else {
+        return Reply::error("unavailable", "the program's pid is unknown");
+    };
+    let Ok(pid) = i32::try_from(pid) else {
+        return Reply::error("internal", "pid out of range");
+    };
+    // portable-pty makes the program a session leader, so its pid is its process group.
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGHUP);
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if !lock(&shared).exited {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    });
+    Reply::Ok
+}
+
+fn queue_input(input: &SyncSender<Vec<u8>>, bytes: Vec<u8>) -> Reply {
+    match input.try_send(bytes) {
+        Ok(()) => Reply::Ok,
+        Err(TrySendError::Full(_)) => Reply::error(
+            "unavailable",
+            "the program is not reading its input; try again later",
+        ),
+        Err(TrySendError::Disconnected(_)) => Reply::error("unavailable", "the program has exited"),
+    }
+}
+
+fn handle(shared: &Arc<Mutex<Shared>>, input: &SyncSender<Vec<u8>>, req: Request) -> Reply {
+    match req {
+        Request::Info => Reply::Info(lock(shared).info.clone()),
+        Request::Read { mode, cursor } => lock(shared).read(mode, cursor),
+        Request::Write { text, keys, paste } => {
+            let bytes = {
+                let mut s = lock(shared);
+                s.info.last_activity_ms = now_ms();
+                s.input_bytes(&text, &keys, paste)
+            };
+            match bytes {
+                Ok(b) => queue_input(input, b),
+                Err(e) => Reply::error("invalid_arguments", e),
+            }
+        }
+        Request::Resize { cols, rows } => match lock(shared).resize(cols, rows) {
+            Ok(()) => Reply::Ok,
+            Err(e) => Reply::error("invalid_arguments", e),
+        },
+        Request::Stop => stop(shared),
+        Request::Attach { .. } => Reply::error("internal", "attach is handled elsewhere"),
+    }
+}
+
+async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSender<Vec<u8>>) {
+    let (mut rd, mut wr) = stream.into_split();
+    let first = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await {
+        Ok(Ok(Some(f))) if f.kind == Kind::Request => f,
+        Ok(Err(e)) => {
+            let _ = write_json(
+                &mut wr,
+                Kind::Reply,
+                &Reply::error("invalid_arguments", e.to_string()),
+            )
+            .await;
+            return;
+        }
+        _ => return,
+    };
+    let req: Request = match serde_json::from_slice(&first.data) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write_json(
+                &mut wr,
+                Kind::Reply,
+                &Reply::error("invalid_arguments", e.to_string()),
+            )
+            .await;
+            return;
+        }
+    };
+    let Request::Attach { cols, rows } = req else {
+        let reply = handle(&shared, &input, req);
+        let _ = write_json(&mut wr, Kind::Reply, &reply).await;
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel::<Frame>(CLIENT_QUEUE);
+    let registered = (|| {
+        let mut s = lock(&shared);
+        s.resize(cols, rows)?;
+        let info = s.info.clone();
+        let snap = s.snapshot();
+        let id = s.next_client;
+        s.next_client += 1;
+        // The reply and the first screen go through the queue, so nothing overtakes them.
+        let reply = serde_json::to_vec(&Reply::Info(info)).unwrap_or_default();
+        let _ = tx.try_send(Frame {
+            kind: Kind::Reply,
+            data: reply,
+        });
+        let _ = tx.try_send(Frame {
+            kind: Kind::Output,
+            data: snap,
+        });
+        s.clients.push(Client {
+            id,
+            tx,
+            lagging: false,
+        });
+        s.info.clients = s.clients.len() as u32;
+        Ok::<u64, String>(id)
+    })();
+    let id = match registered {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = write_json(&mut wr, Kind::Reply, &Reply::error("invalid_arguments", e)).await;
+            return;
+        }
+    };
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if write_frame(&mut wr, f.kind, &f.data).await.is_err() {
+                break;
+            }
+            if f.kind == Kind::Exit {
+                break;
+            }
+        }
+    });
+    while let Ok(Some(f)) = read_frame(&mut rd).await {
+        match f.kind {
+            Kind::Input => {
+                lock(&shared).info.last_activity_ms = now_ms();
+                // Hold this client back (not the PTY) while the program is not reading.
+                let mut bytes = f.data;
+                loop {
+                    match input.try_send(bytes) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(b)) => {
+                            bytes = b;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(TrySendError::Disconnected(_)) => break,
+                    }
+                }
+            }
+            Kind::Resize => {
+                if let Some((c, r)) = decode_resize(&f.data) {
+                    let _ = lock(&shared).resize(c, r);
+                }
+            }
+            _ => {}
+        }
+    }
+    {
+        let mut s = lock(&shared);
+        s.clients.retain(|c| c.id != id);
+        s.info.clients = s.clients.len() as u32;
+    }
+    writer.abort();
+}

@@ -1,0 +1,370 @@
+//! Terminal sessions on a real daemon with real PTYs: type and read the screen, survive a
+//! daemon stop/start and a `kill -9`, attach a full-screen program at another size and match
+//! a reference terminal, and refuse bad input clearly.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{McpPipe, TestHome, kill9, wait_until};
+use loopsy_term::proto::{Kind, read_frame};
+use serde_json::{Value, json};
+
+fn started(name: &str) -> TestHome {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", name]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n"),
+    )
+    .unwrap();
+    h.ok(&["start"]);
+    h
+}
+
+fn mcp(h: &TestHome) -> McpPipe {
+    let mut m = h.mcp();
+    m.initialize();
+    m
+}
+
+/// Call a tool that must succeed; its structured content.
+fn ok(m: &mut McpPipe, tool: &str, args: Value) -> Value {
+    let r = m.call_tool(tool, args);
+    assert_eq!(r["result"]["isError"], false, "{tool}: {r}");
+    r["result"]["structuredContent"].clone()
+}
+
+/// Call a tool that must fail; its error code.
+fn fails(m: &mut McpPipe, tool: &str, args: Value) -> (String, String) {
+    let r = m.call_tool(tool, args);
+    assert_eq!(r["result"]["isError"], true, "{tool} should fail: {r}");
+    let c = &r["result"]["structuredContent"];
+    (
+        c["code"].as_str().unwrap().to_string(),
+        c["message"].as_str().unwrap().to_string(),
+    )
+}
+
+fn sh(m: &mut McpPipe, script: &str) -> String {
+    let s = ok(
+        m,
+        "loopsy_session_start",
+        json!({"kind": "custom", "command": "/bin/sh", "args": ["-c", script], "cols": 80, "rows": 24}),
+    );
+    s["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn type_into_a_shell_and_read_the_screen() {
+    let h = started("alpha");
+    let mut m = mcp(&h);
+    let s = ok(
+        &mut m,
+        "loopsy_session_start",
+        json!({"kind": "custom", "command": "/bin/sh", "name": "work", "cols": 80, "rows": 24}),
+    );
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["name"], "work");
+    let id = s["id"].as_str().unwrap().to_string();
+    ok(
+        &mut m,
+        "loopsy_session_write",
+        json!({"id": "work", "text": "echo hi-$((40+2))", "keys": ["Enter"]}),
+    );
+    let w = ok(
+        &mut m,
+        "loopsy_session_wait",
+        json!({"id": id, "pattern": "(?m)^hi-42$", "timeout_s": 20}),
+    );
+    assert_eq!(w["reason"], "pattern", "{w}");
+    let screen = ok(&mut m, "loopsy_session_read", json!({"id": id}));
+    assert!(
+        screen["text"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .any(|l| l == "hi-42"),
+        "{screen}"
+    );
+    // Incremental reads: only what came after the cursor.
+    let cursor = screen["cursor"].as_str().unwrap().to_string();
+    ok(
+        &mut m,
+        "loopsy_session_write",
+        json!({"id": id, "text": "echo second", "keys": ["Enter"]}),
+    );
+    ok(
+        &mut m,
+        "loopsy_session_wait",
+        json!({"id": id, "pattern": "(?m)^second", "timeout_s": 20}),
+    );
+    let since = ok(
+        &mut m,
+        "loopsy_session_read",
+        json!({"id": id, "mode": "since", "cursor": cursor}),
+    );
+    let t = since["text"].as_str().unwrap();
+    assert!(t.contains("second") && !t.contains("hi-42"), "{t:?}");
+    // Exit: the code is recorded, the session stays listed and readable.
+    ok(
+        &mut m,
+        "loopsy_session_write",
+        json!({"id": id, "text": "exit 7", "keys": ["Enter"]}),
+    );
+    let w = ok(
+        &mut m,
+        "loopsy_session_wait",
+        json!({"id": id, "exit": true, "timeout_s": 20}),
+    );
+    assert_eq!(w["reason"], "exit");
+    assert_eq!(w["session"]["exit_code"], 7);
+    let list = ok(&mut m, "loopsy_session_list", json!({}));
+    assert_eq!(list["sessions"][0]["state"], "exited");
+    let scroll = ok(
+        &mut m,
+        "loopsy_session_read",
+        json!({"id": id, "mode": "scrollback"}),
+    );
+    assert!(scroll["text"].as_str().unwrap().contains("hi-42"));
+    ok(&mut m, "loopsy_session_remove", json!({"id": id}));
+    let (code, _) = fails(&mut m, "loopsy_session_read", json!({"id": id}));
+    assert_eq!(code, "not_found");
+}
+
+fn count_in(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("n="))
+        .filter_map(|n| n.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn sessions_survive_a_daemon_restart_and_kill_9() {
+    let h = started("alpha");
+    let mut m = mcp(&h);
+    let id = sh(
+        &mut m,
+        "i=0; while true; do i=$((i+1)); echo n=$i; sleep 0.05; done",
+    );
+    let now = |m: &mut McpPipe| {
+        let r = ok(
+            m,
+            "loopsy_session_read",
+            json!({"id": id, "mode": "scrollback"}),
+        );
+        count_in(r["text"].as_str().unwrap())
+    };
+    wait_until("counting", Duration::from_secs(20), || now(&mut m) >= 3);
+    drop(m);
+
+    h.ok(&["stop"]);
+    h.ok(&["start"]);
+    let mut m = mcp(&h);
+    let before = now(&mut m);
+    wait_until(
+        "still counting after restart",
+        Duration::from_secs(20),
+        || now(&mut m) > before,
+    );
+    let l = ok(&mut m, "loopsy_session_list", json!({}));
+    assert_eq!(l["sessions"][0]["state"], "running", "{l}");
+    drop(m);
+
+    kill9(h.pid());
+    h.ok(&["start"]);
+    let mut m = mcp(&h);
+    let before = now(&mut m);
+    wait_until(
+        "still counting after kill -9",
+        Duration::from_secs(20),
+        || now(&mut m) > before,
+    );
+    // The scrollback from before both restarts is still there.
+    let r = ok(
+        &mut m,
+        "loopsy_session_read",
+        json!({"id": id, "mode": "scrollback"}),
+    );
+    assert!(r["text"].as_str().unwrap().lines().any(|l| l == "n=1"));
+    let s = ok(&mut m, "loopsy_session_stop", json!({"id": id}));
+    assert_eq!(s["state"], "exited", "{s}");
+}
+
+/// Feed frames from an attachment into a reference vt100 until `done` holds.
+async fn reference_screen(
+    att: &mut loopsy_term::client::Attached,
+    cols: u16,
+    rows: u16,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut p = vt100::Parser::new(
+        std::num::NonZeroU16::new(rows).unwrap(),
+        std::num::NonZeroU16::new(cols).unwrap(),
+        0,
+    );
+    let t0 = Instant::now();
+    loop {
+        let contents = p.screen().contents();
+        if done(&contents) {
+            return contents;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "screen never settled:\n{contents}"
+        );
+        let f = tokio::time::timeout(Duration::from_secs(20), read_frame(&mut att.rx))
+            .await
+            .expect("no output")
+            .unwrap()
+            .expect("host closed");
+        if f.kind == Kind::Output {
+            p.process(&f.data);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_screen_program_reattached_at_another_size_matches_a_reference_terminal() {
+    let h = started("alpha");
+    let text: String = (1..=200).map(|i| format!("line {i:03}\n")).collect();
+    std::fs::write(h.path().join("f.txt"), text).unwrap();
+    let file = h.path().join("f.txt").display().to_string();
+    let id = tokio::task::block_in_place(|| {
+        let mut m = mcp(&h);
+        let s = ok(
+            &mut m,
+            "loopsy_session_start",
+            json!({"kind": "custom", "command": "less", "args": [file], "cols": 80, "rows": 24}),
+        );
+        s["id"].as_str().unwrap().to_string()
+    });
+    let dir = h.path().join("sessions").join(&id);
+    let sock = dir.join("host.sock");
+
+    // First client at 80x24: less shows lines 1-23.
+    let mut a = loopsy_term::client::attach(&sock, 80, 24).await.unwrap();
+    reference_screen(&mut a, 80, 24, |s| {
+        s.contains("line 023") && !s.contains("line 024")
+    })
+    .await;
+    drop(a); // detach
+
+    // Reattach at 100x40: less redraws for the new size; a fresh reference parser fed only
+    // what this client receives (snapshot + live output) must match the host's own screen.
+    let mut b = loopsy_term::client::attach(&sock, 100, 40).await.unwrap();
+    let seen = reference_screen(&mut b, 100, 40, |s| s.contains("line 039")).await;
+    let host = tokio::task::block_in_place(|| {
+        let mut m = mcp(&h);
+        ok(&mut m, "loopsy_session_read", json!({"id": id}))
+    });
+    assert_eq!(
+        host["alternate_screen"], true,
+        "less uses the alternate screen"
+    );
+    let host_text = host["text"].as_str().unwrap();
+    assert_eq!(seen.trim_end(), host_text.trim_end());
+    assert!(seen.lines().count() <= 40);
+
+    // A second live client at the same time sees the same screen; input from either works.
+    let mut c = loopsy_term::client::attach(&sock, 100, 40).await.unwrap();
+    let seen_c = reference_screen(&mut c, 100, 40, |s| s.contains("line 039")).await;
+    assert_eq!(seen_c.trim_end(), host_text.trim_end());
+    loopsy_term::proto::write_frame(&mut c.tx, Kind::Input, b"q")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), read_frame(&mut b.rx))
+            .await
+            .expect("no exit frame")
+            .unwrap()
+        {
+            Some(f) if f.kind == Kind::Exit => break,
+            Some(_) => {}
+            None => panic!("closed without an exit frame"),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20));
+    }
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let h = started("alpha");
+    let mut m = mcp(&h);
+    for (tool, args, want) in [
+        ("loopsy_session_read", json!({"id": "nope"}), "not_found"),
+        (
+            "loopsy_session_remove",
+            json!({"id": "../.."}),
+            "invalid_arguments",
+        ),
+        (
+            "loopsy_session_remove",
+            json!({"id": "a/b"}),
+            "invalid_arguments",
+        ),
+        (
+            "loopsy_session_read",
+            json!({"id": "../../etc"}),
+            "invalid_arguments",
+        ),
+        (
+            "loopsy_session_start",
+            json!({"command": "/bin/sh", "cols": 0, "rows": 0}),
+            "invalid_arguments",
+        ),
+        (
+            "loopsy_session_start",
+            json!({"command": "/bin/sh", "cols": 65535, "rows": 24}),
+            "invalid_arguments",
+        ),
+        (
+            "loopsy_session_start",
+            json!({"kind": "custom", "command": "/no/such/program"}),
+            "invalid_arguments",
+        ),
+        (
+            "loopsy_session_start",
+            json!({"command": "/bin/sh", "cwd": "/no/such/dir"}),
+            "invalid_arguments",
+        ),
+    ] {
+        let (code, msg) = fails(&mut m, tool, args.clone());
+        assert_eq!(code, want, "{tool} {args}: {msg}");
+    }
+    let id = sh(&mut m, "cat >/dev/null");
+    let big = "x".repeat(70 * 1024);
+    let (code, msg) = fails(
+        &mut m,
+        "loopsy_session_write",
+        json!({"id": id, "text": big}),
+    );
+    assert_eq!(code, "invalid_arguments", "{msg}");
+    let (code, msg) = fails(
+        &mut m,
+        "loopsy_session_write",
+        json!({"id": id, "keys": ["Hyper-Q"]}),
+    );
+    assert_eq!(code, "invalid_arguments", "{msg}");
+    let (code, _) = fails(
+        &mut m,
+        "loopsy_session_wait",
+        json!({"id": id, "pattern": "(unclosed", "timeout_s": 1}),
+    );
+    assert_eq!(code, "invalid_arguments");
+    let (code, _) = fails(
+        &mut m,
+        "loopsy_session_read",
+        json!({"id": id, "mode": "since", "cursor": "not-a-number"}),
+    );
+    assert_eq!(code, "invalid_arguments");
+    // A bad resize from an attached client is ignored, and the session lives on.
+    ok(&mut m, "loopsy_session_stop", json!({"id": id}));
+    let err = h.fails(&["attach", &id]);
+    assert!(err.contains("cannot be attached"), "{err}");
+    // The daemon is still fine.
+    ok(&mut m, "loopsy_session_list", json!({}));
+}
