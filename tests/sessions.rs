@@ -368,3 +368,76 @@ fn bad_input_gets_clear_errors() {
     // The daemon is still fine.
     ok(&mut m, "loopsy_session_list", json!({}));
 }
+
+fn vm_hwm_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// 150 MB is 75 times the scrollback ring and far beyond every queue and socket buffer. (A PTY
+/// on the 2-core CI machine moves about 5 MB/s even for `script`, so 500 MB would take minutes.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_client_does_not_hold_back_a_live_one_and_memory_stays_bounded() {
+    let h = started("alpha");
+    let (id, host_pid) = tokio::task::block_in_place(|| {
+        let mut m = mcp(&h);
+        let s = ok(
+            &mut m,
+            "loopsy_session_start",
+            json!({"kind": "custom", "command": "/bin/sh", "args": ["-c",
+                "read go; yes | head -c 150000000; echo; echo END-OF-FLOOD; sleep 60"],
+                "cols": 80, "rows": 24}),
+        );
+        (
+            s["id"].as_str().unwrap().to_string(),
+            s["host_pid"].as_u64().unwrap(),
+        )
+    });
+    let sock = h.path().join("sessions").join(&id).join("host.sock");
+    // One client that never reads, one that does.
+    let _stalled = loopsy_term::client::attach(&sock, 80, 24).await.unwrap();
+    let mut live = loopsy_term::client::attach(&sock, 80, 24).await.unwrap();
+    loopsy_term::proto::write_frame(&mut live.tx, Kind::Input, b"go\r")
+        .await
+        .unwrap();
+    let mut p = vt100::Parser::new(
+        std::num::NonZeroU16::new(24).unwrap(),
+        std::num::NonZeroU16::new(80).unwrap(),
+        0,
+    );
+    let mut bytes = 0u64;
+    let t0 = Instant::now();
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(60), read_frame(&mut live.rx))
+            .await
+            .expect("the live client starved")
+            .unwrap()
+            .expect("host closed");
+        bytes += f.data.len() as u64;
+        p.process(&f.data);
+        if p.screen().contents().contains("END-OF-FLOOD") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(240), "flood never ended");
+    }
+    eprintln!(
+        "live client: {} MB in {:.1} s",
+        bytes / 1_000_000,
+        t0.elapsed().as_secs_f64()
+    );
+    let host_mib = vm_hwm_kib(host_pid) / 1024;
+    let daemon_mib = vm_hwm_kib(h.pid() as u64) / 1024;
+    assert!(host_mib < 64, "session host peaked at {host_mib} MiB");
+    assert!(daemon_mib < 64, "daemon peaked at {daemon_mib} MiB");
+    // The session and the daemon are still responsive.
+    tokio::task::block_in_place(|| {
+        let mut m = mcp(&h);
+        let r = ok(&mut m, "loopsy_session_read", json!({"id": id}));
+        assert!(r["text"].as_str().unwrap().contains("END-OF-FLOOD"));
+        ok(&mut m, "loopsy_session_stop", json!({"id": id}));
+    });
+}
