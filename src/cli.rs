@@ -61,6 +61,9 @@ pub enum Command {
     Attach {
         /// Session id or name.
         session: String,
+        /// The peer it runs on.
+        #[arg(long)]
+        peer: Option<String>,
     },
     /// End a session's program (it stays listed until removed).
     Kill {
@@ -109,6 +112,9 @@ pub struct SessionsArgs {
 /// `loopsy shell`
 #[derive(Debug, clap::Args)]
 pub struct ShellArgs {
+    /// Start it on this peer instead (it needs the pty capability there).
+    #[arg(long)]
+    pub peer: Option<String>,
     /// Name the session (default: shell-xxxx or custom-xxxx).
     #[arg(long)]
     pub name: Option<String>,

@@ -74,6 +74,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         sessions,
     );
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
+    tokio::spawn(loopsy_mcp::attach::serve(ctx.clone()));
     tokio::spawn(loopsy_mesh::files::serve(
         node.streams(),
         node.clone(),

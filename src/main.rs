@@ -90,8 +90,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Daemon(a) => ok(daemon::run(&home, &a.overrides())),
         Command::Sessions(a) => session_cmd::list(&home, a.peer.as_deref(), a.json),
-        Command::Shell(a) => session_cmd::shell(&home, a.name.as_deref(), &a.command, a.detached),
-        Command::Attach { session } => session_cmd::attach(&home, &session),
+        Command::Shell(a) => session_cmd::shell(
+            &home,
+            a.peer.as_deref(),
+            a.name.as_deref(),
+            &a.command,
+            a.detached,
+        ),
+        Command::Attach { session, peer } => session_cmd::attach(&home, peer.as_deref(), &session),
         Command::Kill { session, peer } => session_cmd::kill(&home, &session, peer.as_deref()),
         Command::SessionHost { sessions, id } => ok(session_cmd::host(&sessions, &id)),
     }

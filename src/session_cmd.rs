@@ -16,10 +16,6 @@ use crate::ui::{self, BOLD, DIM, OK, WARN};
 /// The byte that detaches (Ctrl-]).
 pub const DETACH_KEY: u8 = 0x1d;
 
-fn peer_arg(peer: Option<&str>) -> Value {
-    peer.map_or(Value::Null, |p| Value::String(p.to_string()))
-}
-
 fn with_peer(mut v: Value, peer: Option<&str>) -> Value {
     if let Some(p) = peer {
         v["peer"] = Value::String(p.to_string());
@@ -42,7 +38,6 @@ fn ago(ms: u64) -> String {
 pub fn list(home: &Home, peer: Option<&str>, json_out: bool) -> anyhow::Result<ExitCode> {
     let s = Session::connect(home)?;
     let v = s.call("loopsy_session_list", with_peer(json!({}), peer))?;
-    let _ = peer_arg(peer);
     let rows = v["sessions"].as_array().cloned().unwrap_or_default();
     if json_out {
         ui::print_json(&rows)?;
@@ -111,16 +106,22 @@ fn term_size() -> (u16, u16) {
     crossterm::terminal::size().unwrap_or((80, 24))
 }
 
-/// `loopsy shell [--name N] [--detached] [-- cmd args…]`
+/// `loopsy shell [--peer P] [--name N] [--detached] [-- cmd args…]`
 pub fn shell(
     home: &Home,
+    peer: Option<&str>,
     name: Option<&str>,
     command: &[String],
     detached: bool,
 ) -> anyhow::Result<ExitCode> {
     let (cols, rows) = term_size();
-    let cwd = std::env::current_dir().context("no current directory")?;
-    let mut args = json!({ "cols": cols, "rows": rows, "cwd": cwd.display().to_string() });
+    let mut args = json!({ "cols": cols, "rows": rows });
+    // Here, start where the user is; on a peer, in its home directory.
+    if peer.is_none() {
+        let cwd = std::env::current_dir().context("no current directory")?;
+        args["cwd"] = json!(cwd.display().to_string());
+    }
+    let mut args = with_peer(args, peer);
     if let Some(n) = name {
         args["name"] = json!(n);
     }
@@ -138,13 +139,13 @@ pub fn shell(
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    attach_id(home, &id, info["name"].as_str().unwrap_or(&id))
+    attach_id(home, peer, &id, info["name"].as_str().unwrap_or(&id))
 }
 
-/// `loopsy attach <id|name>`
-pub fn attach(home: &Home, target: &str) -> anyhow::Result<ExitCode> {
+/// `loopsy attach [--peer P] <id|name>`
+pub fn attach(home: &Home, peer: Option<&str>, target: &str) -> anyhow::Result<ExitCode> {
     let s = Session::connect(home)?;
-    let v = s.call("loopsy_session_list", json!({}))?;
+    let v = s.call("loopsy_session_list", with_peer(json!({}), peer))?;
     drop(s);
     let rows = v["sessions"].as_array().cloned().unwrap_or_default();
     let found = rows
@@ -165,7 +166,30 @@ pub fn attach(home: &Home, target: &str) -> anyhow::Result<ExitCode> {
         );
     }
     let id = r["id"].as_str().context("no id")?.to_string();
-    attach_id(home, &id, r["name"].as_str().unwrap_or(&id))
+    attach_id(home, peer, &id, r["name"].as_str().unwrap_or(&id))
+}
+
+/// A carrier of the host protocol to a session on `peer`, through this machine's daemon.
+async fn via_daemon(
+    home: &Home,
+    peer: &str,
+    session: &str,
+) -> anyhow::Result<(loopsy_term::client::Rx, loopsy_term::client::Tx)> {
+    use tokio::io::AsyncWriteExt;
+    let s = tokio::net::UnixStream::connect(home.socket())
+        .await
+        .context("the daemon is not running (start it with `loopsy start`)")?;
+    let (r, mut w) = s.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    loopsy_mcp::control::handshake(&mut r, &mut w, loopsy_mcp::control::Verb::Attach).await?;
+    let req = loopsy_mcp::attach::LocalRequest {
+        peer: peer.to_string(),
+        session: session.to_string(),
+    };
+    let mut line = serde_json::to_vec(&req)?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    Ok((Box::new(r), Box::new(w)))
 }
 
 /// Puts the terminal in raw mode and back (also on error and panic unwinding).
@@ -183,15 +207,29 @@ impl Drop for RawMode {
     }
 }
 
-fn attach_id(home: &Home, id: &str, name: &str) -> anyhow::Result<ExitCode> {
+fn attach_id(home: &Home, peer: Option<&str>, id: &str, name: &str) -> anyhow::Result<ExitCode> {
     let sid: loopsy_term::SessionId = id.parse().map_err(anyhow::Error::msg)?;
-    let sock = loopsy_term::record::SessionDir::new(&home.sessions(), &sid).socket();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let (cols, rows) = term_size();
     let attached = rt
-        .block_on(loopsy_term::client::attach(&sock, cols, rows))
+        .block_on(async {
+            match peer {
+                // Here: straight to the host's socket, no hop through the daemon.
+                None => {
+                    let sock =
+                        loopsy_term::record::SessionDir::new(&home.sessions(), &sid).socket();
+                    Ok(loopsy_term::client::attach(&sock, cols, rows).await?)
+                }
+                Some(p) => {
+                    let (rx, tx) = via_daemon(home, p, id).await?;
+                    Ok::<_, anyhow::Error>(
+                        loopsy_term::client::attach_on(rx, tx, cols, rows).await?,
+                    )
+                }
+            }
+        })
         .with_context(|| format!("cannot attach to session {name}"))?;
     if std::io::stderr().is_terminal() {
         anstream::eprint!(

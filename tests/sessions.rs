@@ -441,3 +441,83 @@ async fn a_stalled_client_does_not_hold_back_a_live_one_and_memory_stays_bounded
         ok(&mut m, "loopsy_session_stop", json!({"id": id}));
     });
 }
+
+#[test]
+fn attach_to_a_session_on_a_peer_over_the_mesh() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let a = started("alpha");
+    let b = started("beta");
+    common::pair(&a, &b);
+    let mut m = mcp(&a);
+    let s = ok(
+        &mut m,
+        "loopsy_session_start",
+        json!({"peer": "beta", "kind": "custom", "command": "/bin/sh", "name": "far"}),
+    );
+    let id = s["id"].as_str().unwrap().to_string();
+    // The session lives on beta.
+    assert!(b.path().join("sessions").join(&id).is_dir());
+
+    let mut child = a
+        .cmd(&["attach", "--peer", "beta", "far"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut so = child.stdout.take().unwrap();
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = so.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo remote-$((40+2))\r").unwrap();
+    stdin.flush().unwrap();
+    let seen = |s: &str| String::from_utf8_lossy(&out.lock().unwrap()).contains(s);
+    wait_until("output from beta", Duration::from_secs(20), || {
+        seen("remote-42")
+    });
+    // Ctrl-] detaches; the session keeps running on beta.
+    stdin.write_all(&[0x1d]).unwrap();
+    stdin.flush().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("detached"));
+    let l = ok(&mut m, "loopsy_session_list", json!({"peer": "beta"}));
+    assert_eq!(l["sessions"][0]["state"], "running");
+
+    // Without the pty capability, beta refuses the stream with a clear message.
+    b.ok(&["peers", "revoke", "alpha", "pty"]);
+    let err = a.fails(&["attach", "--peer", "beta", "far"]);
+    assert!(err.contains("pty"), "{err}");
+    // …also at the stream level, when the listing is skipped.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let s = tokio::net::UnixStream::connect(a.path().join("loopsy.sock"))
+            .await
+            .unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = tokio::io::BufReader::new(r);
+        loopsy_mcp::control::handshake(&mut r, &mut w, loopsy_mcp::control::Verb::Attach)
+            .await
+            .unwrap();
+        w.write_all(format!("{{\"peer\":\"beta\",\"session\":\"{id}\"}}\n").as_bytes())
+            .await
+            .unwrap();
+        loopsy_term::client::attach_on(Box::new(r), Box::new(w), 80, 24)
+            .await
+            .err()
+            .expect("attach must be refused")
+            .to_string()
+    });
+    assert!(err.contains("pty capability"), "{err}");
+}

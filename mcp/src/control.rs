@@ -28,6 +28,9 @@ pub enum Verb {
     Shutdown,
     /// Re-read `api.token` after a rotation.
     ReloadKey,
+    /// Splice to a session on a peer: one JSON line `{"peer", "session"}`, then the session
+    /// host protocol both ways.
+    Attach,
 }
 
 impl Verb {
@@ -38,6 +41,7 @@ impl Verb {
             Verb::Ping => "ping",
             Verb::Shutdown => "shutdown",
             Verb::ReloadKey => "reload-key",
+            Verb::Attach => "attach",
         }
     }
 
@@ -48,6 +52,7 @@ impl Verb {
             "ping" => Verb::Ping,
             "shutdown" => Verb::Shutdown,
             "reload-key" => Verb::ReloadKey,
+            "attach" => Verb::Attach,
             _ => return None,
         })
     }
@@ -189,6 +194,7 @@ mod tests {
             Verb::Ping,
             Verb::Shutdown,
             Verb::ReloadKey,
+            Verb::Attach,
         ] {
             let line = hello_line(v);
             assert_eq!(parse_hello(line.trim_end()), Ok(v));

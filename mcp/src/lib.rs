@@ -1,6 +1,7 @@
 //! loopsy-mcp: the MCP tool surface every client uses — agents through `loopsy mcp`, the CLI,
 //! and (optionally) HTTP clients — plus the local control socket and the audit log.
 
+pub mod attach;
 pub mod audit;
 pub mod client;
 pub mod control;

@@ -112,6 +112,7 @@ async fn handle(stream: UnixStream, ctx: DaemonCtx) {
             info!("shutdown requested over the control socket");
             ctx.shutdown_token().cancel();
         }
+        Verb::Attach => crate::attach::splice_local(&ctx, r, w).await,
         Verb::Mcp | Verb::Admin => {
             let caller = if verb == Verb::Admin {
                 Caller::Admin

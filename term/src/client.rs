@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::proto::{Kind, Reply, Request, read_frame, write_json};
 use crate::record::SessionInfo;
@@ -38,20 +37,29 @@ pub async fn request(sock: &Path, req: &Request) -> std::io::Result<Reply> {
         .unwrap_or_else(|_| Err(timed_out()))
 }
 
+/// Boxed halves of whatever carries the host protocol (a Unix socket, a spliced mesh stream).
+pub type Rx = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+/// The writing half.
+pub type Tx = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
 /// A live attachment: read output frames from `rx`, send input and resize frames on `tx`.
 pub struct Attached {
     /// The session as it was when attached.
     pub info: SessionInfo,
     /// Output side.
-    pub rx: OwnedReadHalf,
+    pub rx: Rx,
     /// Input side.
-    pub tx: OwnedWriteHalf,
+    pub tx: Tx,
 }
 
 /// Attach to the host at `sock` at `cols`×`rows`.
 pub async fn attach(sock: &Path, cols: u16, rows: u16) -> std::io::Result<Attached> {
-    let s = UnixStream::connect(sock).await?;
-    let (mut rx, mut tx) = s.into_split();
+    let (rx, tx) = UnixStream::connect(sock).await?.into_split();
+    attach_on(Box::new(rx), Box::new(tx), cols, rows).await
+}
+
+/// Attach over an already open carrier of the host protocol.
+pub async fn attach_on(mut rx: Rx, mut tx: Tx, cols: u16, rows: u16) -> std::io::Result<Attached> {
     write_json(&mut tx, Kind::Request, &Request::Attach { cols, rows }).await?;
     let first = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut rx))
         .await

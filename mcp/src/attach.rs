@@ -1,0 +1,180 @@
+//! Attaching to a session on a peer: the `/loopsy/attach/1` mesh stream carries the session
+//! host protocol unchanged. Inbound, a trusted peer holding `pty` is spliced to the local host
+//! socket; locally, the CLI's `attach` control connection is spliced to a peer's stream.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use loopsy_mesh::libp2p_stream_protocol;
+use loopsy_mesh::trust::Capability;
+use loopsy_term::proto::{Kind, Reply, read_frame, write_json};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::DaemonCtx;
+use crate::control::read_line;
+
+/// The mesh protocol id.
+pub const ATTACH_PROTOCOL: &str = "/loopsy/attach/1";
+
+/// Which session a stream is for (the first frame on it, a `Request` frame).
+#[derive(Debug, Serialize, Deserialize)]
+struct Target {
+    session: String,
+}
+
+/// What the CLI asks for on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LocalRequest {
+    /// Peer name or PeerId.
+    pub peer: String,
+    /// Session id or name on that peer.
+    pub session: String,
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, code: &str, message: String) {
+    let _ = write_json(w, Kind::Reply, &Reply::error(code, message)).await;
+}
+
+/// Serve inbound attach streams until the node stops.
+pub async fn serve(ctx: DaemonCtx) {
+    let mut control = ctx.node().streams();
+    let mut incoming = match control.accept(libp2p_stream_protocol(ATTACH_PROTOCOL)) {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "attach protocol already registered");
+            return;
+        }
+    };
+    while let Some((peer, stream)) = incoming.next().await {
+        let ctx = ctx.clone();
+        tokio::spawn(
+            async move {
+                let Some((name, caps)) = ctx.node().peer_caps(peer).await else {
+                    warn!("attach stream from an untrusted peer dropped");
+                    return;
+                };
+                let mut s = stream.compat();
+                if !caps.contains(&Capability::Pty) {
+                    refuse(
+                        &mut s,
+                        "permission_denied",
+                        format!("this machine has not granted {name} the pty capability"),
+                    )
+                    .await;
+                    return;
+                }
+                let target =
+                    match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s)).await {
+                        Ok(Ok(Some(f))) if f.kind == Kind::Request => {
+                            serde_json::from_slice::<Target>(&f.data).ok()
+                        }
+                        _ => None,
+                    };
+                let Some(t) = target else {
+                    refuse(
+                        &mut s,
+                        "invalid_arguments",
+                        "expected the session to attach to".into(),
+                    )
+                    .await;
+                    return;
+                };
+                let sock = match ctx.sessions().socket(&t.session).await {
+                    Ok((_, sock)) => sock,
+                    Err(e) => {
+                        refuse(&mut s, e.code(), e.to_string()).await;
+                        return;
+                    }
+                };
+                let mut host = match tokio::net::UnixStream::connect(&sock).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        refuse(&mut s, "unavailable", format!("the session host: {e}")).await;
+                        return;
+                    }
+                };
+                info!(session = %t.session, "peer attached");
+                let r = tokio::io::copy_bidirectional(&mut s, &mut host).await;
+                debug!(?r, "peer detached");
+            }
+            .instrument(info_span!("attach", %peer)),
+        );
+    }
+}
+
+/// The CLI's `attach` verb: read which peer and session, open the mesh stream, splice.
+pub async fn splice_local<R, W>(ctx: &DaemonCtx, mut r: R, mut w: W)
+where
+    R: tokio::io::AsyncBufRead + AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let req = match read_line(&mut r, Duration::from_secs(10)).await {
+        Ok(l) => serde_json::from_str::<LocalRequest>(&l).ok(),
+        Err(_) => None,
+    };
+    let Some(req) = req else {
+        refuse(
+            &mut w,
+            "invalid_arguments",
+            "expected {\"peer\", \"session\"}".into(),
+        )
+        .await;
+        return;
+    };
+    let peer = match ctx.node().connect(&req.peer).await {
+        Ok(p) => p,
+        Err(e) => {
+            let e = crate::tools::node_err(e);
+            refuse(&mut w, e.code.as_str(), e.message).await;
+            return;
+        }
+    };
+    let mut control = ctx.node().streams();
+    let opening = control.open_stream(peer, libp2p_stream_protocol(ATTACH_PROTOCOL));
+    let stream = match tokio::time::timeout(Duration::from_secs(15), opening).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            refuse(
+                &mut w,
+                "unavailable",
+                format!("cannot reach {}: {e}", req.peer),
+            )
+            .await;
+            return;
+        }
+        Err(_) => {
+            refuse(
+                &mut w,
+                "unavailable",
+                format!("no answer from {} within 15 s", req.peer),
+            )
+            .await;
+            return;
+        }
+    };
+    let mut s = stream.compat();
+    if write_json(
+        &mut s,
+        Kind::Request,
+        &Target {
+            session: req.session,
+        },
+    )
+    .await
+    .is_err()
+    {
+        refuse(
+            &mut w,
+            "unavailable",
+            format!("{} closed the stream", req.peer),
+        )
+        .await;
+        return;
+    }
+    let mut local = tokio::io::join(r, w);
+    let r = tokio::io::copy_bidirectional(&mut local, &mut s).await;
+    debug!(?r, "remote attach ended");
+}
