@@ -64,11 +64,20 @@ fn init_start_status_mcp_stop() {
     );
     assert!(mcp.close().success());
 
-    // Every call is audited.
-    let audit = std::fs::read_to_string(h.path().join("logs/audit.jsonl")).unwrap();
-    let rec: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    // Every call is audited (written in the background, so wait for it; the CLI's own calls
+    // are there too, as caller "admin").
+    let local_status = || {
+        std::fs::read_to_string(h.path().join("logs/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|r| r["caller"] == "local")
+    };
+    wait_until("the call is audited", Duration::from_secs(10), || {
+        local_status().is_some()
+    });
+    let rec = local_status().unwrap();
     assert_eq!(rec["tool"], "loopsy_status");
-    assert_eq!(rec["caller"], "local");
     assert_eq!(rec["outcome"], "ok");
 
     let out = h.ok(&["stop"]);

@@ -35,7 +35,25 @@ pub struct LocalRequest {
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, code: &str, message: String) {
+    use tokio::io::AsyncWriteExt;
     let _ = write_json(w, Kind::Reply, &Reply::error(code, message)).await;
+    // Close our side cleanly so the reason is delivered, not reset away.
+    let _ = w.shutdown().await;
+}
+
+/// Refuse an inbound stream and linger briefly until the other side has read it and closed.
+async fn refuse_inbound<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, code: &str, message: String) {
+    use tokio::io::AsyncReadExt;
+    refuse(s, code, message).await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(n) = s.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Serve inbound attach streams until the node stops.
@@ -58,7 +76,7 @@ pub async fn serve(ctx: DaemonCtx) {
                 };
                 let mut s = stream.compat();
                 if !caps.contains(&Capability::Pty) {
-                    refuse(
+                    refuse_inbound(
                         &mut s,
                         "permission_denied",
                         format!("this machine has not granted {name} the pty capability"),
@@ -74,7 +92,7 @@ pub async fn serve(ctx: DaemonCtx) {
                         _ => None,
                     };
                 let Some(t) = target else {
-                    refuse(
+                    refuse_inbound(
                         &mut s,
                         "invalid_arguments",
                         "expected the session to attach to".into(),
@@ -85,14 +103,15 @@ pub async fn serve(ctx: DaemonCtx) {
                 let sock = match ctx.sessions().socket(&t.session).await {
                     Ok((_, sock)) => sock,
                     Err(e) => {
-                        refuse(&mut s, e.code(), e.to_string()).await;
+                        refuse_inbound(&mut s, e.code(), e.to_string()).await;
                         return;
                     }
                 };
                 let mut host = match tokio::net::UnixStream::connect(&sock).await {
                     Ok(h) => h,
                     Err(e) => {
-                        refuse(&mut s, "unavailable", format!("the session host: {e}")).await;
+                        refuse_inbound(&mut s, "unavailable", format!("the session host: {e}"))
+                            .await;
                         return;
                     }
                 };
@@ -166,12 +185,20 @@ where
     .await
     .is_err()
     {
-        refuse(
-            &mut w,
-            "unavailable",
-            format!("{} closed the stream", req.peer),
-        )
-        .await;
+        // The peer may have refused (and closed) before reading: pass its reason on.
+        match tokio::time::timeout(Duration::from_secs(5), read_frame(&mut s)).await {
+            Ok(Ok(Some(f))) if f.kind == Kind::Reply => {
+                let _ = loopsy_term::proto::write_frame(&mut w, Kind::Reply, &f.data).await;
+            }
+            _ => {
+                refuse(
+                    &mut w,
+                    "unavailable",
+                    format!("{} closed the stream", req.peer),
+                )
+                .await
+            }
+        }
         return;
     }
     let mut local = tokio::io::join(r, w);

@@ -312,12 +312,22 @@ impl Manager {
         mode: ReadMode,
         cursor: Option<u64>,
     ) -> Result<ReadOut, SessionError> {
-        let info = self.find(id_or_name).await?;
+        let mut info = self.find(id_or_name).await?;
         if info.state == SessionState::Running {
-            return match self.ask(&info.id, Request::Read { mode, cursor }).await? {
-                Reply::Text(t) => Ok(t),
-                other => Err(SessionError::Unavailable(format!("unexpected {other:?}"))),
-            };
+            match self.ask(&info.id, Request::Read { mode, cursor }).await {
+                Ok(Reply::Text(t)) => return Ok(t),
+                Ok(other) => {
+                    return Err(SessionError::Unavailable(format!("unexpected {other:?}")));
+                }
+                // The program may have just ended (its host closes as it leaves): read
+                // what the host saved instead.
+                Err(e) => {
+                    info = self.find(&info.id).await?;
+                    if info.state == SessionState::Running {
+                        return Err(e);
+                    }
+                }
+            }
         }
         let dir = self.dir(&info)?;
         let raw = std::fs::read(dir.final_scrollback()).unwrap_or_default();

@@ -243,18 +243,25 @@ pub fn kill9(pid: u32) {
         .status()
         .expect("kill");
     assert!(st.success());
-    wait_until(
-        "killed process to die",
-        Duration::from_secs(10),
-        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
+    // Dead means every thread has exited and every file (sockets, locks) is closed: the main
+    // thread can show as a zombie while the others are still tearing down.
+    wait_until("killed process to die", Duration::from_secs(10), || {
+        let zombie = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
             Ok(s) => s
                 .rsplit(')')
                 .next()
                 .map(|r| r.trim_start().starts_with('Z'))
                 .unwrap_or(true),
-        },
-    );
+        };
+        let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        zombie && open_fds == 0 && threads <= 1
+    });
 }
 
 /// A `loopsy mcp` child spoken to in newline-delimited JSON-RPC.
