@@ -250,7 +250,7 @@ impl LoopsyServer {
     }
 
     #[tool(
-        description = "Read a session as plain text: mode screen (default) is what a person sees now; scrollback is all kept output; since returns only the output after `cursor` (every read returns a cursor).",
+        description = "Read a session as plain text: mode screen (default) is what a person sees now; scrollback is all kept output; since returns only the output after `cursor` (every read returns a cursor). Scrollback and since return at most 256 KiB of output per call; `more: true` means read again with the new cursor.",
         output_schema = schema_for_output::<loopsy_term::proto::ReadOut>(),
         annotations(read_only_hint = true, open_world_hint = false)
     )]

@@ -17,14 +17,13 @@ use tokio::sync::mpsc;
 use crate::SessionId;
 use crate::keys::{bracketed, key_bytes};
 use crate::proto::{
-    Frame, Kind, MAX_WRITE, ReadMode, ReadOut, Reply, Request, check_size, decode_resize,
+    Frame, Kind, MAX_WRITE, ReadMode, ReadOut, Reply, Request, check_size, decode_resize, page,
     read_frame, write_frame, write_json,
 };
 use crate::record::{
     SessionDir, SessionInfo, SessionSpec, SessionState, load_json, now_ms, save_json, write_private,
 };
 use crate::ring::Ring;
-use crate::strip::plain;
 
 /// Frames queued per attached client before it counts as stalled.
 const CLIENT_QUEUE: usize = 64;
@@ -76,6 +75,7 @@ impl Shared {
     fn output(&mut self, bytes: &[u8]) {
         self.parser.process(bytes);
         self.ring.push(bytes);
+        self.info.output_bytes = self.ring.end();
         self.info.last_activity_ms = now_ms();
         self.clients.retain_mut(|c| {
             if c.lagging {
@@ -140,18 +140,15 @@ impl Shared {
 
     fn read(&self, mode: ReadMode, cursor: Option<u64>) -> Reply {
         let s = self.parser.screen();
-        let (text, gap) = match mode {
-            ReadMode::Screen => (s.contents(), false),
-            ReadMode::Scrollback => (plain(&self.ring.all()), false),
-            ReadMode::Since => {
-                let since = self.ring.since(cursor.unwrap_or(0));
-                (plain(&since.bytes), since.gap)
-            }
+        let (text, gap, more, next) = match mode {
+            ReadMode::Screen => (s.contents(), false, false, self.ring.end()),
+            _ => page(&self.ring.all(), self.ring.start(), mode, cursor),
         };
         Reply::Text(ReadOut {
             text,
-            cursor: self.ring.end().to_string(),
+            cursor: next.to_string(),
             gap,
+            more,
             cursor_pos: s.cursor_position(),
             alternate_screen: s.alternate_screen(),
         })
@@ -278,6 +275,7 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
         last_activity_ms: now,
         ended_ms: None,
         clients: 0,
+        output_bytes: 0,
         host_pid: std::process::id(),
     };
     let rows =
@@ -325,21 +323,47 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
-    let (info, screen, ring) = {
+    let (info, screen, ring, snapshot, clients) = {
         let mut s = lock(&shared);
         s.exited = true;
         s.info.state = SessionState::Exited;
         s.info.exit_code = code;
         s.info.ended_ms = Some(now_ms());
-        let payload = serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap_or_default();
-        for c in &s.clients {
-            let _ = c.tx.try_send(Frame {
+        let clients: Vec<(mpsc::Sender<Frame>, bool)> = s
+            .clients
+            .iter()
+            .map(|c| (c.tx.clone(), c.lagging))
+            .collect();
+        (
+            s.info.clone(),
+            s.parser.screen().contents(),
+            s.ring.all(),
+            s.snapshot(),
+            clients,
+        )
+    };
+    // Every client gets the final screen (a skipped-forward one would otherwise miss the
+    // last output) and then the exit, waiting briefly for room in its queue.
+    let payload = serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap_or_default();
+    for (tx, lagging) in clients {
+        let send = async {
+            if lagging {
+                tx.send(Frame {
+                    kind: Kind::Output,
+                    data: snapshot.clone(),
+                })
+                .await
+                .ok()?;
+            }
+            tx.send(Frame {
                 kind: Kind::Exit,
                 data: payload.clone(),
-            });
-        }
-        (s.info.clone(), s.parser.screen().contents(), s.ring.all())
-    };
+            })
+            .await
+            .ok()
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+    }
     write_private(&dir.final_screen(), screen.as_bytes())?;
     write_private(&dir.final_scrollback(), &ring)?;
     save_json(&dir.record(), &info)?;

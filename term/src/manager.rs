@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::proto::{ReadMode, ReadOut, Reply, Request, check_size};
+use crate::proto::{ReadMode, ReadOut, Reply, Request, check_size, page};
 use crate::record::{SessionDir, SessionInfo, SessionSpec, SessionState, load_json, save_json};
-use crate::strip::plain;
 use crate::{SessionId, client};
 
 /// How long a new host may take to answer.
@@ -330,20 +329,24 @@ impl Manager {
             }
         }
         let dir = self.dir(&info)?;
+        // An ended session: its saved ring (which started at `end - len`) and final screen.
         let raw = std::fs::read(dir.final_scrollback()).unwrap_or_default();
-        let end = raw.len() as u64;
-        let text = match mode {
-            ReadMode::Screen => std::fs::read_to_string(dir.final_screen()).unwrap_or_default(),
-            ReadMode::Scrollback => plain(&raw),
-            ReadMode::Since => {
-                let from = cursor.unwrap_or(0).min(end) as usize;
-                plain(&raw[from..])
-            }
+        let end = info.output_bytes.max(raw.len() as u64);
+        let start = end - raw.len() as u64;
+        let (text, gap, more, next) = match mode {
+            ReadMode::Screen => (
+                std::fs::read_to_string(dir.final_screen()).unwrap_or_default(),
+                false,
+                false,
+                end,
+            ),
+            _ => page(&raw, start, mode, cursor),
         };
         Ok(ReadOut {
             text,
-            cursor: end.to_string(),
-            gap: false,
+            cursor: next.to_string(),
+            gap,
+            more,
             cursor_pos: (0, 0),
             alternate_screen: false,
         })

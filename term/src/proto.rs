@@ -115,12 +115,49 @@ pub struct ReadOut {
     pub text: String,
     /// Pass back as `cursor` with mode `since` to get only what came after.
     pub cursor: String,
-    /// True if output between the given cursor and this text was dropped from the ring.
+    /// True if output between the given cursor and this text was dropped from the ring (or,
+    /// for scrollback, if older output than this page exists).
     pub gap: bool,
+    /// True if more output follows this page: read again with mode since and `cursor`.
+    #[serde(default)]
+    pub more: bool,
     /// Cursor row and column on the screen (0-based).
     pub cursor_pos: (u16, u16),
     /// Whether a full-screen program has the alternate screen up.
     pub alternate_screen: bool,
+}
+
+/// Raw output bytes one read returns at most (a page; its text fits any frame).
+pub const MAX_READ: usize = 256 * 1024;
+
+/// One page of text from raw output `raw` whose first byte is at absolute offset `start`
+/// (everything kept): `(text, gap, more, next_cursor)`.
+pub fn page(
+    raw: &[u8],
+    start: u64,
+    mode: ReadMode,
+    cursor: Option<u64>,
+) -> (String, bool, bool, u64) {
+    let end = start + raw.len() as u64;
+    match mode {
+        ReadMode::Screen => (String::new(), false, false, end),
+        ReadMode::Scrollback => {
+            let cut = raw.len().saturating_sub(MAX_READ);
+            (crate::strip::plain(&raw[cut..]), cut > 0, false, end)
+        }
+        ReadMode::Since => {
+            let want = cursor.unwrap_or(0);
+            let from = want.clamp(start, end);
+            let skip = (from - start) as usize;
+            let n = (raw.len() - skip).min(MAX_READ);
+            (
+                crate::strip::plain(&raw[skip..skip + n]),
+                want < start,
+                skip + n < raw.len(),
+                from + n as u64,
+            )
+        }
+    }
 }
 
 /// What the host answers.
@@ -266,6 +303,23 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("unknown frame kind"), "{e}");
+    }
+
+    #[test]
+    fn pages_are_bounded_and_resume_at_their_cursor() {
+        let raw = vec![b'a'; MAX_READ + 10];
+        let (t, gap, more, next) = page(&raw, 100, ReadMode::Since, Some(100));
+        assert_eq!(
+            (t.len(), gap, more, next),
+            (MAX_READ, false, true, 100 + MAX_READ as u64)
+        );
+        let (t, gap, more, next) = page(&raw, 100, ReadMode::Since, Some(next));
+        assert_eq!((t.len(), gap, more), (10, false, false));
+        assert_eq!(next, 100 + raw.len() as u64);
+        let (_, gap, _, _) = page(&raw, 100, ReadMode::Since, Some(5));
+        assert!(gap);
+        let (t, gap, _, _) = page(&raw, 100, ReadMode::Scrollback, None);
+        assert_eq!((t.len(), gap), (MAX_READ, true));
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub struct SessionInfo {
     pub ended_ms: Option<u64>,
     /// Clients attached now.
     pub clients: u32,
+    /// Bytes of output so far (the cursor of the newest byte).
+    #[serde(default)]
+    pub output_bytes: u64,
     /// The host process.
     pub host_pid: u32,
 }
