@@ -65,10 +65,13 @@ pub enum Command {
         #[arg(long)]
         peer: Option<String>,
     },
-    /// End a session's program (it stays listed until removed).
+    /// End a session's program (it stays listed until removed with --rm).
     Kill {
-        /// Session id or name.
+        /// Session id or name (the exact id with --rm).
         session: String,
+        /// Also forget the session (its record, final screen and scrollback).
+        #[arg(long)]
+        rm: bool,
         /// The peer it runs on.
         #[arg(long)]
         peer: Option<String>,

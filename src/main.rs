@@ -98,7 +98,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             a.detached,
         ),
         Command::Attach { session, peer } => session_cmd::attach(&home, peer.as_deref(), &session),
-        Command::Kill { session, peer } => session_cmd::kill(&home, &session, peer.as_deref()),
+        Command::Kill { session, rm, peer } => {
+            session_cmd::kill(&home, &session, rm, peer.as_deref())
+        }
         Command::SessionHost { sessions, id } => ok(session_cmd::host(&sessions, &id)),
     }
 }

@@ -85,10 +85,24 @@ pub fn list(home: &Home, peer: Option<&str>, json_out: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// `loopsy kill <id|name> [--peer P]`
-pub fn kill(home: &Home, id: &str, peer: Option<&str>) -> anyhow::Result<ExitCode> {
+/// `loopsy kill [--rm] <id|name> [--peer P]`
+pub fn kill(home: &Home, id: &str, rm: bool, peer: Option<&str>) -> anyhow::Result<ExitCode> {
     let s = Session::connect(home)?;
-    let v = s.call("loopsy_session_stop", with_peer(json!({ "id": id }), peer))?;
+    let tool = if rm {
+        "loopsy_session_remove"
+    } else {
+        "loopsy_session_stop"
+    };
+    let v = s.call(tool, with_peer(json!({ "id": id }), peer))?;
+    if rm {
+        anstream::println!(
+            "{} removed {} ({})",
+            ui::paint(OK, "✓"),
+            v["name"].as_str().unwrap_or("?"),
+            v["id"].as_str().unwrap_or("?")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     anstream::println!(
         "{} {} ({}) {}",
         ui::paint(OK, "✓"),

@@ -521,3 +521,25 @@ fn attach_to_a_session_on_a_peer_over_the_mesh() {
     });
     assert!(err.contains("pty capability"), "{err}");
 }
+
+#[test]
+fn the_cli_starts_lists_kills_and_removes_sessions() {
+    let h = started("alpha");
+    let id = h
+        .ok(&["shell", "-d", "--name", "cli", "--", "sleep", "300"])
+        .trim()
+        .to_string();
+    let list: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["name"], "cli");
+    assert_eq!(list[0]["state"], "running");
+    assert!(h.ok(&["sessions"]).contains("cli"));
+    let out = h.ok(&["kill", "cli"]);
+    assert!(out.contains("cli"), "{out}");
+    let list: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
+    assert_eq!(list[0]["state"], "exited");
+    assert!(h.fails(&["kill", "--rm", "../x"]).contains("may contain only"));
+    h.ok(&["kill", "--rm", &id]);
+    assert_eq!(h.ok(&["sessions", "--json"]).trim(), "[]");
+    assert!(!h.path().join("sessions").join(&id).exists());
+}
