@@ -65,6 +65,15 @@ pub enum Command {
         #[arg(long)]
         peer: Option<String>,
     },
+    /// Confirm an agent's request to start an agent with its skip-permissions flag
+    /// (without ID: list the pending requests).
+    Approve {
+        /// The request id the agent was given.
+        id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// End a session's program (it stays listed until removed with --rm).
     Kill {
         /// Session id or name (the exact id with --rm).

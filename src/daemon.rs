@@ -62,7 +62,8 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     // Session hosts are this same binary (hidden `session-host` subcommand); live ones from
     // before a restart are found again through their records under sessions/.
     let exe = std::env::current_exe().context("cannot locate the loopsy binary")?;
-    let sessions = loopsy_term::Manager::new(home.sessions(), exe, cfg.sessions.scrollback_bytes);
+    let sessions = loopsy_term::Manager::new(home.sessions(), exe, cfg.sessions.scrollback_bytes)
+        .with_auto_approve(cfg.sessions.auto_approve.clone());
     let ctx = DaemonCtx::new(
         name.clone(),
         home.clone(),

@@ -98,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             a.detached,
         ),
         Command::Attach { session, peer } => session_cmd::attach(&home, peer.as_deref(), &session),
+        Command::Approve { id, json } => session_cmd::approve(&home, id.as_deref(), json),
         Command::Kill { session, rm, peer } => {
             session_cmd::kill(&home, &session, rm, peer.as_deref())
         }

@@ -85,6 +85,39 @@ pub fn list(home: &Home, peer: Option<&str>, json_out: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `loopsy approve [id] [--json]`
+pub fn approve(home: &Home, id: Option<&str>, json_out: bool) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let args = id.map_or(json!({}), |i| json!({ "id": i }));
+    let v = s.call("loopsy_approve", args)?;
+    if json_out {
+        ui::print_json(&v["requests"])?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = v["requests"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        anstream::println!("{}", ui::paint(DIM, "no pending auto-approve requests"));
+    }
+    for r in rows {
+        let what = format!(
+            "{} {} ({}) requested by {}",
+            r["id"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("?"),
+            r["flag"].as_str().unwrap_or("?"),
+            r["requested_by"].as_str().unwrap_or("?")
+        );
+        if id.is_some() {
+            anstream::println!("{} approved {what}", ui::paint(OK, "✓"));
+        } else {
+            anstream::println!(
+                "{what}, expires in {} s",
+                r["expires_in_s"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `loopsy kill [--rm] <id|name> [--peer P]`
 pub fn kill(home: &Home, id: &str, rm: bool, peer: Option<&str>) -> anyhow::Result<ExitCode> {
     let s = Session::connect(home)?;

@@ -538,8 +538,94 @@ fn the_cli_starts_lists_kills_and_removes_sessions() {
     assert!(out.contains("cli"), "{out}");
     let list: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
     assert_eq!(list[0]["state"], "exited");
-    assert!(h.fails(&["kill", "--rm", "../x"]).contains("may contain only"));
+    assert!(
+        h.fails(&["kill", "--rm", "../x"])
+            .contains("may contain only")
+    );
     h.ok(&["kill", "--rm", &id]);
     assert_eq!(h.ok(&["sessions", "--json"]).trim(), "[]");
     assert!(!h.path().join("sessions").join(&id).exists());
+}
+
+#[test]
+fn auto_approve_needs_the_users_confirmation_on_the_machine() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "alpha"]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        "[node]\nname = \"alpha\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
+    )
+    .unwrap();
+    // A stand-in `claude` on the daemon's PATH that shows the flags it got.
+    let bin = h.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("claude");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"claude-args:[$*]\"\nexec sleep 300\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let o = h.cmd(&["start"]).env("PATH", &path).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut m = mcp(&h);
+    let screen_of = |m: &mut McpPipe, id: &str| {
+        ok(
+            m,
+            "loopsy_session_wait",
+            json!({"id": id, "pattern": "claude-args:\\[.*\\]", "timeout_s": 20}),
+        )["matched"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Without auto-approve: no flag.
+    let s = ok(&mut m, "loopsy_session_start", json!({"kind": "claude"}));
+    assert_eq!(
+        screen_of(&mut m, s["id"].as_str().unwrap()),
+        "claude-args:[]"
+    );
+
+    // With it: refused until the user approves on this machine.
+    let (code, msg) = fails(
+        &mut m,
+        "loopsy_session_start",
+        json!({"kind": "claude", "auto_approve": true}),
+    );
+    assert_eq!(code, "permission_denied", "{msg}");
+    let id = regex::Regex::new(r"loopsy approve (\w+)")
+        .unwrap()
+        .captures(&msg)
+        .unwrap()[1]
+        .to_string();
+    let again = json!({"kind": "claude", "auto_approve": true, "approval": id});
+    let (code, _) = fails(&mut m, "loopsy_session_start", again.clone());
+    assert_eq!(code, "permission_denied");
+    // Agents cannot approve: the tool does not exist on their sessions.
+    let r = m.call_tool("loopsy_approve", json!({"id": id}));
+    assert!(r.get("error").is_some(), "{r}");
+
+    assert!(h.ok(&["approve"]).contains(&id));
+    assert!(h.ok(&["approve", &id]).contains("approved"));
+    let s = ok(&mut m, "loopsy_session_start", again.clone());
+    assert_eq!(
+        screen_of(&mut m, s["id"].as_str().unwrap()),
+        "claude-args:[--dangerously-skip-permissions]"
+    );
+    // Used once.
+    let (code, _) = fails(&mut m, "loopsy_session_start", again);
+    assert_eq!(code, "permission_denied");
+    // Kinds without such a flag, and agents that are not installed, say so.
+    let (code, _) = fails(
+        &mut m,
+        "loopsy_session_start",
+        json!({"kind": "shell", "auto_approve": true}),
+    );
+    assert_eq!(code, "invalid_arguments");
+    let (code, msg) = fails(&mut m, "loopsy_session_start", json!({"kind": "gemini"}));
+    assert_eq!(code, "not_found");
+    assert!(msg.contains("gemini") && msg.contains("install"), "{msg}");
 }

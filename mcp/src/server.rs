@@ -338,6 +338,14 @@ impl LoopsyServer {
     async fn loopsy_peer_revoke(&self, Parameters(a): Parameters<CapsArgs>) -> CallToolResult {
         admin::peer_caps(&self.ctx, a, false).await
     }
+
+    #[tool(description = "Approve an agent's auto-approve request by id (without id: list the pending ones).", output_schema = schema_for_output::<sessions::ApprovalsOut>())]
+    async fn loopsy_approve(
+        &self,
+        Parameters(a): Parameters<sessions::ApproveArgs>,
+    ) -> CallToolResult {
+        sessions::approve(&self.ctx, a).await
+    }
 }
 
 #[tool_handler(router = self.tool_router)]

@@ -120,12 +120,16 @@ impl Default for AuditConfig {
 pub struct SessionsConfig {
     /// Bytes of raw output each session keeps for scrollback reads.
     pub scrollback_bytes: usize,
+    /// Agent kinds (`claude`, `codex`, `gemini`) whose auto-approve flag may be used without
+    /// asking `loopsy approve` each time.
+    pub auto_approve: Vec<String>,
 }
 
 impl Default for SessionsConfig {
     fn default() -> Self {
         Self {
             scrollback_bytes: 2 * 1024 * 1024,
+            auto_approve: Vec::new(),
         }
     }
 }
@@ -315,6 +319,17 @@ impl Config {
                 message: "must be between 4096 and 268435456".into(),
             });
         }
+        if let Some(k) = self
+            .sessions
+            .auto_approve
+            .iter()
+            .find(|k| !["claude", "codex", "gemini"].contains(&k.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "sessions.auto_approve",
+                message: format!("{k:?} has no auto-approve flag; use claude, codex or gemini"),
+            });
+        }
         if self.exec.max_concurrent == 0 || self.exec.default_timeout_s == 0 {
             return Err(ConfigError::Invalid {
                 field: "exec",
@@ -480,6 +495,9 @@ name = "{name}"
 [sessions]
 # Raw output each terminal session keeps for scrollback reads, in bytes (per session).
 # scrollback_bytes = 2097152
+# Agent kinds allowed to skip their permission prompts without `loopsy approve` each time:
+# claude (--dangerously-skip-permissions), codex, gemini. Off for all by default.
+# auto_approve = []
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

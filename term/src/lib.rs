@@ -1,6 +1,7 @@
 //! loopsy-term: terminal sessions — validated ids, kinds and their launchers, the session
 //! host that owns each PTY (scrollback ring + screen model), and the daemon-side manager.
 
+pub mod approve;
 pub mod client;
 pub mod host;
 pub mod id;
@@ -12,6 +13,7 @@ pub mod record;
 pub mod ring;
 pub mod strip;
 
+pub use approve::{ApprovalView, Approvals, Decision};
 pub use id::{SessionId, SessionIdError};
 pub use kind::{LaunchError, SessionKind};
 pub use manager::{Manager, SessionError, StartSpec, WaitFor, WaitOut};

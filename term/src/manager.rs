@@ -104,6 +104,7 @@ pub struct Manager {
     root: PathBuf,
     exe: PathBuf,
     scrollback_bytes: usize,
+    approvals: crate::Approvals,
 }
 
 fn alive(pid: u32) -> bool {
@@ -120,7 +121,19 @@ impl Manager {
             root: root.into(),
             exe: exe.into(),
             scrollback_bytes,
+            approvals: Default::default(),
         }
+    }
+
+    /// With the agent kinds that may auto-approve without asking (`sessions.auto_approve`).
+    pub fn with_auto_approve(mut self, kinds: Vec<String>) -> Self {
+        self.approvals = crate::Approvals::new(kinds);
+        self
+    }
+
+    /// Auto-approve confirmations.
+    pub fn approvals(&self) -> &crate::Approvals {
+        &self.approvals
     }
 
     /// The sessions directory.

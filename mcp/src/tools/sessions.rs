@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use loopsy_mesh::trust::Capability;
 use loopsy_term::proto::{ReadMode, ReadOut};
-use loopsy_term::{SessionError, SessionInfo, SessionKind, StartSpec, WaitFor, WaitOut};
+use loopsy_term::{Decision, SessionError, SessionInfo, SessionKind, StartSpec, WaitFor, WaitOut};
 use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,14 @@ pub struct StartArgs {
     /// Rows (default 40).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u16>,
+    /// For claude, codex and gemini: start the agent with its skip-permissions flag. The user
+    /// must confirm on the machine it runs on (`loopsy approve <id>`), unless its config
+    /// allows that kind; the refusal says which id to present as `approval` afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approve: Option<bool>,
+    /// The id from an earlier auto-approve refusal, once the user has approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// A session by id or name.
@@ -206,6 +214,33 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
             Err(e) => return ToolError::new(ErrorCode::NotFound, e.to_string()).into_result(),
         },
     };
+    let mut args = args;
+    if a.auto_approve == Some(true) {
+        match ctx
+            .sessions()
+            .approvals()
+            .decide(kind, &caller.owner(), a.approval.as_deref())
+        {
+            Decision::Allowed(flag) => args.insert(0, flag.to_string()),
+            Decision::NoFlag => {
+                return invalid(format!(
+                    "kind {} has no auto-approve flag; only claude, codex and gemini do",
+                    kind.name()
+                ));
+            }
+            Decision::NeedsConfirmation { id, flag } => {
+                return ToolError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "auto-approve ({flag}) for {} must be confirmed by the user on {}: ask them to run `loopsy approve {id}` there, then call loopsy_session_start again with approval: \"{id}\" (valid 10 minutes). Or start without auto_approve.",
+                        kind.name(),
+                        ctx.name()
+                    ),
+                )
+                .into_result();
+            }
+        }
+    }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/".into());
@@ -332,5 +367,52 @@ pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResu
             success(format!("{}: {}", w.reason, line(&w.session)), &w)
         }
         Err(e) => err(e),
+    }
+}
+
+/// `loopsy_approve` arguments (admin session only).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveArgs {
+    /// The request id from the agent's refusal; omit to list what is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// Pending auto-approve requests.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ApprovalsOut {
+    /// The requests (after an approval: just that one).
+    pub requests: Vec<loopsy_term::ApprovalView>,
+}
+
+/// `loopsy_approve`: the user confirms an auto-approve request (CLI only).
+pub async fn approve(ctx: &DaemonCtx, a: ApproveArgs) -> CallToolResult {
+    let approvals = ctx.sessions().approvals();
+    match a.id {
+        None => {
+            let requests = approvals.list();
+            let text = if requests.is_empty() {
+                "no pending auto-approve requests".to_string()
+            } else {
+                requests
+                    .iter()
+                    .map(|r| format!("{} {} {} from {}", r.id, r.kind, r.flag, r.requested_by))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            success(text, &ApprovalsOut { requests })
+        }
+        Some(id) => match approvals.approve(id.trim()) {
+            Some(v) => success(
+                format!("approved {} for {} ({})", v.id, v.requested_by, v.flag),
+                &ApprovalsOut { requests: vec![v] },
+            ),
+            None => ToolError::new(
+                ErrorCode::NotFound,
+                format!("no pending auto-approve request {id:?} (they expire after 10 minutes)"),
+            )
+            .into_result(),
+        },
     }
 }
