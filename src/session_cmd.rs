@@ -149,8 +149,12 @@ pub fn kill(home: &Home, id: &str, rm: bool, peer: Option<&str>) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// This terminal's size; 80×24 when it has none (not a terminal, or a fresh PTY at 0×0).
 fn term_size() -> (u16, u16) {
-    crossterm::terminal::size().unwrap_or((80, 24))
+    match crossterm::terminal::size() {
+        Ok((c, r)) if c > 0 && r > 0 => (c, r),
+        _ => (80, 24),
+    }
 }
 
 /// `loopsy shell [--peer P] [--name N] [--detached] [-- cmd args…]`

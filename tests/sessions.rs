@@ -629,3 +629,82 @@ fn auto_approve_needs_the_users_confirmation_on_the_machine() {
     assert_eq!(code, "not_found");
     assert!(msg.contains("gemini") && msg.contains("install"), "{msg}");
 }
+
+#[test]
+fn loopsy_attach_in_a_real_terminal_takes_its_size_and_detaches_on_ctrl_close_bracket() {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    use std::io::{Read, Write};
+    let h = started("alpha");
+    let id = h
+        .ok(&["shell", "-d", "--name", "tty", "--", "/bin/sh"])
+        .trim()
+        .to_string();
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: 30,
+            cols: 100,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(common::bin());
+    cmd.args(["--home", &h.path().display().to_string(), "attach", "tty"]);
+    cmd.env_remove("LOOPSY_HOME");
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let mut r = pair.master.try_clone_reader().unwrap();
+    let mut w = pair.master.take_writer().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    wait_until("attached", Duration::from_secs(20), || {
+        seen.lock().unwrap().contains("attached to tty")
+    });
+    w.write_all(b"echo in-$((6*7))-pty\r").unwrap();
+    w.flush().unwrap();
+    wait_until("output through the attach", Duration::from_secs(20), || {
+        seen.lock().unwrap().contains("in-42-pty")
+    });
+    // The session took the attached terminal's size.
+    let list: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
+    let s = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(
+        (s["cols"].as_u64(), s["rows"].as_u64()),
+        (Some(100), Some(30))
+    );
+    assert_eq!(s["clients"], 1);
+    w.write_all(&[0x1d]).unwrap();
+    w.flush().unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "attach did not detach"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    wait_until("detach message", Duration::from_secs(5), || {
+        seen.lock().unwrap().contains("detached from tty")
+    });
+    let list: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
+    assert_eq!(list[0]["state"], "running");
+}
