@@ -341,12 +341,24 @@ async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
             }
         }
     });
+    // Frames are read in their own task: a half-read frame must never be dropped because a
+    // keypress won the select below (reading a frame is not cancel-safe).
+    let (frame_tx, mut frames) = tokio::sync::mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        loop {
+            let f = read_frame(&mut rx).await;
+            let end = !matches!(f, Ok(Some(_)));
+            if frame_tx.send(f).await.is_err() || end {
+                break;
+            }
+        }
+    });
     let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
     let mut stdout = std::io::stdout();
     let mut stdin_open = true;
-    loop {
+    let end = loop {
         tokio::select! {
-            f = read_frame(&mut rx) => match f? {
+            f = frames.recv() => match f.unwrap_or(Ok(None))? {
                 Some(f) if f.kind == Kind::Output => {
                     stdout.write_all(&f.data)?;
                     stdout.flush()?;
@@ -356,10 +368,10 @@ async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
                         .ok()
                         .and_then(|v| v["code"].as_i64())
                         .map(|c| c as i32);
-                    return Ok(End::Exited(code));
+                    break End::Exited(code);
                 }
                 Some(_) => {}
-                None => return Ok(End::Lost),
+                None => break End::Lost,
             },
             input = in_rx.recv(), if stdin_open => match input {
                 Some(bytes) => {
@@ -367,7 +379,7 @@ async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
                         if i > 0 {
                             write_frame(&mut tx, Kind::Input, &bytes[..i]).await?;
                         }
-                        return Ok(End::Detached);
+                        break End::Detached;
                     }
                     write_frame(&mut tx, Kind::Input, &bytes).await?;
                 }
@@ -378,7 +390,9 @@ async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
                 write_frame(&mut tx, Kind::Resize, &encode_resize(c, r)).await?;
             }
         }
-    }
+    };
+    reader.abort();
+    Ok(end)
 }
 
 /// The hidden `session-host` subcommand: run one session's host (started by the daemon).

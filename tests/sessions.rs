@@ -494,8 +494,25 @@ fn attach_to_a_session_on_a_peer_over_the_mesh() {
     let l = ok(&mut m, "loopsy_session_list", json!({"peer": "beta"}));
     assert_eq!(l["sessions"][0]["state"], "running");
 
-    // Without the pty capability, beta refuses the stream with a clear message.
+    // Attached again, then pty is revoked: the live attach ends within seconds.
+    let mut again = a
+        .cmd(&["attach", "--peer", "beta", "far"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("second attach", Duration::from_secs(20), || {
+        let l = ok(&mut m, "loopsy_session_list", json!({"peer": "beta"}));
+        l["sessions"][0]["clients"] == 1
+    });
     b.ok(&["peers", "revoke", "alpha", "pty"]);
+    wait_until("revoked attach ends", Duration::from_secs(15), || {
+        again.try_wait().unwrap().is_some()
+    });
+    let _ = again.wait_with_output();
+
+    // Without the pty capability, beta refuses the stream with a clear message.
     let err = a.fails(&["attach", "--peer", "beta", "far"]);
     assert!(err.contains("pty"), "{err}");
     // …also at the stream level, when the listing is skipped.
@@ -618,6 +635,13 @@ fn auto_approve_needs_the_users_confirmation_on_the_machine() {
     // Used once.
     let (code, _) = fails(&mut m, "loopsy_session_start", again);
     assert_eq!(code, "permission_denied");
+    // The flag cannot be smuggled in through args.
+    let (code, msg) = fails(
+        &mut m,
+        "loopsy_session_start",
+        json!({"kind": "claude", "args": ["--dangerously-skip-permissions"]}),
+    );
+    assert_eq!(code, "permission_denied", "{msg}");
     // Kinds without such a flag, and agents that are not installed, say so.
     let (code, _) = fails(
         &mut m,

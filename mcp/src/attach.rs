@@ -70,11 +70,12 @@ pub async fn serve(ctx: DaemonCtx) {
         let ctx = ctx.clone();
         tokio::spawn(
             async move {
+                let mut s = stream.compat();
                 let Some((name, caps)) = ctx.node().peer_caps(peer).await else {
-                    warn!("attach stream from an untrusted peer dropped");
+                    warn!("attach stream from an untrusted peer refused");
+                    refuse_inbound(&mut s, "permission_denied", "this machine does not trust you".into()).await;
                     return;
                 };
-                let mut s = stream.compat();
                 if !caps.contains(&Capability::Pty) {
                     refuse_inbound(
                         &mut s,
@@ -116,8 +117,21 @@ pub async fn serve(ctx: DaemonCtx) {
                     }
                 };
                 info!(session = %t.session, "peer attached");
-                let r = tokio::io::copy_bidirectional(&mut s, &mut host).await;
-                debug!(?r, "peer detached");
+                // Revoking pty (or removing the peer) ends a live attach within seconds.
+                let still_allowed = async {
+                    let mut tick = tokio::time::interval(Duration::from_secs(2));
+                    loop {
+                        tick.tick().await;
+                        match ctx.node().peer_caps(peer).await {
+                            Some((_, caps)) if caps.contains(&Capability::Pty) => {}
+                            _ => break,
+                        }
+                    }
+                };
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut s, &mut host) => debug!(?r, "peer detached"),
+                    () = still_allowed => info!("pty revoked: attach ended"),
+                }
             }
             .instrument(info_span!("attach", %peer)),
         );

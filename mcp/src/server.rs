@@ -238,7 +238,7 @@ impl LoopsyServer {
     }
 
     #[tool(
-        description = "Forget a session (stopping it first if it runs). Takes the session id exactly.",
+        description = "Forget a session (stopping it first if it runs): its record, final screen and scrollback.",
         output_schema = schema_for_output::<SessionInfo>(),
         annotations(destructive_hint = true, open_world_hint = false)
     )]

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use crate::SessionId;
 use crate::keys::{bracketed, key_bytes};
 use crate::proto::{
-    Frame, Kind, MAX_WRITE, ReadMode, ReadOut, Reply, Request, check_size, decode_resize, page,
-    read_frame, write_frame, write_json,
+    Frame, Kind, MAX_FRAME, MAX_READ, MAX_WRITE, ReadMode, ReadOut, Reply, Request, check_size,
+    decode_resize, page, read_frame, write_frame, write_json,
 };
 use crate::record::{
     SessionDir, SessionInfo, SessionSpec, SessionState, load_json, now_ms, save_json, write_private,
@@ -140,10 +140,34 @@ impl Shared {
 
     fn read(&self, mode: ReadMode, cursor: Option<u64>) -> Reply {
         let s = self.parser.screen();
-        let (text, gap, more, next) = match mode {
-            ReadMode::Screen => (s.contents(), false, false, self.ring.end()),
-            _ => page(&self.ring.all(), self.ring.start(), mode, cursor),
+        // Copy only the page asked for, not the whole ring, while the output path waits.
+        let from = match mode {
+            ReadMode::Screen => self.ring.end(),
+            ReadMode::Scrollback => self
+                .ring
+                .end()
+                .saturating_sub(MAX_READ as u64)
+                .max(self.ring.start()),
+            ReadMode::Since => cursor.unwrap_or(0),
         };
+        let slice = self.ring.since_max(from, MAX_READ + 4);
+        let (text, mut gap, more, next) = match mode {
+            ReadMode::Screen => (s.contents(), false, false, self.ring.end()),
+            ReadMode::Scrollback => {
+                let (t, _, _, next) = page(
+                    &slice.bytes,
+                    slice.start,
+                    ReadMode::Since,
+                    Some(slice.start),
+                );
+                (t, slice.start > self.ring.start(), false, next)
+            }
+            ReadMode::Since => {
+                let (t, _, more, next) = page(&slice.bytes, slice.start, mode, Some(slice.start));
+                (t, false, more || next < self.ring.end(), next)
+            }
+        };
+        gap |= slice.gap && mode == ReadMode::Since;
         Reply::Text(ReadOut {
             text,
             cursor: next.to_string(),
@@ -342,35 +366,52 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
             clients,
         )
     };
-    // Every client gets the final screen (a skipped-forward one would otherwise miss the
-    // last output) and then the exit, waiting briefly for room in its queue.
-    let payload = serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap_or_default();
-    for (tx, lagging) in clients {
-        let send = async {
-            if lagging {
-                tx.send(Frame {
-                    kind: Kind::Output,
-                    data: snapshot.clone(),
-                })
-                .await
-                .ok()?;
-            }
-            tx.send(Frame {
-                kind: Kind::Exit,
-                data: payload.clone(),
-            })
-            .await
-            .ok()
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
-    }
+    // Record the end first and stop answering on the socket, so requests from now on see an
+    // exited session at once instead of waiting on a host that is leaving.
     write_private(&dir.final_screen(), screen.as_bytes())?;
     write_private(&dir.final_scrollback(), &ring)?;
     save_json(&dir.record(), &info)?;
+    drop(listener);
     let _ = std::fs::remove_file(&sock);
+    // Every client gets the final screen (a skipped-forward one would otherwise miss the
+    // last output) and then the exit, all within one short deadline.
+    let payload = serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap_or_default();
+    let sends = clients.into_iter().map(|(tx, lagging)| {
+        let (snapshot, payload) = (snapshot.clone(), payload.clone());
+        async move {
+            if lagging
+                && tx
+                    .send(Frame {
+                        kind: Kind::Output,
+                        data: snapshot,
+                    })
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let _ = tx
+                .send(Frame {
+                    kind: Kind::Exit,
+                    data: payload,
+                })
+                .await;
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(1), join_all(sends)).await;
     // Let attached clients receive the exit frame.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// Run futures concurrently to completion.
+async fn join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
 }
 
 fn stop(shared: &Arc<Mutex<Shared>>) -> Reply {
@@ -495,7 +536,15 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
     };
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
-            if write_frame(&mut wr, f.kind, &f.data).await.is_err() {
+            // Output is a byte stream: a snapshot larger than a frame goes in several.
+            let mut failed = false;
+            for part in f.data.chunks(MAX_FRAME as usize) {
+                if write_frame(&mut wr, f.kind, part).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed {
                 break;
             }
             if f.kind == Kind::Exit {
@@ -508,15 +557,18 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
             Kind::Input => {
                 lock(&shared).info.last_activity_ms = now_ms();
                 // Hold this client back (not the PTY) while the program is not reading.
-                let mut bytes = f.data;
-                loop {
-                    match input.try_send(bytes) {
-                        Ok(()) => break,
-                        Err(TrySendError::Full(b)) => {
-                            bytes = b;
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                // (At most INPUT_QUEUE chunks of MAX_WRITE bytes wait for the PTY.)
+                for part in f.data.chunks(MAX_WRITE) {
+                    let mut bytes = part.to_vec();
+                    loop {
+                        match input.try_send(bytes) {
+                            Ok(()) => break,
+                            Err(TrySendError::Full(b)) => {
+                                bytes = b;
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            Err(TrySendError::Disconnected(_)) => break,
                         }
-                        Err(TrySendError::Disconnected(_)) => break,
                     }
                 }
             }

@@ -161,13 +161,20 @@ impl Manager {
 
     async fn info_of(&self, id: &SessionId) -> Result<SessionInfo, SessionError> {
         let dir = SessionDir::new(&self.root, id);
-        if let Ok(Reply::Info(i)) = client::request(&dir.socket(), &Request::Info).await {
+        let asked = client::request(&dir.socket(), &Request::Info).await;
+        if let Ok(Reply::Info(i)) = asked {
             return Ok(i);
         }
         let mut rec: SessionInfo = load_json(&dir.record())
             .map_err(|_| SessionError::NotFound(id.as_str().to_string()))?;
+        // No socket, or nobody behind it: the host is gone (a pid alone may have been reused
+        // after a reboot). A slow host (timeout) is still counted as running.
+        let host_gone = matches!(&asked, Err(e) if matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ));
         if matches!(rec.state, SessionState::Running | SessionState::Starting)
-            && !alive(rec.host_pid)
+            && (host_gone || !alive(rec.host_pid))
         {
             rec.state = SessionState::Lost;
         }
@@ -251,6 +258,13 @@ impl Manager {
             )));
         }
         let dir = SessionDir::new(&self.root, &id);
+        // Unix socket paths are short (108 bytes on Linux, 104 on macOS).
+        if dir.socket().as_os_str().len() > 100 {
+            return Err(SessionError::Invalid(format!(
+                "the data dir's path is too long for session sockets ({}); use a shorter LOOPSY_HOME",
+                dir.socket().display()
+            )));
+        }
         {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -342,6 +356,12 @@ impl Manager {
             }
         }
         let dir = self.dir(&info)?;
+        if info.state == SessionState::Lost {
+            return Err(SessionError::Unavailable(format!(
+                "session {} lost its host (crash or reboot) before recording its output; remove it",
+                info.name
+            )));
+        }
         // An ended session: its saved ring (which started at `end - len`) and final screen.
         let raw = std::fs::read(dir.final_scrollback()).unwrap_or_default();
         let end = info.output_bytes.max(raw.len() as u64);
@@ -373,6 +393,13 @@ impl Manager {
         keys: Vec<String>,
         paste: bool,
     ) -> Result<(), SessionError> {
+        if text.len() > crate::proto::MAX_WRITE {
+            return Err(SessionError::Invalid(format!(
+                "write of {} bytes exceeds {}; split it",
+                text.len(),
+                crate::proto::MAX_WRITE
+            )));
+        }
         self.ask(id_or_name, Request::Write { text, keys, paste })
             .await
             .map(|_| ())
@@ -405,8 +432,10 @@ impl Manager {
 
     /// Forget a session (stopping it first if it runs). The id is validated before any path
     /// is built from it, so `../..` never reaches the file system.
-    pub async fn remove(&self, id: &str) -> Result<SessionInfo, SessionError> {
-        let sid: SessionId = id
+    pub async fn remove(&self, id_or_name: &str) -> Result<SessionInfo, SessionError> {
+        let found = self.find(id_or_name).await?;
+        let sid: SessionId = found
+            .id
             .parse()
             .map_err(|e: crate::SessionIdError| SessionError::Invalid(e.to_string()))?;
         let info = self.info_of(&sid).await?;

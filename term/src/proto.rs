@@ -7,8 +7,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::record::SessionInfo;
 
-/// Largest frame payload accepted.
-pub const MAX_FRAME: u32 = 1 << 20;
+/// Largest frame payload accepted (a full 1000×500 screen of wide characters fits).
+pub const MAX_FRAME: u32 = 4 << 20;
 /// Largest single write into a session (text plus keys).
 pub const MAX_WRITE: usize = 64 * 1024;
 
@@ -149,7 +149,7 @@ pub fn page(
             let want = cursor.unwrap_or(0);
             let from = want.clamp(start, end);
             let skip = (from - start) as usize;
-            let n = (raw.len() - skip).min(MAX_READ);
+            let n = utf8_page_len(&raw[skip..], MAX_READ);
             (
                 crate::strip::plain(&raw[skip..skip + n]),
                 want < start,
@@ -158,6 +158,34 @@ pub fn page(
             )
         }
     }
+}
+
+/// How many of `bytes` (at most `max`) make a page that does not end inside a UTF-8
+/// character (the rest comes with the next page).
+pub fn utf8_page_len(bytes: &[u8], max: usize) -> usize {
+    if bytes.len() <= max {
+        return bytes.len();
+    }
+    // Back off over continuation bytes to a lead byte, then keep it only if complete.
+    let mut n = max;
+    let mut back = 0;
+    while n > 0 && back < 3 && (bytes[n - 1] & 0xC0) == 0x80 {
+        n -= 1;
+        back += 1;
+    }
+    if n > 0 {
+        let lead = bytes[n - 1];
+        let need = match lead {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        if need > back + 1 {
+            return n - 1;
+        }
+    }
+    max
 }
 
 /// What the host answers.
@@ -320,6 +348,18 @@ mod tests {
         assert!(gap);
         let (t, gap, _, _) = page(&raw, 100, ReadMode::Scrollback, None);
         assert_eq!((t.len(), gap), (MAX_READ, true));
+    }
+
+    #[test]
+    fn pages_do_not_split_characters() {
+        let s = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
+        assert_eq!(utf8_page_len(s, 2), 1);
+        assert_eq!(utf8_page_len(s, 3), 3);
+        assert_eq!(utf8_page_len(s, 5), 3);
+        assert_eq!(utf8_page_len(s, 6), 6);
+        assert_eq!(utf8_page_len(s, 9), 6);
+        assert_eq!(utf8_page_len(s, 10), 10);
+        assert_eq!(utf8_page_len(b"plain", 3), 3);
     }
 
     #[test]

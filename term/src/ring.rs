@@ -62,10 +62,16 @@ impl Ring {
 
     /// The bytes from `offset` on (clamped to what is held).
     pub fn since(&self, offset: u64) -> Since {
+        self.since_max(offset, usize::MAX)
+    }
+
+    /// At most `max` bytes from `offset` on (copies only those).
+    pub fn since_max(&self, offset: u64, max: usize) -> Since {
         let start = offset.clamp(self.start(), self.end);
         let skip = (start - self.start()) as usize;
+        let n = (self.buf.len() - skip).min(max);
         Since {
-            bytes: self.buf.iter().skip(skip).copied().collect(),
+            bytes: self.buf.range(skip..skip + n).copied().collect(),
             start,
             gap: offset < self.start(),
         }
@@ -91,6 +97,7 @@ mod tests {
         assert!(!s.gap);
         assert_eq!(s.bytes, b"f");
         assert!(r.since(99).bytes.is_empty());
+        assert_eq!(r.since_max(2, 2).bytes, b"cd");
         r.push(b"0123456789");
         assert_eq!(r.all(), b"6789");
         assert_eq!(r.end(), 16);

@@ -15,10 +15,22 @@ pub fn plain(raw: &[u8]) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(raw.len());
     let mut line_start = 0usize;
     let mut st = St::Text;
+    // A carriage return not followed by a newline starts the line over (progress bars show
+    // their last state, as on a terminal).
+    let mut cr = false;
     for &b in raw {
+        if cr && b != b'\r' && b != b'\n' && st == St::Text {
+            out.truncate(line_start);
+        }
+        if b != b'\r' {
+            cr = false;
+        }
         st = match (st, b) {
             (St::Text, 0x1b) => St::Esc,
-            (St::Text, b'\r') => St::Text,
+            (St::Text, b'\r') => {
+                cr = true;
+                St::Text
+            }
             (St::Text, b'\n') => {
                 // Trailing spaces on a line are noise from cursor movement.
                 while out.len() > line_start && out.last() == Some(&b' ') {
@@ -71,5 +83,6 @@ mod tests {
         assert_eq!(plain(b"\x1b]8;;http://x\x1b\\link"), "link");
         assert_eq!(plain(b"ab\x08c  \r\n\x1b(Bz"), "ac\nz");
         assert_eq!(plain(b"\x1b[?1049h\x1b[Hfull"), "full");
+        assert_eq!(plain(b"10%\r20%\r30%\r\ndone\n"), "30%\ndone\n");
     }
 }

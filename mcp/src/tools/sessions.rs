@@ -215,6 +215,18 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
         },
     };
     let mut args = args;
+    // The skip-permissions flags come only through auto_approve (and its confirmation).
+    if let Some(f) = SessionKind::ALL
+        .iter()
+        .filter_map(|k| k.auto_approve_flag())
+        .find(|f| kind.agent_binary().is_some() && args.iter().any(|a| a == f))
+    {
+        return ToolError::new(
+            ErrorCode::PermissionDenied,
+            format!("pass auto_approve: true instead of {f} in args (the user must confirm it)"),
+        )
+        .into_result();
+    }
     if a.auto_approve == Some(true) {
         match ctx
             .sessions()
