@@ -5,6 +5,7 @@
 
 pub mod behaviour;
 pub mod config;
+pub mod context;
 pub mod exec;
 pub mod files;
 pub mod fsutil;

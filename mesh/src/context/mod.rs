@@ -1,0 +1,9 @@
+//! The context: one automerge document of key → entry, kept by one owner task, made durable by
+//! an append-only change log (fsync before a write is acknowledged) with compaction into a
+//! snapshot. Replication between peers builds on this document.
+
+mod log;
+mod store;
+
+pub use log::{ChangeLog, LogError};
+pub use store::{ContextConfig, ContextError, ContextHandle, Entry, MAX_KEY_BYTES, Page};

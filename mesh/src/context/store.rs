@@ -1,0 +1,450 @@
+//! The context document and its owner task. Each key maps to one entry, stored as a JSON
+//! string scalar (`{"value", "written_by", "written_at", "expires_at"}`), so concurrent
+//! writes to a key are whole-entry conflicts: automerge picks the same winner on every
+//! replica and the others stay visible until the next write.
+
+use std::path::Path;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ROOT, ReadDoc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::log::{ChangeLog, LogError};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Compact the log into the snapshot past this many bytes.
+const COMPACT_AT: u64 = 8 << 20;
+
+/// Limits.
+#[derive(Debug, Clone)]
+pub struct ContextConfig {
+    /// Largest value, as JSON text.
+    pub max_value_bytes: usize,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// A key's entry as readers see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// The value (a string or any JSON).
+    pub value: serde_json::Value,
+    /// Who wrote it (peer name).
+    pub written_by: String,
+    /// When (Unix ms).
+    pub written_at: u64,
+    /// When it expires (Unix ms), if it has a TTL.
+    pub expires_at: Option<u64>,
+    /// Values written concurrently that lost (visible until the next write).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    value: serde_json::Value,
+    written_by: String,
+    written_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Page {
+    /// Entries in key order.
+    pub entries: Vec<Entry>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Why a context call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// Bad key or value.
+    #[error("{0}")]
+    Invalid(String),
+    /// Disk or document failure.
+    #[error(transparent)]
+    Store(#[from] LogError),
+    /// The document refused (a bug or corrupt data).
+    #[error("context document: {0}")]
+    Doc(String),
+    /// The store task has stopped.
+    #[error("the context store has stopped")]
+    Stopped,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Check a key: non-empty UTF-8 (guaranteed by `&str`), at most [`MAX_KEY_BYTES`], no control
+/// characters.
+pub fn check_key(key: &str) -> Result<(), ContextError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+        return Err(ContextError::Invalid(format!(
+            "keys are 1-{MAX_KEY_BYTES} bytes of UTF-8 without control characters"
+        )));
+    }
+    Ok(())
+}
+
+enum Cmd {
+    Set(
+        String,
+        serde_json::Value,
+        Option<u64>,
+        String,
+        oneshot::Sender<Result<Entry, ContextError>>,
+    ),
+    Get(String, oneshot::Sender<Option<Entry>>),
+    List(String, usize, Option<String>, oneshot::Sender<Page>),
+    Delete(String, oneshot::Sender<Result<bool, ContextError>>),
+}
+
+/// A cloneable handle to the context store.
+#[derive(Debug, Clone)]
+pub struct ContextHandle {
+    tx: mpsc::Sender<Cmd>,
+    cfg: ContextConfig,
+}
+
+struct Doc {
+    doc: AutoCommit,
+    log: ChangeLog,
+}
+
+impl Doc {
+    fn entry(&self, key: &str, now: u64) -> Option<Entry> {
+        let all = self.doc.get_all(ROOT, key).ok()?;
+        let mut decoded: Vec<Stored> = all
+            .iter()
+            .filter_map(|(v, _)| v.as_str().and_then(|s| serde_json::from_str(s).ok()))
+            .collect();
+        // `get` is automerge's deterministic winner; the rest are conflicts.
+        let (winner, _) = self.doc.get(ROOT, key).ok()??;
+        let win: Stored = serde_json::from_str(winner.as_str()?).ok()?;
+        if win.expires_at.is_some_and(|e| e <= now) {
+            return None;
+        }
+        decoded.retain(|s| {
+            s.written_at != win.written_at || s.value != win.value || s.written_by != win.written_by
+        });
+        Some(Entry {
+            key: key.to_string(),
+            value: win.value,
+            written_by: win.written_by,
+            written_at: win.written_at,
+            expires_at: win.expires_at,
+            conflicts: decoded.into_iter().map(|s| s.value).collect(),
+        })
+    }
+
+    fn persist(&mut self) -> Result<(), ContextError> {
+        let changes = self.doc.save_incremental();
+        self.log.append(&changes)?;
+        if self.log.log_len() > COMPACT_AT {
+            let full = self.doc.save();
+            self.log.compact(&full)?;
+        }
+        Ok(())
+    }
+
+    /// Remove expired keys (deterministic: every replica deletes the same ones).
+    fn sweep(&mut self, now: u64) -> Result<(), ContextError> {
+        let expired: Vec<String> = self
+            .doc
+            .keys(ROOT)
+            .filter(|k| {
+                self.entry(k, now).is_none()
+                    && self.doc.get(ROOT, k.as_str()).ok().flatten().is_some()
+            })
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        for k in &expired {
+            self.doc
+                .delete(ROOT, k.as_str())
+                .map_err(|e| ContextError::Doc(e.to_string()))?;
+        }
+        self.persist()
+    }
+}
+
+impl ContextHandle {
+    /// Open the store in `dir` and start its owner task.
+    pub fn open(dir: &Path, cfg: ContextConfig) -> Result<Self, ContextError> {
+        let (log, loaded) = ChangeLog::open(dir)?;
+        if loaded.dropped_bytes > 0 {
+            tracing::warn!(
+                bytes = loaded.dropped_bytes,
+                "context log had a torn tail; cut it off"
+            );
+        }
+        let mut doc = match &loaded.snapshot {
+            Some(s) => {
+                AutoCommit::load(s).map_err(|e| ContextError::Doc(format!("snapshot: {e}")))?
+            }
+            None => AutoCommit::new(),
+        };
+        for r in &loaded.records {
+            if let Err(e) = doc.load_incremental(r) {
+                tracing::warn!(error = %e, "context log record refused; ignoring the rest");
+                break;
+            }
+        }
+        // Loaded changes are already on disk: start the incremental point here.
+        let _ = doc.save_incremental();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(run(Doc { doc, log }, rx));
+        Ok(Self { tx, cfg })
+    }
+
+    async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, ContextError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(f(tx))
+            .await
+            .map_err(|_| ContextError::Stopped)?;
+        rx.await.map_err(|_| ContextError::Stopped)
+    }
+
+    /// Write `key`, durable on this machine before it returns.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        ttl_s: Option<u64>,
+        by: &str,
+    ) -> Result<Entry, ContextError> {
+        check_key(key)?;
+        if ttl_s == Some(0) {
+            return Err(ContextError::Invalid("ttl_s must be at least 1".into()));
+        }
+        let len = serde_json::to_string(&value)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        if len > self.cfg.max_value_bytes {
+            return Err(ContextError::Invalid(format!(
+                "value is {len} bytes as JSON; the limit is {} (context.max_value_bytes)",
+                self.cfg.max_value_bytes
+            )));
+        }
+        let key = key.to_string();
+        let by = by.to_string();
+        self.ask(|r| Cmd::Set(key, value, ttl_s, by, r)).await?
+    }
+
+    /// Read `key` (None if absent or expired).
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>, ContextError> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.ask(|r| Cmd::Get(key, r)).await
+    }
+
+    /// Keys starting with `prefix`, in order, at most `limit`, after `cursor`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Page, ContextError> {
+        let prefix = prefix.to_string();
+        self.ask(|r| Cmd::List(prefix, limit.clamp(1, 1000), cursor, r))
+            .await
+    }
+
+    /// Delete `key`; true if it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, ContextError> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.ask(|r| Cmd::Delete(key, r)).await?
+    }
+}
+
+async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let cmd = tokio::select! {
+            c = rx.recv() => match c { Some(c) => c, None => break },
+            _ = tick.tick() => {
+                if let Err(e) = d.sweep(now_ms()) {
+                    tracing::warn!(error = %e, "context expiry sweep failed");
+                }
+                continue;
+            }
+        };
+        let now = now_ms();
+        match cmd {
+            Cmd::Set(key, value, ttl, by, reply) => {
+                let stored = Stored {
+                    value,
+                    written_by: by,
+                    written_at: now,
+                    expires_at: ttl.map(|t| now.saturating_add(t.saturating_mul(1000))),
+                };
+                let r = serde_json::to_string(&stored)
+                    .map_err(|e| ContextError::Doc(e.to_string()))
+                    .and_then(|json| {
+                        d.doc
+                            .put(ROOT, key.as_str(), json)
+                            .map_err(|e| ContextError::Doc(e.to_string()))
+                    })
+                    .and_then(|()| d.persist())
+                    .map(|()| Entry {
+                        key: key.clone(),
+                        value: stored.value.clone(),
+                        written_by: stored.written_by.clone(),
+                        written_at: stored.written_at,
+                        expires_at: stored.expires_at,
+                        conflicts: Vec::new(),
+                    });
+                let _ = reply.send(r);
+            }
+            Cmd::Get(key, reply) => {
+                let _ = reply.send(d.entry(&key, now));
+            }
+            Cmd::List(prefix, limit, cursor, reply) => {
+                let mut entries = Vec::new();
+                let mut next = None;
+                for k in d.doc.keys(ROOT) {
+                    if !k.starts_with(&prefix)
+                        || cursor.as_ref().is_some_and(|c| k.as_str() <= c.as_str())
+                    {
+                        continue;
+                    }
+                    if let Some(e) = d.entry(&k, now) {
+                        if entries.len() == limit {
+                            next = entries.last().map(|e: &Entry| e.key.clone());
+                            break;
+                        }
+                        entries.push(e);
+                    }
+                }
+                let _ = reply.send(Page {
+                    entries,
+                    next_cursor: next,
+                });
+            }
+            Cmd::Delete(key, reply) => {
+                let existed = d.entry(&key, now).is_some();
+                let r = if d.doc.get(ROOT, key.as_str()).ok().flatten().is_some() {
+                    d.doc
+                        .delete(ROOT, key.as_str())
+                        .map_err(|e| ContextError::Doc(e.to_string()))
+                        .and_then(|()| d.persist())
+                        .map(|()| existed)
+                } else {
+                    Ok(false)
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_survive_reopen_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ContextHandle::open(dir.path(), ContextConfig::default()).unwrap();
+        c.set("a", serde_json::json!("one"), None, "me")
+            .await
+            .unwrap();
+        c.set("b", serde_json::json!({"n": 2}), None, "me")
+            .await
+            .unwrap();
+        c.set("gone", serde_json::json!(1), Some(1), "me")
+            .await
+            .unwrap();
+        assert!(c.get("gone").await.unwrap().is_some());
+        let t0 = std::time::Instant::now();
+        while c.get("gone").await.unwrap().is_some() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(5),
+                "never expired"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            c.set("zero", serde_json::json!(1), Some(0), "me")
+                .await
+                .is_err()
+        );
+        assert!(c.delete("a").await.unwrap());
+        c.set("c", serde_json::json!([3]), None, "me")
+            .await
+            .unwrap();
+        drop(c);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let c = ContextHandle::open(dir.path(), ContextConfig::default()).unwrap();
+        assert!(c.get("a").await.unwrap().is_none());
+        assert_eq!(c.get("b").await.unwrap().unwrap().value["n"], 2);
+        let p = c.list("", 1, None).await.unwrap();
+        assert_eq!(p.entries[0].key, "b");
+        let p2 = c.list("", 10, p.next_cursor).await.unwrap();
+        assert_eq!(
+            p2.entries
+                .iter()
+                .map(|e| e.key.as_str())
+                .collect::<Vec<_>>(),
+            ["c"]
+        );
+        assert!(c.set("", serde_json::json!(1), None, "me").await.is_err());
+        assert!(
+            c.set(&"k".repeat(600), serde_json::json!(1), None, "me")
+                .await
+                .is_err()
+        );
+        let big = serde_json::json!("x".repeat(300_000));
+        assert!(matches!(
+            c.set("big", big, None, "me").await,
+            Err(ContextError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn concurrent_writes_pick_the_same_winner_and_keep_the_loser_visible() {
+        let mut a = AutoCommit::new();
+        let mut b = a.fork();
+        let s = |v: &str, by: &str| {
+            serde_json::to_string(&Stored {
+                value: serde_json::json!(v),
+                written_by: by.into(),
+                written_at: 1,
+                expires_at: None,
+            })
+            .unwrap()
+        };
+        a.put(ROOT, "k", s("from-a", "a")).unwrap();
+        b.put(ROOT, "k", s("from-b", "b")).unwrap();
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (log_a, _) = ChangeLog::open(&dir.path().join("a")).unwrap();
+        let (log_b, _) = ChangeLog::open(&dir.path().join("b")).unwrap();
+        let (da, db) = (Doc { doc: a, log: log_a }, Doc { doc: b, log: log_b });
+        let (ea, eb) = (da.entry("k", 0).unwrap(), db.entry("k", 0).unwrap());
+        assert_eq!(ea.value, eb.value);
+        assert_eq!(ea.conflicts.len(), 1);
+        assert_ne!(ea.conflicts[0], ea.value);
+    }
+}
