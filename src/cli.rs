@@ -53,6 +53,9 @@ pub enum Command {
     /// The mesh at a glance.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// The shared context: `loopsy ctx set build/status green`, `get`, `ls`, `rm`.
+    #[command(subcommand)]
+    Ctx(CtxCommand),
     /// Terminal sessions here (or on a peer): `loopsy sessions`, `--json`.
     Sessions(SessionsArgs),
     /// Start a shell (or `-- cmd args…`) in a new session here and attach to it.
@@ -363,4 +366,55 @@ impl DaemonArgs {
         }
         v
     }
+}
+
+/// `loopsy ctx …`
+#[derive(Debug, clap::Subcommand)]
+pub enum CtxCommand {
+    /// Set KEY to VALUE (a string; with --json, any JSON).
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Parse VALUE as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Write on this peer instead.
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// Print KEY's value (exit code 1 if it is not set).
+    Get {
+        /// The key.
+        key: String,
+        /// Print the whole entry as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Read this peer's copy.
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// List keys (optionally only those starting with PREFIX).
+    Ls {
+        /// Key prefix.
+        prefix: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// List this peer's copy.
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// Delete KEY.
+    Rm {
+        /// The key.
+        key: String,
+        /// Delete on this peer.
+        #[arg(long)]
+        peer: Option<String>,
+    },
 }

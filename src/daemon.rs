@@ -59,6 +59,13 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "/".into());
     let files = PathPolicy::new(&files_cfg, &user_home);
+    let context = loopsy_mesh::context::ContextHandle::open(
+        &home.root().join("context"),
+        loopsy_mesh::context::ContextConfig {
+            max_value_bytes: cfg.context.max_value_bytes,
+        },
+    )
+    .context("cannot open the context store")?;
     // Session hosts are this same binary (hidden `session-host` subcommand); live ones from
     // before a restart are found again through their records under sessions/.
     let exe = std::env::current_exe().context("cannot locate the loopsy binary")?;
@@ -73,6 +80,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         audit.clone(),
         token,
         sessions,
+        context,
     );
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
     tokio::spawn(loopsy_mcp::attach::serve(ctx.clone()));

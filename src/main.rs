@@ -4,6 +4,7 @@
 mod bridge;
 mod cli;
 mod client;
+mod ctx_cmd;
 mod daemon;
 mod doctor;
 mod files_cmd;
@@ -18,7 +19,7 @@ mod ui;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, KeyCommand, MeshCommand, PeersCommand};
+use cli::{Cli, Command, CtxCommand, KeyCommand, MeshCommand, PeersCommand};
 use loopsy_mesh::Home;
 use serde_json::json;
 
@@ -89,6 +90,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Daemon(a) => ok(daemon::run(&home, &a.overrides())),
+        Command::Ctx(CtxCommand::Set {
+            key,
+            value,
+            json,
+            ttl,
+            peer,
+        }) => ctx_cmd::set(&home, &key, &value, json, ttl, peer.as_deref()),
+        Command::Ctx(CtxCommand::Get { key, json, peer }) => {
+            ctx_cmd::get(&home, &key, json, peer.as_deref())
+        }
+        Command::Ctx(CtxCommand::Ls { prefix, json, peer }) => {
+            ctx_cmd::ls(&home, prefix.as_deref(), json, peer.as_deref())
+        }
+        Command::Ctx(CtxCommand::Rm { key, peer }) => ctx_cmd::rm(&home, &key, peer.as_deref()),
         Command::Sessions(a) => session_cmd::list(&home, a.peer.as_deref(), a.json),
         Command::Shell(a) => session_cmd::shell(
             &home,

@@ -81,6 +81,7 @@ struct Inner {
     audit: AuditLog,
     token: ApiToken,
     sessions: loopsy_term::Manager,
+    context: loopsy_mesh::context::ContextHandle,
     started: Instant,
     started_unix: u64,
     http_addr: OnceLock<SocketAddr>,
@@ -99,6 +100,7 @@ impl DaemonCtx {
         audit: AuditLog,
         token: ApiToken,
         sessions: loopsy_term::Manager,
+        context: loopsy_mesh::context::ContextHandle,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -110,6 +112,7 @@ impl DaemonCtx {
                 audit,
                 token,
                 sessions,
+                context,
                 started: Instant::now(),
                 started_unix: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -156,6 +159,10 @@ impl DaemonCtx {
     /// This machine's terminal sessions.
     pub fn sessions(&self) -> &loopsy_term::Manager {
         &self.inner.sessions
+    }
+    /// The replicated context store.
+    pub fn context(&self) -> &loopsy_mesh::context::ContextHandle {
+        &self.inner.context
     }
     /// Seconds since the daemon started.
     pub fn uptime_s(&self) -> u64 {

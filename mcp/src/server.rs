@@ -18,6 +18,7 @@ use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::tools::admin::{
     self, CapsArgs, NoArgs, PairOpenArgs, PairWithArgs, PeerAddArgs, PeerArgs, RenameArgs,
 };
+use crate::tools::context;
 use crate::tools::exec::{
     self, ExecuteArgs, ExecuteOut, JobArgs, JobListArgs, JobOutputArgs, JobView, JobWaitArgs,
     JobsOut,
@@ -199,6 +200,54 @@ impl LoopsyServer {
         Parameters(a): Parameters<ListArgs>,
     ) -> CallToolResult {
         files::list(&self.ctx, a).await
+    }
+
+    #[tool(
+        description = "Set a key in the shared context (here, or on `peer`): a string or any JSON value, optional ttl_s. Returns once it is durable on that machine.",
+        output_schema = schema_for_output::<loopsy_mesh::context::Entry>(),
+        annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_context_set(
+        &self,
+        Parameters(a): Parameters<context::SetArgs>,
+    ) -> CallToolResult {
+        context::set(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Read a context key (here, or that peer's copy): value, who wrote it and when, expiry, and any concurrent values that lost (conflicts).",
+        output_schema = schema_for_output::<context::GetOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_context_get(
+        &self,
+        Parameters(a): Parameters<context::KeyArgs>,
+    ) -> CallToolResult {
+        context::get(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "List context entries in key order: optional prefix, limit (default 100, max 1000) and the cursor of the previous page.",
+        output_schema = schema_for_output::<loopsy_mesh::context::Page>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_context_list(
+        &self,
+        Parameters(a): Parameters<context::ListArgs>,
+    ) -> CallToolResult {
+        context::list(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Delete a context key.",
+        output_schema = schema_for_output::<context::DeleteOut>(),
+        annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_context_delete(
+        &self,
+        Parameters(a): Parameters<context::KeyArgs>,
+    ) -> CallToolResult {
+        context::delete(&self.ctx, &self.caller, a).await
     }
 
     #[tool(

@@ -31,6 +31,8 @@ pub struct Config {
     pub files: crate::files::FilesConfig,
     /// Terminal sessions.
     pub sessions: SessionsConfig,
+    /// The replicated context.
+    pub context: ContextConfig,
     /// The daemon's own log.
     pub log: LogConfig,
 }
@@ -110,6 +112,22 @@ impl Default for AuditConfig {
         Self {
             max_bytes: 10 * 1024 * 1024,
             keep: 3,
+        }
+    }
+}
+
+/// `[context]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    /// Largest value one key may hold, in bytes of JSON.
+    pub max_value_bytes: usize,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 256 * 1024,
         }
     }
 }
@@ -319,6 +337,12 @@ impl Config {
                 message: "must be between 4096 and 268435456".into(),
             });
         }
+        if !(16..=16 << 20).contains(&self.context.max_value_bytes) {
+            return Err(ConfigError::Invalid {
+                field: "context.max_value_bytes",
+                message: "must be between 16 and 16777216".into(),
+            });
+        }
         if let Some(k) = self
             .sessions
             .auto_approve
@@ -498,6 +522,10 @@ name = "{name}"
 # Agent kinds allowed to skip their permission prompts without `loopsy approve` each time:
 # claude (--dangerously-skip-permissions), codex, gemini. Off for all by default.
 # auto_approve = []
+
+[context]
+# Largest value one context key may hold, in bytes of JSON (keys are at most 512 bytes).
+# max_value_bytes = 262144
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

@@ -287,6 +287,23 @@ impl McpPipe {
             .unwrap_or_else(|e| panic!("bad JSON from loopsy mcp ({e}): {line}"))
     }
 
+    /// Send, reporting (not panicking on) a closed pipe.
+    pub fn try_send(&mut self, v: &Value) -> bool {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return false;
+        };
+        writeln!(stdin, "{v}").and_then(|()| stdin.flush()).is_ok()
+    }
+
+    /// The next message, or None once the bridge has closed its stdout.
+    pub fn try_recv(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(n) if n > 0 => serde_json::from_str(&line).ok(),
+            _ => None,
+        }
+    }
+
     /// Send a request and return its response (skipping notifications).
     pub fn request(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;

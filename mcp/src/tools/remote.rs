@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{Instrument, info_span};
 
-use super::{exec, sessions, status};
+use super::{context, exec, sessions, status};
 use crate::audit::AuditRecord;
 use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::{Caller, DaemonCtx};
@@ -39,6 +39,10 @@ pub async fn dispatch(ctx: &DaemonCtx, caller: &Caller, tool: &str, args: &str) 
         "loopsy_job_output" => run!(exec::output),
         "loopsy_job_kill" => run!(exec::kill),
         "loopsy_job_list" => run!(exec::list),
+        "loopsy_context_set" => run!(context::set),
+        "loopsy_context_get" => run!(context::get),
+        "loopsy_context_list" => run!(context::list),
+        "loopsy_context_delete" => run!(context::delete),
         "loopsy_session_start" => run!(sessions::start),
         "loopsy_session_list" => run!(sessions::list),
         "loopsy_session_stop" => run!(sessions::stop),

@@ -1,0 +1,137 @@
+//! `loopsy ctx set|get|ls|rm`: the shared context from the command line.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use loopsy_mesh::Home;
+use serde_json::{Value, json};
+
+use crate::client::Session;
+use crate::ui::{self, DIM, OK};
+
+fn with_peer(mut v: Value, peer: Option<&str>) -> Value {
+    if let Some(p) = peer {
+        v["peer"] = json!(p);
+    }
+    v
+}
+
+/// `loopsy ctx set KEY VALUE [--json] [--ttl S] [--peer P]`
+pub fn set(
+    home: &Home,
+    key: &str,
+    value: &str,
+    as_json: bool,
+    ttl: Option<u64>,
+    peer: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let value: Value = if as_json {
+        serde_json::from_str(value)
+            .context("VALUE is not valid JSON (drop --json to store it as a string)")?
+    } else {
+        json!(value)
+    };
+    let mut args = json!({ "key": key, "value": value });
+    if let Some(t) = ttl {
+        args["ttl_s"] = json!(t);
+    }
+    let s = Session::connect(home)?;
+    s.call("loopsy_context_set", with_peer(args, peer))?;
+    anstream::println!("{} {key}", ui::paint(OK, "✓ set"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loopsy ctx get KEY [--json] [--peer P]`: prints the value (strings raw); exit 1 if unset.
+pub fn get(home: &Home, key: &str, json_out: bool, peer: Option<&str>) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let v = s.call("loopsy_context_get", with_peer(json!({ "key": key }), peer))?;
+    if json_out {
+        ui::print_json(&v)?;
+    } else if v["found"] == true {
+        let value = &v["entry"]["value"];
+        match value.as_str() {
+            Some(t) => println!("{t}"),
+            None => println!("{value}"),
+        }
+        if let Some(c) = v["entry"]["conflicts"].as_array().filter(|c| !c.is_empty()) {
+            anstream::eprintln!(
+                "{}",
+                ui::paint(
+                    DIM,
+                    format!(
+                        "({} concurrent value(s) lost: {})",
+                        c.len(),
+                        Value::Array(c.clone())
+                    )
+                )
+            );
+        }
+    } else {
+        anstream::eprintln!("{}", ui::paint(DIM, format!("{key} is not set")));
+    }
+    Ok(if v["found"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `loopsy ctx ls [PREFIX] [--json] [--peer P]`
+pub fn ls(
+    home: &Home,
+    prefix: Option<&str>,
+    json_out: bool,
+    peer: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = json!({ "prefix": prefix.unwrap_or(""), "limit": 1000 });
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let v = s.call("loopsy_context_list", with_peer(args, peer))?;
+        all.extend(v["entries"].as_array().cloned().unwrap_or_default());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    if json_out {
+        ui::print_json(&all)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &all {
+        let value = &e["value"];
+        let shown = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string);
+        let short: String = shown.chars().take(60).collect();
+        anstream::println!(
+            "{}  {}  {}",
+            e["key"].as_str().unwrap_or("?"),
+            short.replace('\n', "⏎"),
+            ui::paint(
+                DIM,
+                format!("by {}", e["written_by"].as_str().unwrap_or("?"))
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loopsy ctx rm KEY [--peer P]`
+pub fn rm(home: &Home, key: &str, peer: Option<&str>) -> anyhow::Result<ExitCode> {
+    let s = Session::connect(home)?;
+    let v = s.call(
+        "loopsy_context_delete",
+        with_peer(json!({ "key": key }), peer),
+    )?;
+    if v["deleted"] == true {
+        anstream::println!("{} {key}", ui::paint(OK, "✓ deleted"));
+    } else {
+        anstream::println!("{}", ui::paint(DIM, format!("{key} was not set")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
