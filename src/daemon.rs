@@ -84,6 +84,14 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     );
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
     tokio::spawn(loopsy_mcp::attach::serve(ctx.clone()));
+    tokio::spawn(loopsy_mesh::context::sync::serve(
+        node.clone(),
+        ctx.context().clone(),
+    ));
+    tokio::spawn(loopsy_mesh::context::sync::replicate(
+        node.clone(),
+        ctx.context().clone(),
+    ));
     tokio::spawn(loopsy_mesh::files::serve(
         node.streams(),
         node.clone(),

@@ -144,3 +144,45 @@ fn every_acknowledged_write_survives_kill_9() {
     );
     a.ok(&["ctx", "set", "after", "crash"]);
 }
+
+/// `ctx get --json` (exit code 1 when the key is not set, with the same JSON).
+fn get_json(h: &TestHome, key: &str) -> Value {
+    let o = h.run(&["ctx", "get", key, "--json"]);
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
+}
+
+#[test]
+fn a_key_set_on_one_machine_is_readable_on_the_others() {
+    let a = started("alpha");
+    let b = started("beta");
+    let c = started("gamma");
+    a.ok(&["ctx", "set", "before-pairing", "1"]);
+    pair(&a, &b);
+    pair(&a, &c);
+    // Existing keys arrive when peers meet; new ones as they are written.
+    for h in [&b, &c] {
+        wait_until("initial sync", Duration::from_secs(20), || {
+            get_json(h, "before-pairing")["found"] == true
+        });
+    }
+    a.ok(&["ctx", "set", "plan", "ship it"]);
+    for h in [&b, &c] {
+        wait_until("replicated write", Duration::from_secs(20), || {
+            get_json(h, "plan")["entry"]["value"] == "ship it"
+        });
+    }
+    // A write on beta reaches gamma too (through alpha, or directly once introduced).
+    b.ok(&["ctx", "set", "from-beta", "b"]);
+    wait_until("beta's write on gamma", Duration::from_secs(20), || {
+        get_json(&c, "from-beta")["found"] == true
+    });
+    assert_eq!(get_json(&c, "from-beta")["entry"]["written_by"], "beta");
+    // Deletes replicate.
+    a.ok(&["ctx", "rm", "plan"]);
+    for h in [&b, &c] {
+        wait_until("replicated delete", Duration::from_secs(20), || {
+            get_json(h, "plan")["found"] == false
+        });
+    }
+}

@@ -83,9 +83,13 @@ async fn stranger_exec(addr: &str) -> Outcome {
         .expect("no answer from the daemon")
 }
 
-/// Dial `addr` as a stranger, open the file protocol and ask for a listing of `/`.
+/// Dial `addr` as a stranger, open `protocol` and send `payload`.
 /// Returns what came back (anything at all is a failure).
-async fn stranger_list(addr: &str) -> Result<Vec<u8>, String> {
+async fn stranger_stream(
+    addr: &str,
+    protocol: &'static str,
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
     use futures::{AsyncReadExt, AsyncWriteExt};
     let mut swarm = build(&Identity::generate(), false).unwrap();
     let addr: Multiaddr = addr.parse().unwrap();
@@ -101,14 +105,10 @@ async fn stranger_list(addr: &str) -> Result<Vec<u8>, String> {
     });
     let run = async {
         let mut s = control
-            .open_stream(peer, libp2p::StreamProtocol::new(FILE_PROTOCOL))
+            .open_stream(peer, libp2p::StreamProtocol::new(protocol))
             .await
             .map_err(|e| e.to_string())?;
-        let body = br#"{"op":"list","path":"/"}"#;
-        s.write_all(&(body.len() as u32).to_be_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        s.write_all(body).await.map_err(|e| e.to_string())?;
+        s.write_all(payload).await.map_err(|e| e.to_string())?;
         s.flush().await.map_err(|e| e.to_string())?;
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.map_err(|e| e.to_string())?;
@@ -152,9 +152,23 @@ async fn a_stranger_can_run_nothing() {
         "with a window open the RPC must be explicitly denied"
     );
     // …and the file protocol gives it nothing either (no listing, not a byte).
-    match stranger_list(&addr).await {
-        Ok(got) => assert!(got.is_empty(), "stranger got file data: {got:?}"),
-        Err(e) => eprintln!("file stream refused: {e}"),
+    let body = br#"{"op":"list","path":"/"}"#;
+    let mut list = (body.len() as u32).to_be_bytes().to_vec();
+    list.extend_from_slice(body);
+    // …nor the context (a sync opening that any member would answer) or a session attach.
+    for (protocol, payload) in [
+        (FILE_PROTOCOL, list),
+        (loopsy_mesh::context::sync::SYNC_PROTOCOL, vec![0u8]),
+        ("/loopsy/attach/1", vec![1, 0, 0, 0, 2, b'{', b'}']),
+    ] {
+        match stranger_stream(&addr, protocol, &payload).await {
+            // Nothing, or a plain refusal.
+            Ok(got) => assert!(
+                got.is_empty() || String::from_utf8_lossy(&got).contains("permission_denied"),
+                "stranger got data on {protocol}: {got:?}"
+            ),
+            Err(e) => eprintln!("{protocol} refused: {e}"),
+        }
     }
     let _ = pair.kill();
     let _ = pair.wait();

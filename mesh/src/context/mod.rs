@@ -4,6 +4,7 @@
 
 mod log;
 mod store;
+pub mod sync;
 
 pub use log::{ChangeLog, LogError};
 pub use store::{ContextConfig, ContextError, ContextHandle, Entry, MAX_KEY_BYTES, Page};

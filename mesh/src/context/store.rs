@@ -103,7 +103,14 @@ pub fn check_key(key: &str) -> Result<(), ContextError> {
     Ok(())
 }
 
+/// Largest sync message accepted from a peer.
+pub const MAX_SYNC_MESSAGE: usize = 32 << 20;
+
 enum Cmd {
+    SyncGen(String, oneshot::Sender<Option<Vec<u8>>>),
+    SyncRecv(String, Vec<u8>, oneshot::Sender<Result<(), ContextError>>),
+    SyncForget(String),
+    SyncBegin(String),
     Set(
         String,
         serde_json::Value,
@@ -121,11 +128,16 @@ enum Cmd {
 pub struct ContextHandle {
     tx: mpsc::Sender<Cmd>,
     cfg: ContextConfig,
+    changed: tokio::sync::watch::Receiver<u64>,
 }
 
 struct Doc {
     doc: AutoCommit,
     log: ChangeLog,
+    /// Sync state per peer session (automerge's protocol needs one per ordered stream).
+    sync: std::collections::HashMap<String, automerge::sync::State>,
+    /// Bumped on every change, local or merged (replication listens).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Doc {
@@ -156,7 +168,11 @@ impl Doc {
 
     fn persist(&mut self) -> Result<(), ContextError> {
         let changes = self.doc.save_incremental();
+        if changes.is_empty() {
+            return Ok(());
+        }
         self.log.append(&changes)?;
+        self.changed.send_modify(|n| *n += 1);
         if self.log.log_len() > COMPACT_AT {
             let full = self.doc.save();
             self.log.compact(&full)?;
@@ -211,8 +227,47 @@ impl ContextHandle {
         // Loaded changes are already on disk: start the incremental point here.
         let _ = doc.save_incremental();
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(run(Doc { doc, log }, rx));
-        Ok(Self { tx, cfg })
+        let (changed_tx, changed) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(run(
+            Doc {
+                doc,
+                log,
+                sync: Default::default(),
+                changed: changed_tx,
+            },
+            rx,
+        ));
+        Ok(Self { tx, cfg, changed })
+    }
+
+    /// A receiver that changes whenever the document does.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.clone()
+    }
+
+    /// The next sync message for the session `session` (None: nothing more to say).
+    pub async fn sync_generate(&self, session: &str) -> Result<Option<Vec<u8>>, ContextError> {
+        let session = session.to_string();
+        self.ask(|r| Cmd::SyncGen(session, r)).await
+    }
+
+    /// Apply a sync message from the session's peer (changes are made durable first).
+    pub async fn sync_receive(&self, session: &str, msg: Vec<u8>) -> Result<(), ContextError> {
+        if msg.len() > MAX_SYNC_MESSAGE {
+            return Err(ContextError::Invalid("sync message too large".into()));
+        }
+        let session = session.to_string();
+        self.ask(|r| Cmd::SyncRecv(session, msg, r)).await?
+    }
+
+    /// Start a new sync session over a fresh stream.
+    pub async fn sync_begin(&self, session: &str) {
+        let _ = self.tx.send(Cmd::SyncBegin(session.to_string())).await;
+    }
+
+    /// Drop a session's sync state (the peer went away or misbehaved).
+    pub async fn sync_forget(&self, session: &str) {
+        let _ = self.tx.send(Cmd::SyncForget(session.to_string())).await;
     }
 
     async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, ContextError> {
@@ -291,6 +346,34 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
         };
         let now = now_ms();
         match cmd {
+            Cmd::SyncGen(session, reply) => {
+                use automerge::sync::SyncDoc;
+                let st = d.sync.entry(session).or_default();
+                let msg = d.doc.sync().generate_sync_message(st).map(|m| m.encode());
+                let _ = reply.send(msg);
+            }
+            Cmd::SyncRecv(session, bytes, reply) => {
+                use automerge::sync::SyncDoc;
+                let r = automerge::sync::Message::decode(&bytes)
+                    .map_err(|e| ContextError::Invalid(format!("malformed sync message: {e}")))
+                    .and_then(|m| {
+                        let st = d.sync.entry(session).or_default();
+                        d.doc.sync().receive_sync_message(st, m).map_err(|e| {
+                            ContextError::Invalid(format!("sync message refused: {e}"))
+                        })
+                    })
+                    .and_then(|()| d.persist());
+                let _ = reply.send(r);
+            }
+            Cmd::SyncForget(session) => {
+                d.sync.remove(&session);
+            }
+            Cmd::SyncBegin(session) => {
+                // A new stream: keep what we know the peer has, drop what was in flight.
+                if let Some(st) = d.sync.get_mut(&session) {
+                    *st = automerge::sync::State::decode(&st.encode()).unwrap_or_default();
+                }
+            }
             Cmd::Set(key, value, ttl, by, reply) => {
                 let stored = Stored {
                     value,
@@ -441,7 +524,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (log_a, _) = ChangeLog::open(&dir.path().join("a")).unwrap();
         let (log_b, _) = ChangeLog::open(&dir.path().join("b")).unwrap();
-        let (da, db) = (Doc { doc: a, log: log_a }, Doc { doc: b, log: log_b });
+        let w = || tokio::sync::watch::channel(0u64).0;
+        let (da, db) = (
+            Doc {
+                doc: a,
+                log: log_a,
+                sync: Default::default(),
+                changed: w(),
+            },
+            Doc {
+                doc: b,
+                log: log_b,
+                sync: Default::default(),
+                changed: w(),
+            },
+        );
         let (ea, eb) = (da.entry("k", 0).unwrap(), db.entry("k", 0).unwrap());
         assert_eq!(ea.value, eb.value);
         assert_eq!(ea.conflicts.len(), 1);

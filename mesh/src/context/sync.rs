@@ -1,0 +1,217 @@
+//! Replicating the context between trusted peers: automerge's sync protocol over an ordered
+//! `/loopsy/ctx-sync/1` stream, run when a peer comes online, when the document changes
+//! (local writes and merged ones, so changes travel on through the mesh), and every few
+//! seconds as a safety net. Only peers this machine granted `context` take part, both ways.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::PeerId;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::store::{ContextHandle, MAX_SYNC_MESSAGE};
+use crate::trust::Capability;
+use crate::{NodeHandle, libp2p_stream_protocol};
+
+/// The protocol id.
+pub const SYNC_PROTOCOL: &str = "/loopsy/ctx-sync/1";
+/// One sync session may take this long.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often online peers are checked (new ones are synced at once).
+const SWEEP: Duration = Duration::from_secs(2);
+
+async fn send<S: futures::AsyncWrite + Unpin>(
+    s: &mut S,
+    msg: Option<&[u8]>,
+) -> std::io::Result<()> {
+    match msg {
+        None => s.write_all(&[0]).await?,
+        Some(m) => {
+            let len = u32::try_from(m.len()).map_err(std::io::Error::other)?;
+            s.write_all(&[1]).await?;
+            s.write_all(&len.to_le_bytes()).await?;
+            s.write_all(m).await?;
+        }
+    }
+    s.flush().await
+}
+
+/// Read one message; `Ok(None)` is the peer's "nothing more", `Err` on EOF or bad framing.
+async fn recv<S: futures::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Option<Vec<u8>>> {
+    let mut tag = [0u8; 1];
+    s.read_exact(&mut tag).await?;
+    match tag[0] {
+        0 => Ok(None),
+        1 => {
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).await?;
+            let len = u32::from_le_bytes(len) as usize;
+            if len > MAX_SYNC_MESSAGE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("sync message of {len} bytes exceeds {MAX_SYNC_MESSAGE}"),
+                ));
+            }
+            let mut buf = vec![0u8; len];
+            s.read_exact(&mut buf).await?;
+            Ok(Some(buf))
+        }
+        t => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unknown sync frame {t}"),
+        )),
+    }
+}
+
+/// Run the sync protocol on an open stream until both sides have nothing to say. The
+/// initiator speaks first; then each side answers every message it receives.
+async fn session<S>(
+    s: &mut S,
+    ctx: &ContextHandle,
+    key: &str,
+    initiator: bool,
+) -> Result<(), String>
+where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+{
+    ctx.sync_begin(key).await;
+    if initiator {
+        let m = ctx.sync_generate(key).await.map_err(|e| e.to_string())?;
+        send(s, m.as_deref()).await.map_err(|e| e.to_string())?;
+    }
+    loop {
+        let got = match recv(s).await {
+            Ok(m) => m,
+            // The other side finished and closed.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let got_some = got.is_some();
+        if let Some(m) = got {
+            ctx.sync_receive(key, m).await.map_err(|e| e.to_string())?;
+        }
+        let out = ctx.sync_generate(key).await.map_err(|e| e.to_string())?;
+        if !got_some && out.is_none() {
+            let _ = s.close().await;
+            return Ok(());
+        }
+        send(s, out.as_deref()).await.map_err(|e| e.to_string())?;
+    }
+}
+
+/// Accept sync sessions from trusted peers holding `context` here.
+pub async fn serve(node: NodeHandle, ctx: ContextHandle) {
+    let mut control = node.streams();
+    let mut incoming = match control.accept(libp2p_stream_protocol(SYNC_PROTOCOL)) {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "context sync protocol already registered");
+            return;
+        }
+    };
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let (node, ctx) = (node.clone(), ctx.clone());
+        tokio::spawn(
+            async move {
+                match node.peer_caps(peer).await {
+                    Some((_, caps)) if caps.contains(&Capability::Context) => {}
+                    _ => {
+                        debug!("context sync refused: not trusted with context");
+                        return;
+                    }
+                }
+                let key = format!("in:{peer}");
+                let r =
+                    tokio::time::timeout(SESSION_TIMEOUT, session(&mut stream, &ctx, &key, false))
+                        .await;
+                if !matches!(r, Ok(Ok(()))) {
+                    warn!(?r, "inbound context sync failed");
+                    ctx.sync_forget(&key).await;
+                }
+            }
+            .instrument(info_span!("ctx_sync_in", %peer)),
+        );
+    }
+}
+
+async fn sync_with(node: &NodeHandle, ctx: &ContextHandle, peer: PeerId) -> Result<(), String> {
+    let mut control = node.streams();
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(10),
+        control.open_stream(peer, libp2p_stream_protocol(SYNC_PROTOCOL)),
+    )
+    .await
+    .map_err(|_| "no stream within 10 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    let key = format!("out:{peer}");
+    let r = tokio::time::timeout(SESSION_TIMEOUT, session(&mut s, ctx, &key, true))
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+    if r.is_err() {
+        ctx.sync_forget(&key).await;
+    }
+    r
+}
+
+/// Keep every online peer that holds `context` in sync with this document.
+pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
+    let mut changes = ctx.changes();
+    let mut tick = tokio::time::interval(SWEEP);
+    // Per peer: a sync is running; another was asked for while it ran.
+    let running: std::sync::Arc<std::sync::Mutex<HashMap<PeerId, bool>>> = Default::default();
+    let mut known_online: HashSet<PeerId> = HashSet::new();
+    loop {
+        let changed = tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                true
+            }
+            _ = tick.tick() => false,
+        };
+        let Ok(peers) = node.peers().await else {
+            return;
+        };
+        let online: Vec<PeerId> = peers
+            .iter()
+            .filter(|p| p.online && p.caps.contains(&Capability::Context))
+            .filter_map(|p| p.peer_id.parse().ok())
+            .collect();
+        for peer in &online {
+            // On a change every peer syncs; on a tick only the ones that just came online
+            // (plus an occasional full pass happens through changes merged from others).
+            if !changed && known_online.contains(peer) {
+                continue;
+            }
+            let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(again) = r.get_mut(peer) {
+                *again = true;
+                continue;
+            }
+            r.insert(*peer, false);
+            drop(r);
+            let (node, ctx, running, peer) = (node.clone(), ctx.clone(), running.clone(), *peer);
+            tokio::spawn(
+                async move {
+                    loop {
+                        if let Err(e) = sync_with(&node, &ctx, peer).await {
+                            debug!(error = %e, "context sync did not complete");
+                        }
+                        let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+                        match r.get_mut(&peer) {
+                            Some(again) if *again => *again = false,
+                            _ => {
+                                r.remove(&peer);
+                                break;
+                            }
+                        }
+                    }
+                }
+                .instrument(info_span!("ctx_sync_out", %peer)),
+            );
+        }
+        known_online = online.into_iter().collect();
+    }
+}
