@@ -112,3 +112,70 @@ fn a_transfer_resumes_after_the_cable_is_pulled_mid_file() {
     a.ok(&["stop"]);
     b.ok(&["stop"]);
 }
+
+fn ctx_get(h: &TestHome, key: &str) -> Value {
+    let o = h.run(&["ctx", "get", key, "--json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_context_converges_after_a_partition_heals() {
+    let Some(lab) = NetnsLab::up(3) else { return };
+    let roots: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = started(&lab.host(1), "alpha", roots[0].path());
+    let b = started(&lab.host(2), "beta", roots[1].path());
+    let c = started(&lab.host(3), "gamma", roots[2].path());
+    pair(&a, &b);
+    pair(&a, &c);
+    a.ok(&["ctx", "set", "shared", "v1"]);
+    for h in [&b, &c] {
+        wait_until("first write everywhere", Duration::from_secs(30), || {
+            ctx_get(h, "shared")["entry"]["value"] == "v1"
+        });
+    }
+
+    // Partition: alpha | beta, gamma. Both sides write their own key and the same key.
+    lab.link(1, false);
+    a.ok(&["ctx", "set", "only-alpha", "a"]);
+    a.ok(&["ctx", "set", "same", "from-alpha"]);
+    b.ok(&["ctx", "set", "only-beta", "b"]);
+    b.ok(&["ctx", "set", "same", "from-beta"]);
+    b.ok(&["ctx", "set", "short-lived", "x", "--ttl", "3"]);
+    wait_until("gamma follows beta", Duration::from_secs(30), || {
+        ctx_get(&c, "only-beta")["found"] == true
+    });
+    assert_eq!(ctx_get(&c, "only-alpha")["found"], false, "partitioned");
+
+    // Heal: everyone converges to the same entries and the same winner; the loser shows.
+    lab.link(1, true);
+    let snapshot = |h: &TestHome| {
+        let s = ctx_get(h, "same");
+        (
+            ctx_get(h, "only-alpha")["found"] == true,
+            ctx_get(h, "only-beta")["found"] == true,
+            s["entry"]["value"].clone(),
+            s["entry"]["conflicts"].clone(),
+        )
+    };
+    wait_until("all three converge", Duration::from_secs(120), || {
+        let (sa, sb, sc) = (snapshot(&a), snapshot(&b), snapshot(&c));
+        sa.0 && sa.1 && sa == sb && sb == sc && sa.3.as_array().is_some_and(|c| c.len() == 1)
+    });
+    let (_, _, winner, conflicts) = snapshot(&a);
+    assert!(winner == "from-alpha" || winner == "from-beta", "{winner}");
+    assert_ne!(conflicts[0], winner);
+    // The TTL'd key expired everywhere.
+    for h in [&a, &b, &c] {
+        wait_until("expired everywhere", Duration::from_secs(30), || {
+            ctx_get(h, "short-lived")["found"] == false
+        });
+    }
+    // The next write to the key clears the conflict, everywhere.
+    c.ok(&["ctx", "set", "same", "settled"]);
+    for h in [&a, &b] {
+        wait_until("settled", Duration::from_secs(30), || {
+            let s = ctx_get(h, "same");
+            s["entry"]["value"] == "settled" && s["entry"]["conflicts"].is_null()
+        });
+    }
+}

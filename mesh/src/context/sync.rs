@@ -16,8 +16,11 @@ use crate::{NodeHandle, libp2p_stream_protocol};
 
 /// The protocol id.
 pub const SYNC_PROTOCOL: &str = "/loopsy/ctx-sync/1";
-/// One sync session may take this long.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// One sync session may take this long in all.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+/// A peer that sends nothing for this long mid-session is treated as gone (a pulled cable
+/// can keep a connection looking alive for much longer).
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often online peers are checked (new ones are synced at once).
 const SWEEP: Duration = Duration::from_secs(2);
 
@@ -81,11 +84,12 @@ where
         send(s, m.as_deref()).await.map_err(|e| e.to_string())?;
     }
     loop {
-        let got = match recv(s).await {
-            Ok(m) => m,
+        let got = match tokio::time::timeout(STEP_TIMEOUT, recv(s)).await {
+            Err(_) => return Err("the peer stopped answering".into()),
+            Ok(Ok(m)) => m,
             // The other side finished and closed.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e.to_string()),
         };
         let got_some = got.is_some();
         if let Some(m) = got {
