@@ -333,14 +333,20 @@ impl ContextHandle {
 }
 
 async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Expired keys already vanish from reads; the sweep deletes them from the document. It
+    // scans every key, so it runs at most every 50 scan-times (≤ 2 % of a core), at least
+    // every second.
+    let mut next_sweep = tokio::time::Instant::now();
     loop {
         let cmd = tokio::select! {
             c = rx.recv() => match c { Some(c) => c, None => break },
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(next_sweep) => {
+                let t0 = std::time::Instant::now();
                 if let Err(e) = d.sweep(now_ms()) {
                     tracing::warn!(error = %e, "context expiry sweep failed");
                 }
+                let wait = (t0.elapsed() * 50).max(std::time::Duration::from_secs(1));
+                next_sweep = tokio::time::Instant::now() + wait;
                 continue;
             }
         };

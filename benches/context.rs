@@ -1,0 +1,233 @@
+//! Context benchmarks (`scripts/bench`): `loopsy_context_set` through MCP against the fsync
+//! floor (write + fsync of a small file, same disk, same run), set-on-A-visible-on-B between
+//! two daemons, and loading and writing a 100,000-key document. `--quick`: fewer runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_loopsy");
+
+fn loopsy(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("LOOPSY_HOME");
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+struct Mcp {
+    child: Child,
+    w: ChildStdin,
+    r: BufReader<ChildStdout>,
+    id: u64,
+}
+
+impl Mcp {
+    fn new(home: &Path) -> Self {
+        let mut child = loopsy(home, &["mcp"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let w = child.stdin.take().unwrap();
+        let r = BufReader::new(child.stdout.take().unwrap());
+        let mut m = Self { child, w, r, id: 0 };
+        m.call("initialize", json!({"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}));
+        writeln!(
+            m.w,
+            "{}",
+            json!({"jsonrpc":"2.0","method":"notifications/initialized"})
+        )
+        .unwrap();
+        m
+    }
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.id += 1;
+        writeln!(
+            self.w,
+            "{}",
+            json!({"jsonrpc":"2.0","id":self.id,"method":method,"params":params})
+        )
+        .unwrap();
+        self.w.flush().unwrap();
+        loop {
+            let mut line = String::new();
+            assert!(self.r.read_line(&mut line).unwrap() > 0);
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("id") == Some(&json!(self.id)) {
+                return v;
+            }
+        }
+    }
+    fn tool(&mut self, name: &str, args: Value) -> Value {
+        let r = self.call("tools/call", json!({"name": name, "arguments": args}));
+        assert_eq!(r["result"]["isError"], false, "{name}: {r}");
+        r["result"]["structuredContent"].clone()
+    }
+}
+
+impl Drop for Mcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runs = if quick { 100 } else { 500 };
+    let tmp = tempfile::Builder::new()
+        .prefix("lc")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let homes: Vec<_> = ["a", "b"].iter().map(|n| tmp.path().join(n)).collect();
+    for (h, name) in homes.iter().zip(["alpha", "beta"]) {
+        ok(&mut loopsy(h, &["init", "--name", name]));
+        std::fs::write(
+            h.join("config.toml"),
+            format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n"),
+        )
+        .unwrap();
+        ok(&mut loopsy(h, &["start"]));
+    }
+    let (a, b) = (&homes[0], &homes[1]);
+    let mut pair = loopsy(a, &["pair", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(pair.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let t: Value = serde_json::from_str(&line).unwrap();
+    ok(&mut loopsy(
+        b,
+        &[
+            "pair",
+            t["addrs"][0].as_str().unwrap(),
+            "--code",
+            t["code"].as_str().unwrap(),
+        ],
+    ));
+    pair.wait().unwrap();
+    let mut ma = Mcp::new(a);
+    let mut mb = Mcp::new(b);
+
+    // 1. Set through MCP, against write+fsync of a small file on the same disk.
+    let mut set: Vec<f64> = (0..runs)
+        .map(|i| {
+            let t0 = Instant::now();
+            ma.tool(
+                "loopsy_context_set",
+                json!({"key": format!("bench/{i}"), "value": "x".repeat(64)}),
+            );
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let floor_file = tmp.path().join("floor");
+    let mut floor: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&floor_file)
+                .unwrap();
+            f.write_all(&[b'x'; 100]).unwrap();
+            f.sync_data().unwrap();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+
+    // 2. Set on A, visible on B (B polled as fast as MCP answers).
+    let mut visible: Vec<f64> = (0..(runs / 5))
+        .map(|i| {
+            let key = format!("seen/{i}");
+            let t0 = Instant::now();
+            ma.tool("loopsy_context_set", json!({"key": key, "value": i}));
+            while mb.tool("loopsy_context_get", json!({"key": key}))["found"] != true {}
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    drop((ma, mb));
+    for h in &homes {
+        ok(&mut loopsy(h, &["stop"]));
+    }
+
+    // 3. A 100,000-key document: load it, then write one key into it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let big = tmp.path().join("big");
+    let (load_ms, write_ms, n) = rt.block_on(async {
+        {
+            use automerge::transaction::Transactable;
+            let mut doc = automerge::AutoCommit::new();
+            for i in 0..100_000u32 {
+                let v =
+                    json!({"value": format!("value {i}"), "written_by": "bench", "written_at": 1});
+                doc.put(automerge::ROOT, format!("key/{i:06}"), v.to_string())
+                    .unwrap();
+            }
+            std::fs::create_dir_all(&big).unwrap();
+            std::fs::write(big.join("doc.snapshot"), doc.save()).unwrap();
+        }
+        let t0 = Instant::now();
+        let c = loopsy_mesh::context::ContextHandle::open(&big, Default::default()).unwrap();
+        let first = c.get("key/099999").await.unwrap();
+        let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+        assert!(first.is_some());
+        let mut w: Vec<f64> = Vec::new();
+        for i in 0..50 {
+            let t0 = Instant::now();
+            c.set(&format!("new/{i}"), json!(i), None, "bench")
+                .await
+                .unwrap();
+            w.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let n = c.list("", 1000, None).await.unwrap().entries.len();
+        (load_ms, pct(&mut w, 0.5), n)
+    });
+    assert_eq!(n, 1000);
+
+    println!(
+        "\n## context ({}; baseline: write + fsync of a small file, same run)\n",
+        if quick { "quick" } else { "full" }
+    );
+    println!("| measure | loopsy | baseline | ratio | target |");
+    println!("|---|---|---|---|---|");
+    let (s50, f50) = (pct(&mut set, 0.5), pct(&mut floor, 0.5));
+    println!(
+        "| `loopsy_context_set` through MCP, durable (median of {runs}) | {s50:.3} ms | {f50:.3} ms (fsync floor) | {:.2}× | ≤ 1 ms |",
+        s50 / f50
+    );
+    println!(
+        "| set on A → readable on B, p50 / p99 (of {}) | {:.2} / {:.2} ms | — | — | ≤ 10 / ≤ 50 ms |",
+        runs / 5,
+        pct(&mut visible, 0.5),
+        pct(&mut visible, 0.99)
+    );
+    println!("| open a 100,000-key document and read a key | {load_ms:.0} ms | — | — | ≤ 500 ms |");
+    println!("| one write into it (median of 50) | {write_ms:.2} ms | — | — | ≤ 2 ms |");
+}
