@@ -81,6 +81,20 @@ fn bad_input_gets_clear_errors() {
     }
     let r = m.call_tool("loopsy_context_list", json!({}));
     assert_eq!(r["result"]["structuredContent"]["entries"], json!([]));
+    // A wait that sees no change says so when its time is up.
+    let r = m.call_tool(
+        "loopsy_context_wait",
+        json!({"key": "quiet", "timeout_s": 1}),
+    );
+    assert_eq!(r["result"]["structuredContent"]["changed"], false, "{r}");
+    let r = m.call_tool(
+        "loopsy_context_wait",
+        json!({"key": "quiet", "timeout_s": 301}),
+    );
+    assert_eq!(
+        r["result"]["structuredContent"]["code"],
+        "invalid_arguments"
+    );
     let err = a.fails(&["ctx", "set", "k", "{not json", "--json"]);
     assert!(err.contains("not valid JSON"), "{err}");
 }
@@ -178,6 +192,38 @@ fn a_key_set_on_one_machine_is_readable_on_the_others() {
         get_json(&c, "from-beta")["found"] == true
     });
     assert_eq!(get_json(&c, "from-beta")["entry"]["written_by"], "beta");
+    // A broadcast reports who has the write.
+    let mut m = a.mcp();
+    m.initialize();
+    let r = m.call_tool(
+        "loopsy_broadcast_context",
+        json!({"key": "release", "value": "v2", "wait_s": 20}),
+    );
+    let out = &r["result"]["structuredContent"];
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let mut confirmed: Vec<&str> = out["confirmed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    confirmed.sort();
+    assert_eq!(confirmed, ["beta", "gamma"], "{out}");
+    assert_eq!(out["pending"], json!([]));
+    // A waiting agent on gamma wakes when alpha's write arrives (it saw no key: 0).
+    let mut mc = c.mcp();
+    mc.initialize();
+    let waiter = std::thread::spawn(move || {
+        let r = mc.call_tool(
+            "loopsy_context_wait",
+            json!({"key": "signal", "until_change_from": 0, "timeout_s": 30}),
+        );
+        r["result"]["structuredContent"].clone()
+    });
+    a.ok(&["ctx", "set", "signal", "go"]);
+    let w = waiter.join().unwrap();
+    assert_eq!(w["changed"], true, "{w}");
+    assert_eq!(w["entry"]["value"], "go");
     // Deletes replicate.
     a.ok(&["ctx", "rm", "plan"]);
     for h in [&b, &c] {

@@ -239,6 +239,30 @@ impl LoopsyServer {
     }
 
     #[tool(
+        description = "Set a context key here, then wait (wait_s, default 10, max 60) until every online peer sharing the context shows this write; reports which peers confirmed it, which are pending and which are offline.",
+        output_schema = schema_for_output::<context::BroadcastOut>(),
+        annotations(destructive_hint = true, open_world_hint = true)
+    )]
+    async fn loopsy_broadcast_context(
+        &self,
+        Parameters(a): Parameters<context::BroadcastArgs>,
+    ) -> CallToolResult {
+        context::broadcast(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Block until a context key changes (is written, deleted or expires) or timeout_s passes (default 30, max 300). Pass the written_at you last saw as until_change_from to not miss a change in between.",
+        output_schema = schema_for_output::<context::WaitOut>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_context_wait(
+        &self,
+        Parameters(a): Parameters<context::WaitArgs>,
+    ) -> CallToolResult {
+        context::wait(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
         description = "Delete a context key.",
         output_schema = schema_for_output::<context::DeleteOut>(),
         annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = false)

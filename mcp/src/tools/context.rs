@@ -184,3 +184,213 @@ pub async fn delete(ctx: &DaemonCtx, caller: &Caller, a: KeyArgs) -> CallToolRes
         Err(e) => err(e),
     }
 }
+
+/// `loopsy_broadcast_context` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastArgs {
+    /// The key.
+    pub key: String,
+    /// The value: a string or any JSON.
+    pub value: serde_json::Value,
+    /// Expire after this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    /// Wait up to this many seconds for every online peer to have it (default 10, max 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_s: Option<u64>,
+}
+
+/// Who has a broadcast write.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct BroadcastOut {
+    /// The entry as written here.
+    pub entry: Entry,
+    /// Online peers (holding `context`) whose copy shows this write.
+    pub confirmed: Vec<String>,
+    /// Online peers that did not show it within wait_s.
+    pub pending: Vec<String>,
+    /// Trusted peers that are offline or not sharing the context (they get it on reconnect).
+    pub offline: Vec<String>,
+}
+
+/// `loopsy_context_wait` arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitArgs {
+    /// The key.
+    pub key: String,
+    /// The `written_at` you last saw (0: you saw no key). Without it, waits for the next
+    /// change after the call begins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_change_from: Option<u64>,
+    /// Give up after this many seconds (default 30, max 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+/// How a wait ended.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WaitOut {
+    /// True if the key changed; false on timeout.
+    pub changed: bool,
+    /// The key's state now.
+    pub found: bool,
+    /// The entry, when found.
+    pub entry: Option<Entry>,
+}
+
+fn same_write(a: &Entry, b: &Entry) -> bool {
+    a.written_at == b.written_at && a.written_by == b.written_by && a.value == b.value
+}
+
+/// `loopsy_broadcast_context`: write, then wait until every online peer's copy shows it.
+pub async fn broadcast(ctx: &DaemonCtx, caller: &Caller, a: BroadcastArgs) -> CallToolResult {
+    if let Err(e) = super::require(caller, Capability::Context) {
+        return e.into_result();
+    }
+    let wait = a.wait_s.unwrap_or(10);
+    if wait > 60 {
+        return ToolError::new(ErrorCode::InvalidArguments, "wait_s must be at most 60")
+            .into_result();
+    }
+    let entry = match ctx
+        .context()
+        .set(&a.key, a.value, a.ttl_s, &writer(ctx, caller))
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => return err(e),
+    };
+    let peers = ctx.node().peers().await.unwrap_or_default();
+    let (online, offline): (Vec<_>, Vec<_>) = peers
+        .into_iter()
+        .partition(|p| p.online && p.caps.contains(&Capability::Context));
+    let mut pending: Vec<String> = online.into_iter().map(|p| p.name).collect();
+    let mut confirmed = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for name in pending {
+            let args = KeyArgs {
+                peer: None,
+                key: a.key.clone(),
+            };
+            let r = super::forward(ctx, &name, "loopsy_context_get", &args).await;
+            let theirs = r
+                .structured_content
+                .as_ref()
+                .and_then(|v| serde_json::from_value::<GetOut>(v.clone()).ok())
+                .and_then(|g| g.entry);
+            if theirs.is_some_and(|t| same_write(&t, &entry)) {
+                confirmed.push(name);
+            } else {
+                still.push(name);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let out = BroadcastOut {
+        entry,
+        confirmed,
+        pending,
+        offline: offline.into_iter().map(|p| p.name).collect(),
+    };
+    success(
+        format!(
+            "{} has it on {} peer(s); pending: {}; offline: {}",
+            out.entry.key,
+            out.confirmed.len(),
+            if out.pending.is_empty() {
+                "none".into()
+            } else {
+                out.pending.join(", ")
+            },
+            if out.offline.is_empty() {
+                "none".into()
+            } else {
+                out.offline.join(", ")
+            }
+        ),
+        &out,
+    )
+}
+
+/// `loopsy_context_wait`: block until a key changes (no polling by the agent).
+pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResult {
+    if let Err(e) = super::require(caller, Capability::Context) {
+        return e.into_result();
+    }
+    let timeout = a.timeout_s.unwrap_or(30);
+    if timeout > 300 {
+        return ToolError::new(ErrorCode::InvalidArguments, "timeout_s must be at most 300")
+            .into_result();
+    }
+    let mut changes = ctx.context().changes();
+    let start = match ctx.context().get(&a.key).await {
+        Ok(e) => e,
+        Err(e) => return err(e),
+    };
+    let from = a.until_change_from;
+    let key_of = |e: &Option<Entry>| e.as_ref().map(|e| (e.written_at, e.written_by.clone()));
+    let start_key = key_of(&start);
+    let differs = |now: &Option<Entry>| match from {
+        // Relative to the state when the call began.
+        None => key_of(now) != start_key,
+        // Relative to what the caller last saw (0: the key was absent).
+        Some(f) => match now {
+            Some(e) => e.written_at != f,
+            None => f != 0,
+        },
+    };
+    if from.is_some() && differs(&start) {
+        return success(
+            format!("{} changed", a.key),
+            &WaitOut {
+                changed: true,
+                found: start.is_some(),
+                entry: start,
+            },
+        );
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    loop {
+        // Also wake once a second: an expiry changes what readers see without a document change.
+        let woke = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(1)),
+            changes.changed(),
+        )
+        .await;
+        if matches!(woke, Ok(Err(_))) {
+            return ToolError::new(ErrorCode::Unavailable, "the context store stopped")
+                .into_result();
+        }
+        let now = match ctx.context().get(&a.key).await {
+            Ok(e) => e,
+            Err(e) => return err(e),
+        };
+        if differs(&now) {
+            return success(
+                format!("{} changed", a.key),
+                &WaitOut {
+                    changed: true,
+                    found: now.is_some(),
+                    entry: now,
+                },
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return success(
+                format!("{} did not change within {timeout} s", a.key),
+                &WaitOut {
+                    changed: false,
+                    found: now.is_some(),
+                    entry: now,
+                },
+            );
+        }
+    }
+}
