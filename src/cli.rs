@@ -409,6 +409,21 @@ pub enum CtxCommand {
         #[arg(long)]
         peer: Option<String>,
     },
+    /// Write the whole context to FILE (or stdout): json, or automerge's binary document
+    /// (which other automerge tools can load).
+    Export {
+        /// json or automerge.
+        #[arg(long, default_value = "json", value_parser = ["json", "automerge"])]
+        format: String,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Merge an export into the context (keys are added or updated; nothing is removed).
+    Import {
+        /// A file from `ctx export` (its format is detected).
+        file: std::path::PathBuf,
+    },
     /// Delete KEY.
     Rm {
         /// The key.

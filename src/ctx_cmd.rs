@@ -135,3 +135,54 @@ pub fn rm(home: &Home, key: &str, peer: Option<&str>) -> anyhow::Result<ExitCode
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `loopsy ctx export [--format json|automerge] [-o FILE]`
+pub fn export(
+    home: &Home,
+    format: &str,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    use std::io::Write;
+    let s = Session::connect(home)?;
+    let v = s.call("loopsy_context_export", json!({ "format": format }))?;
+    let bytes = if format == "automerge" {
+        base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str().unwrap_or_default())
+            .context("the daemon sent bad base64")?
+    } else {
+        let mut b = serde_json::to_vec_pretty(&v["data"])?;
+        b.push(b'\n');
+        b
+    };
+    match output {
+        Some(p) => {
+            std::fs::write(p, &bytes).with_context(|| format!("cannot write {}", p.display()))?;
+            anstream::eprintln!(
+                "{} {} keys to {}",
+                ui::paint(OK, "✓ exported"),
+                v["keys"],
+                p.display()
+            );
+        }
+        None => std::io::stdout().write_all(&bytes)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loopsy ctx import FILE` (json or automerge, detected).
+pub fn import(home: &Home, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let args = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if v.is_object() => json!({ "format": "json", "data": v }),
+        _ => json!({
+            "format": "automerge",
+            "data": base64::engine::general_purpose::STANDARD.encode(&bytes),
+        }),
+    };
+    let s = Session::connect(home)?;
+    let v = s.call("loopsy_context_import", args)?;
+    anstream::println!("{} {} keys now", ui::paint(OK, "✓ merged;"), v["keys"]);
+    Ok(ExitCode::SUCCESS)
+}

@@ -103,6 +103,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctx(CtxCommand::Ls { prefix, json, peer }) => {
             ctx_cmd::ls(&home, prefix.as_deref(), json, peer.as_deref())
         }
+        Command::Ctx(CtxCommand::Export { format, output }) => {
+            ctx_cmd::export(&home, &format, output.as_deref())
+        }
+        Command::Ctx(CtxCommand::Import { file }) => ctx_cmd::import(&home, &file),
         Command::Ctx(CtxCommand::Rm { key, peer }) => ctx_cmd::rm(&home, &key, peer.as_deref()),
         Command::Sessions(a) => session_cmd::list(&home, a.peer.as_deref(), a.json),
         Command::Shell(a) => session_cmd::shell(

@@ -232,3 +232,44 @@ fn a_key_set_on_one_machine_is_readable_on_the_others() {
         });
     }
 }
+
+#[test]
+fn export_and_import_merge_documents() {
+    let a = started("alpha");
+    let b = started("beta");
+    a.ok(&["ctx", "set", "from-a", "1"]);
+    a.ok(&["ctx", "set", "obj", "{\"x\": [1, 2]}", "--json"]);
+    b.ok(&["ctx", "set", "from-b", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let am = dir.path().join("ctx.automerge");
+    let js = dir.path().join("ctx.json");
+    a.ok(&[
+        "ctx",
+        "export",
+        "--format",
+        "automerge",
+        "-o",
+        &am.display().to_string(),
+    ]);
+    a.ok(&["ctx", "export", "-o", &js.display().to_string()]);
+    let j: Value = serde_json::from_slice(&std::fs::read(&js).unwrap()).unwrap();
+    assert_eq!(j["obj"]["value"]["x"], json!([1, 2]));
+    // Merging alpha's binary document into beta keeps beta's own key.
+    b.ok(&["ctx", "import", &am.display().to_string()]);
+    let keys: Vec<String> = serde_json::from_str::<Value>(&b.ok(&["ctx", "ls", "--json"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["from-a", "from-b", "obj"]);
+    // JSON imports too; garbage is refused clearly and changes nothing.
+    let c = started("gamma");
+    c.ok(&["ctx", "import", &js.display().to_string()]);
+    assert_eq!(c.ok(&["ctx", "get", "from-a"]).trim(), "1");
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"\x00\x01 not a document").unwrap();
+    let err = c.fails(&["ctx", "import", &junk.display().to_string()]);
+    assert!(err.contains("automerge"), "{err}");
+}

@@ -412,6 +412,22 @@ impl LoopsyServer {
         admin::peer_caps(&self.ctx, a, false).await
     }
 
+    #[tool(description = "Export the context: format json ({key: entry}) or automerge (the binary document, base64).", output_schema = schema_for_output::<context::ExportOut>())]
+    async fn loopsy_context_export(
+        &self,
+        Parameters(a): Parameters<context::ExportArgs>,
+    ) -> CallToolResult {
+        context::export(&self.ctx, a).await
+    }
+
+    #[tool(description = "Import (merge, never replace) a context export: json or automerge.", output_schema = schema_for_output::<context::ImportOut>())]
+    async fn loopsy_context_import(
+        &self,
+        Parameters(a): Parameters<context::ImportArgs>,
+    ) -> CallToolResult {
+        context::import(&self.ctx, a).await
+    }
+
     #[tool(description = "Approve an agent's auto-approve request by id (without id: list the pending ones).", output_schema = schema_for_output::<sessions::ApprovalsOut>())]
     async fn loopsy_approve(
         &self,

@@ -394,3 +394,135 @@ pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResu
         }
     }
 }
+
+/// Export and import formats.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `{key: entry}` as JSON.
+    Json,
+    /// automerge's binary document, base64 (loads in any automerge library).
+    Automerge,
+}
+
+/// `loopsy_context_export` arguments (admin session only).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportArgs {
+    /// json or automerge.
+    pub format: Format,
+}
+
+/// An exported document.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ExportOut {
+    /// The format.
+    pub format: Format,
+    /// JSON object (json) or base64 text (automerge).
+    pub data: serde_json::Value,
+    /// Keys in it.
+    pub keys: usize,
+}
+
+/// `loopsy_context_import` arguments (admin session only).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportArgs {
+    /// json or automerge.
+    pub format: Format,
+    /// As `loopsy_context_export` gives it.
+    pub data: serde_json::Value,
+}
+
+/// An import's result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ImportOut {
+    /// Keys present afterwards.
+    pub keys: usize,
+}
+
+async fn all_entries(ctx: &DaemonCtx) -> Result<Vec<Entry>, ContextError> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = ctx.context().list("", 1000, cursor).await?;
+        out.extend(p.entries);
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// `loopsy_context_export`
+pub async fn export(ctx: &DaemonCtx, a: ExportArgs) -> CallToolResult {
+    use base64::Engine;
+    let entries = match all_entries(ctx).await {
+        Ok(e) => e,
+        Err(e) => return err(e),
+    };
+    let keys = entries.len();
+    let data = match a.format {
+        Format::Json => serde_json::Value::Object(
+            entries
+                .into_iter()
+                .map(|e| (e.key.clone(), serde_json::to_value(&e).unwrap_or_default()))
+                .collect(),
+        ),
+        Format::Automerge => match ctx.context().export_automerge().await {
+            Ok(b) => serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            Err(e) => return err(e),
+        },
+    };
+    success(
+        format!("{keys} keys"),
+        &ExportOut {
+            format: a.format,
+            data,
+            keys,
+        },
+    )
+}
+
+/// `loopsy_context_import`: merge, never replace.
+pub async fn import(ctx: &DaemonCtx, a: ImportArgs) -> CallToolResult {
+    use base64::Engine;
+    let bad = |m: String| ToolError::new(ErrorCode::InvalidArguments, m).into_result();
+    match a.format {
+        Format::Automerge => {
+            let Some(text) = a.data.as_str() else {
+                return bad("automerge data must be a base64 string".into());
+            };
+            let bytes = match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+                Ok(b) => b,
+                Err(e) => return bad(format!("not base64: {e}")),
+            };
+            if let Err(e) = ctx.context().import_automerge(bytes).await {
+                return err(e);
+            }
+        }
+        Format::Json => {
+            let Some(obj) = a.data.as_object() else {
+                return bad("json data must be an object of key: entry".into());
+            };
+            for (key, e) in obj {
+                // An exported entry, or a bare value.
+                let (value, by) =
+                    match (e.get("value"), e.get("written_by").and_then(|b| b.as_str())) {
+                        (Some(v), Some(by)) => (v.clone(), by.to_string()),
+                        _ => (e.clone(), ctx.name().to_string()),
+                    };
+                if let Err(e) = ctx.context().set(key, value, None, &by).await {
+                    return err(e);
+                }
+            }
+        }
+    }
+    match all_entries(ctx).await {
+        Ok(e) => success(
+            format!("{} keys now", e.len()),
+            &ImportOut { keys: e.len() },
+        ),
+        Err(e) => err(e),
+    }
+}

@@ -111,6 +111,8 @@ enum Cmd {
     SyncRecv(String, Vec<u8>, oneshot::Sender<Result<(), ContextError>>),
     SyncForget(String),
     SyncBegin(String),
+    ExportAutomerge(oneshot::Sender<Vec<u8>>),
+    ImportAutomerge(Vec<u8>, oneshot::Sender<Result<(), ContextError>>),
     Set(
         String,
         serde_json::Value,
@@ -260,6 +262,17 @@ impl ContextHandle {
         self.ask(|r| Cmd::SyncRecv(session, msg, r)).await?
     }
 
+    /// The whole document, as automerge's binary format (loads in any automerge library).
+    pub async fn export_automerge(&self) -> Result<Vec<u8>, ContextError> {
+        self.ask(Cmd::ExportAutomerge).await
+    }
+
+    /// Merge an automerge document into this one (keys it has win or conflict as usual;
+    /// nothing here is removed).
+    pub async fn import_automerge(&self, bytes: Vec<u8>) -> Result<(), ContextError> {
+        self.ask(|r| Cmd::ImportAutomerge(bytes, r)).await?
+    }
+
     /// Start a new sync session over a fresh stream.
     pub async fn sync_begin(&self, session: &str) {
         let _ = self.tx.send(Cmd::SyncBegin(session.to_string())).await;
@@ -369,6 +382,20 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
                         })
                     })
                     .and_then(|()| d.persist());
+                let _ = reply.send(r);
+            }
+            Cmd::ExportAutomerge(reply) => {
+                let _ = reply.send(d.doc.save());
+            }
+            Cmd::ImportAutomerge(bytes, reply) => {
+                let r = AutoCommit::load(&bytes)
+                    .map_err(|e| ContextError::Invalid(format!("not an automerge document: {e}")))
+                    .and_then(|mut other| {
+                        d.doc
+                            .merge(&mut other)
+                            .map_err(|e| ContextError::Invalid(format!("cannot merge: {e}")))
+                    })
+                    .and_then(|_| d.persist());
                 let _ = reply.send(r);
             }
             Cmd::SyncForget(session) => {
@@ -508,6 +535,36 @@ mod tests {
             c.set("big", big, None, "me").await,
             Err(ContextError::Invalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn malformed_sync_messages_change_nothing_and_documents_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ContextHandle::open(&dir.path().join("a"), ContextConfig::default()).unwrap();
+        let b = ContextHandle::open(&dir.path().join("b"), ContextConfig::default()).unwrap();
+        a.set("k", serde_json::json!("v"), None, "a").await.unwrap();
+        for junk in [vec![], vec![0x42; 100], b"\x00\x01garbage".to_vec()] {
+            assert!(matches!(
+                b.sync_receive("s", junk).await,
+                Err(ContextError::Invalid(_))
+            ));
+        }
+        assert!(b.list("", 10, None).await.unwrap().entries.is_empty());
+        assert!(b.import_automerge(b"not a doc".to_vec()).await.is_err());
+        // Export from a, merge into b: b has a's key and keeps its own.
+        b.set("own", serde_json::json!(1), None, "b").await.unwrap();
+        b.import_automerge(a.export_automerge().await.unwrap())
+            .await
+            .unwrap();
+        let keys: Vec<String> = b
+            .list("", 10, None)
+            .await
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, ["k", "own"]);
     }
 
     #[test]
