@@ -409,6 +409,11 @@ pub enum CtxCommand {
         #[arg(long)]
         peer: Option<String>,
     },
+    /// Print KEY's value now and each time it changes (Ctrl-C to stop).
+    Watch {
+        /// The key.
+        key: String,
+    },
     /// Write the whole context to FILE (or stdout): json, or automerge's binary document
     /// (which other automerge tools can load).
     Export {

@@ -186,3 +186,35 @@ pub fn import(home: &Home, file: &std::path::Path) -> anyhow::Result<ExitCode> {
     anstream::println!("{} {} keys now", ui::paint(OK, "✓ merged;"), v["keys"]);
     Ok(ExitCode::SUCCESS)
 }
+
+/// `loopsy ctx watch KEY`: one line per state of the key (the value, or `(unset)`), flushed
+/// as it happens; the daemon blocks for us, nothing polls.
+pub fn watch(home: &Home, key: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let s = Session::connect(home)?;
+    let show = |v: &Value| {
+        let line = if v["found"] == true {
+            let value = &v["entry"]["value"];
+            value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string)
+        } else {
+            "(unset)".to_string()
+        };
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+    };
+    let now = s.call("loopsy_context_get", json!({ "key": key }))?;
+    show(&now);
+    let mut seen = now["entry"]["written_at"].as_u64().unwrap_or(0);
+    loop {
+        let v = s.call(
+            "loopsy_context_wait",
+            json!({ "key": key, "until_change_from": seen, "timeout_s": 300 }),
+        )?;
+        if v["changed"] == true {
+            show(&v);
+            seen = v["entry"]["written_at"].as_u64().unwrap_or(0);
+        }
+    }
+}

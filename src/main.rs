@@ -107,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ctx_cmd::export(&home, &format, output.as_deref())
         }
         Command::Ctx(CtxCommand::Import { file }) => ctx_cmd::import(&home, &file),
+        Command::Ctx(CtxCommand::Watch { key }) => ctx_cmd::watch(&home, &key),
         Command::Ctx(CtxCommand::Rm { key, peer }) => ctx_cmd::rm(&home, &key, peer.as_deref()),
         Command::Sessions(a) => session_cmd::list(&home, a.peer.as_deref(), a.json),
         Command::Shell(a) => session_cmd::shell(

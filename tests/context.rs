@@ -273,3 +273,30 @@ fn export_and_import_merge_documents() {
     let err = c.fails(&["ctx", "import", &junk.display().to_string()]);
     assert!(err.contains("automerge"), "{err}");
 }
+
+#[test]
+fn ctx_watch_prints_each_change() {
+    use std::io::{BufRead, BufReader};
+    let a = started("alpha");
+    let mut w = a
+        .cmd(&["ctx", "watch", "light"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(w.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "(unset)");
+    for v in ["red", "green"] {
+        a.ok(&["ctx", "set", "light", v]);
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), v);
+    }
+    a.ok(&["ctx", "rm", "light"]);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "(unset)");
+    let _ = w.kill();
+    let _ = w.wait();
+}
