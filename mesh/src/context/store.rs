@@ -143,15 +143,46 @@ struct Doc {
 }
 
 impl Doc {
+    /// One value of a key: ours (a JSON entry), or what another automerge client wrote — a
+    /// plain string, a text object (what a JS string assignment makes), a number or a bool.
+    fn decode(&self, v: &automerge::Value<'_>, id: &automerge::ObjId) -> Option<Stored> {
+        use automerge::{ObjType, ScalarValue, Value};
+        let bare = |value: serde_json::Value| Stored {
+            value,
+            written_by: String::new(),
+            written_at: 0,
+            expires_at: None,
+        };
+        match v {
+            Value::Scalar(sv) => match sv.as_ref() {
+                ScalarValue::Str(s) => Some(
+                    serde_json::from_str::<Stored>(s)
+                        .unwrap_or_else(|_| bare(serde_json::Value::String(s.to_string()))),
+                ),
+                ScalarValue::Int(i) => Some(bare(serde_json::json!(i))),
+                ScalarValue::Uint(u) => Some(bare(serde_json::json!(u))),
+                ScalarValue::F64(f) => Some(bare(serde_json::json!(f))),
+                ScalarValue::Boolean(b) => Some(bare(serde_json::json!(b))),
+                _ => None,
+            },
+            Value::Object(ObjType::Text) => self
+                .doc
+                .text(id)
+                .ok()
+                .map(|t| bare(serde_json::Value::String(t))),
+            Value::Object(_) => None,
+        }
+    }
+
     fn entry(&self, key: &str, now: u64) -> Option<Entry> {
         let all = self.doc.get_all(ROOT, key).ok()?;
         let mut decoded: Vec<Stored> = all
             .iter()
-            .filter_map(|(v, _)| v.as_str().and_then(|s| serde_json::from_str(s).ok()))
+            .filter_map(|(v, id)| self.decode(v, id))
             .collect();
         // `get` is automerge's deterministic winner; the rest are conflicts.
-        let (winner, _) = self.doc.get(ROOT, key).ok()??;
-        let win: Stored = serde_json::from_str(winner.as_str()?).ok()?;
+        let (winner, id) = self.doc.get(ROOT, key).ok()??;
+        let win = self.decode(&winner, &id)?;
         if win.expires_at.is_some_and(|e| e <= now) {
             return None;
         }
@@ -188,8 +219,18 @@ impl Doc {
             .doc
             .keys(ROOT)
             .filter(|k| {
-                self.entry(k, now).is_none()
-                    && self.doc.get(ROOT, k.as_str()).ok().flatten().is_some()
+                // Only entries of ours whose winner has expired: a key some other automerge
+                // client wrote in another shape is left alone, never swept away.
+                self.doc
+                    .get(ROOT, k.as_str())
+                    .ok()
+                    .flatten()
+                    .and_then(|(v, _)| {
+                        v.as_str()
+                            .and_then(|s| serde_json::from_str::<Stored>(s).ok())
+                    })
+                    .and_then(|s| s.expires_at)
+                    .is_some_and(|e| e <= now)
             })
             .collect();
         if expired.is_empty() {
@@ -565,6 +606,29 @@ mod tests {
             .map(|e| e.key)
             .collect();
         assert_eq!(keys, ["k", "own"]);
+    }
+
+    #[test]
+    fn keys_written_by_other_automerge_clients_are_readable_and_never_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut foreign = AutoCommit::new();
+        foreign.put(ROOT, "plain", "hello").unwrap();
+        foreign.put(ROOT, "n", 42i64).unwrap();
+        let t = foreign
+            .put_object(ROOT, "text", automerge::ObjType::Text)
+            .unwrap();
+        foreign.splice_text(&t, 0, 0, "from js").unwrap();
+        let (log, _) = ChangeLog::open(dir.path()).unwrap();
+        let mut d = Doc {
+            doc: foreign,
+            log,
+            sync: Default::default(),
+            changed: tokio::sync::watch::channel(0u64).0,
+        };
+        d.sweep(u64::MAX).unwrap();
+        assert_eq!(d.entry("plain", 0).unwrap().value, "hello");
+        assert_eq!(d.entry("n", 0).unwrap().value, 42);
+        assert_eq!(d.entry("text", 0).unwrap().value, "from js");
     }
 
     #[test]
