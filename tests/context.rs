@@ -300,3 +300,49 @@ fn ctx_watch_prints_each_change() {
     let _ = w.kill();
     let _ = w.wait();
 }
+
+/// `node tests/js/automerge.mjs …` (the JS automerge package, installed by scripts/setup-test).
+fn js(args: &[&str]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/automerge.mjs");
+    let o = std::process::Command::new("node")
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("node (run scripts/setup-test)");
+    assert!(
+        o.status.success(),
+        "node automerge.mjs {args:?}: {} (run scripts/setup-test to install @automerge/automerge)",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn documents_interoperate_with_the_js_automerge_package() {
+    let a = started("alpha");
+    a.ok(&["ctx", "set", "greeting", "hello"]);
+    a.ok(&["ctx", "set", "count", "3", "--json"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ctx.automerge");
+    a.ok(&[
+        "ctx",
+        "export",
+        "--format",
+        "automerge",
+        "-o",
+        &file.display().to_string(),
+    ]);
+    // JS loads loopsy's document: the same keys, each an entry whose value matches.
+    let seen: Value = serde_json::from_str(&js(&["read", &file.display().to_string()])).unwrap();
+    let entry = |k: &str| -> Value { serde_json::from_str(seen[k].as_str().unwrap()).unwrap() };
+    assert_eq!(entry("greeting")["value"], "hello", "{seen}");
+    assert_eq!(entry("count")["value"], 3, "{seen}");
+    assert_eq!(entry("greeting")["written_by"], "alpha");
+    // loopsy loads (merges) a document JS wrote, including a JS string (a text object).
+    let from_js = dir.path().join("js.automerge");
+    js(&["write", &from_js.display().to_string()]);
+    a.ok(&["ctx", "import", &from_js.display().to_string()]);
+    assert_eq!(a.ok(&["ctx", "get", "js_text"]).trim(), "typed in js");
+    assert_eq!(a.ok(&["ctx", "get", "js_number"]).trim(), "7");
+    assert_eq!(a.ok(&["ctx", "get", "greeting"]).trim(), "hello");
+}
