@@ -68,19 +68,22 @@ async fn recv<S: futures::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Optio
 }
 
 /// Run the sync protocol on an open stream until both sides have nothing to say. The
-/// initiator speaks first; then each side answers every message it receives.
-async fn session<S>(
+/// initiator speaks first; then each side answers every message it receives. Returns the
+/// bytes of sync messages this side sent.
+pub async fn session<S>(
     s: &mut S,
     ctx: &ContextHandle,
     key: &str,
     initiator: bool,
-) -> Result<(), String>
+) -> Result<u64, String>
 where
     S: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
     ctx.sync_begin(key).await;
+    let mut sent = 0u64;
     if initiator {
         let m = ctx.sync_generate(key).await.map_err(|e| e.to_string())?;
+        sent += m.as_ref().map_or(1, |m| 5 + m.len() as u64);
         send(s, m.as_deref()).await.map_err(|e| e.to_string())?;
     }
     loop {
@@ -88,7 +91,7 @@ where
             Err(_) => return Err("the peer stopped answering".into()),
             Ok(Ok(m)) => m,
             // The other side finished and closed.
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(sent),
             Ok(Err(e)) => return Err(e.to_string()),
         };
         let got_some = got.is_some();
@@ -98,8 +101,9 @@ where
         let out = ctx.sync_generate(key).await.map_err(|e| e.to_string())?;
         if !got_some && out.is_none() {
             let _ = s.close().await;
-            return Ok(());
+            return Ok(sent);
         }
+        sent += out.as_ref().map_or(1, |m| 5 + m.len() as u64);
         send(s, out.as_deref()).await.map_err(|e| e.to_string())?;
     }
 }
@@ -129,7 +133,7 @@ pub async fn serve(node: NodeHandle, ctx: ContextHandle) {
                 let r =
                     tokio::time::timeout(SESSION_TIMEOUT, session(&mut stream, &ctx, &key, false))
                         .await;
-                if !matches!(r, Ok(Ok(()))) {
+                if !matches!(r, Ok(Ok(_))) {
                     warn!(?r, "inbound context sync failed");
                     ctx.sync_forget(&key).await;
                 }
@@ -155,7 +159,7 @@ async fn sync_with(node: &NodeHandle, ctx: &ContextHandle, peer: PeerId) -> Resu
     if r.is_err() {
         ctx.sync_forget(&key).await;
     }
-    r
+    r.map(|_| ())
 }
 
 /// Keep every online peer that holds `context` in sync with this document.
@@ -217,5 +221,51 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
             );
         }
         known_online = online.into_iter().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::ContextConfig;
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    /// Sync `a` (initiator) with `b` over an in-memory pipe; bytes sent both ways.
+    pub(crate) async fn sync_pair(a: &ContextHandle, b: &ContextHandle) -> u64 {
+        let (x, y) = tokio::io::duplex(1 << 20);
+        let (mut x, mut y) = (x.compat(), y.compat());
+        let (ra, rb) = tokio::join!(
+            session(&mut x, a, "out:b", true),
+            session(&mut y, b, "in:a", false)
+        );
+        ra.unwrap() + rb.unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_small_write_costs_the_change_not_the_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ContextHandle::open(&dir.path().join("a"), ContextConfig::default()).unwrap();
+        let b = ContextHandle::open(&dir.path().join("b"), ContextConfig::default()).unwrap();
+        for i in 0..2000 {
+            a.set(&format!("key/{i:05}"), serde_json::json!(i), None, "a")
+                .await
+                .unwrap();
+        }
+        let first = sync_pair(&a, &b).await;
+        assert_eq!(b.list("", 1000, None).await.unwrap().entries.len(), 1000);
+        a.set("key/00007", serde_json::json!("changed"), None, "a")
+            .await
+            .unwrap();
+        let one = sync_pair(&a, &b).await;
+        assert_eq!(b.get("key/00007").await.unwrap().unwrap().value, "changed");
+        // The full document went over once; one write costs a small, fixed amount.
+        assert!(
+            one < 2048,
+            "one write took {one} bytes (first sync {first})"
+        );
+        assert!(
+            first > 20 * one,
+            "first sync {first} bytes, one write {one}"
+        );
     }
 }
