@@ -58,7 +58,7 @@ pub enum Command {
     Ctx(CtxCommand),
     /// Terminal sessions here (or on a peer): `loopsy sessions`, `--json`.
     Sessions(SessionsArgs),
-    /// Start a shell (or `-- cmd args…`) in a new session here and attach to it.
+    /// Start a shell (or `-- cmd args…`) in a new session, here or on --peer, and attach to it.
     Shell(ShellArgs),
     /// Attach this terminal to a running session (detach with Ctrl-]).
     Attach {

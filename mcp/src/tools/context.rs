@@ -276,7 +276,16 @@ pub async fn broadcast(ctx: &DaemonCtx, caller: &Caller, a: BroadcastArgs) -> Ca
                 peer: None,
                 key: a.key.clone(),
             };
-            let r = super::forward(ctx, &name, "loopsy_context_get", &args).await;
+            // One slow peer must not hold the call past wait_s.
+            let Ok(r) = tokio::time::timeout_at(
+                deadline,
+                super::forward(ctx, &name, "loopsy_context_get", &args),
+            )
+            .await
+            else {
+                still.push(name);
+                continue;
+            };
             let theirs = r
                 .structured_content
                 .as_ref()
@@ -290,7 +299,7 @@ pub async fn broadcast(ctx: &DaemonCtx, caller: &Caller, a: BroadcastArgs) -> Ca
         }
         pending = still;
         if !pending.is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
     let out = BroadcastOut {

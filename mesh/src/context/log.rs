@@ -113,8 +113,14 @@ impl ChangeLog {
         rec.extend_from_slice(&len.to_le_bytes());
         rec.extend_from_slice(&digest(changes));
         rec.extend_from_slice(changes);
-        self.log.write_all(&rec).map_err(io(&path))?;
-        self.log.sync_data().map_err(io(&path))?;
+        let written = self.log.write_all(&rec).and_then(|()| self.log.sync_data());
+        if let Err(e) = written {
+            // Never leave a partial record for later ones to land behind: cut back to the
+            // last good end (the caller then compacts before writing again).
+            let _ = self.log.set_len(self.log_len);
+            let _ = self.log.seek(SeekFrom::Start(self.log_len));
+            return Err(io(&path)(e));
+        }
         self.log_len += rec.len() as u64;
         Ok(())
     }

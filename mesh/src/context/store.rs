@@ -140,6 +140,8 @@ struct Doc {
     sync: std::collections::HashMap<String, automerge::sync::State>,
     /// Bumped on every change, local or merged (replication listens).
     changed: tokio::sync::watch::Sender<u64>,
+    /// An append failed: the next persist must write a full snapshot.
+    dirty: bool,
 }
 
 impl Doc {
@@ -200,15 +202,30 @@ impl Doc {
     }
 
     fn persist(&mut self) -> Result<(), ContextError> {
+        // After a failed append the log is missing changes that later ones depend on: only a
+        // full snapshot makes the store whole again, so take one before anything else.
+        if self.dirty {
+            let full = self.doc.save();
+            self.log.compact(&full)?;
+            self.dirty = false;
+            self.changed.send_modify(|n| *n += 1);
+            return Ok(());
+        }
         let changes = self.doc.save_incremental();
         if changes.is_empty() {
             return Ok(());
         }
-        self.log.append(&changes)?;
+        if let Err(e) = self.log.append(&changes) {
+            self.dirty = true;
+            return Err(e.into());
+        }
         self.changed.send_modify(|n| *n += 1);
         if self.log.log_len() > COMPACT_AT {
             let full = self.doc.save();
-            self.log.compact(&full)?;
+            // The write is already durable in the log; a failed compaction is retried later.
+            if let Err(e) = self.log.compact(&full) {
+                tracing::warn!(error = %e, "context compaction failed; will retry");
+            }
         }
         Ok(())
     }
@@ -271,15 +288,23 @@ impl ContextHandle {
         let _ = doc.save_incremental();
         let (tx, rx) = mpsc::channel(256);
         let (changed_tx, changed) = tokio::sync::watch::channel(0u64);
-        tokio::spawn(run(
-            Doc {
-                doc,
-                log,
-                sync: Default::default(),
-                changed: changed_tx,
-            },
-            rx,
-        ));
+        let d = Doc {
+            doc,
+            log,
+            sync: Default::default(),
+            changed: changed_tx,
+            dirty: false,
+        };
+        // The owner does fsyncs, compactions and whole-document merges: it gets its own
+        // thread so the daemon's runtime workers (and the mesh) never wait on the disk.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| ContextError::Doc(format!("cannot start the store thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("loopsy-context".into())
+            .spawn(move || rt.block_on(run(d, rx)))
+            .map_err(|e| ContextError::Doc(format!("cannot start the store thread: {e}")))?;
         Ok(Self { tx, cfg, changed })
     }
 
@@ -624,6 +649,7 @@ mod tests {
             log,
             sync: Default::default(),
             changed: tokio::sync::watch::channel(0u64).0,
+            dirty: false,
         };
         d.sweep(u64::MAX).unwrap();
         assert_eq!(d.entry("plain", 0).unwrap().value, "hello");
@@ -658,12 +684,14 @@ mod tests {
                 log: log_a,
                 sync: Default::default(),
                 changed: w(),
+                dirty: false,
             },
             Doc {
                 doc: b,
                 log: log_b,
                 sync: Default::default(),
                 changed: w(),
+                dirty: false,
             },
         );
         let (ea, eb) = (da.entry("k", 0).unwrap(), db.entry("k", 0).unwrap());

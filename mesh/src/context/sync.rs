@@ -23,6 +23,11 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often online peers are checked (new ones are synced at once).
 const SWEEP: Duration = Duration::from_secs(2);
+/// Every this many sweeps, sync with every online peer anyway (a failed or cut session is
+/// repaired without waiting for the next write; in-sync peers exchange only their heads).
+const FULL_PASS_EVERY: u32 = 15;
+
+static NEXT_INBOUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn send<S: futures::AsyncWrite + Unpin>(
     s: &mut S,
@@ -81,9 +86,12 @@ where
 {
     ctx.sync_begin(key).await;
     let mut sent = 0u64;
+    // The other side may close only right after we told it we have nothing more.
+    let mut said_done = false;
     if initiator {
         let m = ctx.sync_generate(key).await.map_err(|e| e.to_string())?;
         sent += m.as_ref().map_or(1, |m| 5 + m.len() as u64);
+        said_done = m.is_none();
         send(s, m.as_deref()).await.map_err(|e| e.to_string())?;
     }
     loop {
@@ -91,7 +99,9 @@ where
             Err(_) => return Err("the peer stopped answering".into()),
             Ok(Ok(m)) => m,
             // The other side finished and closed.
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(sent),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof && said_done => {
+                return Ok(sent);
+            }
             Ok(Err(e)) => return Err(e.to_string()),
         };
         let got_some = got.is_some();
@@ -104,6 +114,7 @@ where
             return Ok(sent);
         }
         sent += out.as_ref().map_or(1, |m| 5 + m.len() as u64);
+        said_done = out.is_none();
         send(s, out.as_deref()).await.map_err(|e| e.to_string())?;
     }
 }
@@ -129,14 +140,19 @@ pub async fn serve(node: NodeHandle, ctx: ContextHandle) {
                         return;
                     }
                 }
-                let key = format!("in:{peer}");
+                // One state per inbound stream: concurrent sessions from one peer must not
+                // share (or wipe) each other's state.
+                let key = format!(
+                    "in:{peer}:{}",
+                    NEXT_INBOUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
                 let r =
                     tokio::time::timeout(SESSION_TIMEOUT, session(&mut stream, &ctx, &key, false))
                         .await;
                 if !matches!(r, Ok(Ok(_))) {
                     warn!(?r, "inbound context sync failed");
-                    ctx.sync_forget(&key).await;
                 }
+                ctx.sync_forget(&key).await;
             }
             .instrument(info_span!("ctx_sync_in", %peer)),
         );
@@ -169,6 +185,7 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
     // Per peer: a sync is running; another was asked for while it ran.
     let running: std::sync::Arc<std::sync::Mutex<HashMap<PeerId, bool>>> = Default::default();
     let mut known_online: HashSet<PeerId> = HashSet::new();
+    let mut ticks = 0u32;
     loop {
         let changed = tokio::select! {
             r = changes.changed() => {
@@ -177,7 +194,10 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
                 }
                 true
             }
-            _ = tick.tick() => false,
+            _ = tick.tick() => {
+                ticks = ticks.wrapping_add(1);
+                ticks.is_multiple_of(FULL_PASS_EVERY)
+            }
         };
         let Ok(peers) = node.peers().await else {
             return;
