@@ -239,6 +239,7 @@ fn export_and_import_merge_documents() {
     let b = started("beta");
     a.ok(&["ctx", "set", "from-a", "1"]);
     a.ok(&["ctx", "set", "obj", "{\"x\": [1, 2]}", "--json"]);
+    a.ok(&["ctx", "set", "brief", "soon gone", "--ttl", "3600"]);
     b.ok(&["ctx", "set", "from-b", "2"]);
     let dir = tempfile::tempdir().unwrap();
     let am = dir.path().join("ctx.automerge");
@@ -263,11 +264,14 @@ fn export_and_import_merge_documents() {
         .iter()
         .map(|e| e["key"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(keys, ["from-a", "from-b", "obj"]);
+    assert_eq!(keys, ["brief", "from-a", "from-b", "obj"]);
     // JSON imports too; garbage is refused clearly and changes nothing.
     let c = started("gamma");
     c.ok(&["ctx", "import", &js.display().to_string()]);
     assert_eq!(c.ok(&["ctx", "get", "from-a"]).trim(), "1");
+    // A TTL survives a JSON round trip (as what is left of it).
+    let brief: Value = serde_json::from_str(&c.ok(&["ctx", "get", "brief", "--json"])).unwrap();
+    assert!(brief["entry"]["expires_at"].as_u64().is_some(), "{brief}");
     let junk = dir.path().join("junk");
     std::fs::write(&junk, b"\x00\x01 not a document").unwrap();
     let err = c.fails(&["ctx", "import", &junk.display().to_string()]);

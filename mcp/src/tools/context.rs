@@ -521,7 +521,17 @@ pub async fn import(ctx: &DaemonCtx, a: ImportArgs) -> CallToolResult {
                         (Some(v), Some(by)) => (v.clone(), by.to_string()),
                         _ => (e.clone(), ctx.name().to_string()),
                     };
-                if let Err(e) = ctx.context().set(key, value, None, &by).await {
+                // A TTL carries over as what is left of it; an entry already expired is skipped.
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let ttl_s = match e.get("expires_at").and_then(serde_json::Value::as_u64) {
+                    None => None,
+                    Some(at) if at <= now_ms => continue,
+                    Some(at) => Some((at - now_ms).div_ceil(1000)),
+                };
+                if let Err(e) = ctx.context().set(key, value, ttl_s, &by).await {
                     return err(e);
                 }
             }
