@@ -142,6 +142,8 @@ struct Doc {
     changed: tokio::sync::watch::Sender<u64>,
     /// An append failed: the next persist must write a full snapshot.
     dirty: bool,
+    /// The last local write's `written_at`.
+    last_write: u64,
 }
 
 impl Doc {
@@ -294,6 +296,7 @@ impl ContextHandle {
             sync: Default::default(),
             changed: changed_tx,
             dirty: false,
+            last_write: 0,
         };
         // The owner does fsyncs, compactions and whole-document merges: it gets its own
         // thread so the daemon's runtime workers (and the mesh) never wait on the disk.
@@ -474,10 +477,14 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
                 }
             }
             Cmd::Set(key, value, ttl, by, reply) => {
+                // Strictly increasing here, so two writes in one millisecond still differ
+                // (a waiter comparing written_at never misses the second).
+                let written_at = now.max(d.last_write + 1);
+                d.last_write = written_at;
                 let stored = Stored {
                     value,
                     written_by: by,
-                    written_at: now,
+                    written_at,
                     expires_at: ttl.map(|t| now.saturating_add(t.saturating_mul(1000))),
                 };
                 let r = serde_json::to_string(&stored)
@@ -650,11 +657,24 @@ mod tests {
             sync: Default::default(),
             changed: tokio::sync::watch::channel(0u64).0,
             dirty: false,
+            last_write: 0,
         };
         d.sweep(u64::MAX).unwrap();
         assert_eq!(d.entry("plain", 0).unwrap().value, "hello");
         assert_eq!(d.entry("n", 0).unwrap().value, 42);
         assert_eq!(d.entry("text", 0).unwrap().value, "from js");
+    }
+
+    #[tokio::test]
+    async fn writes_in_one_millisecond_get_distinct_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ContextHandle::open(dir.path(), ContextConfig::default()).unwrap();
+        let mut last = 0;
+        for i in 0..50 {
+            let e = c.set("k", serde_json::json!(i), None, "me").await.unwrap();
+            assert!(e.written_at > last);
+            last = e.written_at;
+        }
     }
 
     #[test]
@@ -685,6 +705,7 @@ mod tests {
                 sync: Default::default(),
                 changed: w(),
                 dirty: false,
+                last_write: 0,
             },
             Doc {
                 doc: b,
@@ -692,6 +713,7 @@ mod tests {
                 sync: Default::default(),
                 changed: w(),
                 dirty: false,
+                last_write: 0,
             },
         );
         let (ea, eb) = (da.entry("k", 0).unwrap(), db.entry("k", 0).unwrap());
