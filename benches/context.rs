@@ -4,95 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_loopsy");
+mod common;
 
-fn loopsy(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("LOOPSY_HOME");
-    c
-}
-
-fn ok(c: &mut Command) -> String {
-    let o = c.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-struct Mcp {
-    child: Child,
-    w: ChildStdin,
-    r: BufReader<ChildStdout>,
-    id: u64,
-}
-
-impl Mcp {
-    fn new(home: &Path) -> Self {
-        let mut child = loopsy(home, &["mcp"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let w = child.stdin.take().unwrap();
-        let r = BufReader::new(child.stdout.take().unwrap());
-        let mut m = Self { child, w, r, id: 0 };
-        m.call("initialize", json!({"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}));
-        writeln!(
-            m.w,
-            "{}",
-            json!({"jsonrpc":"2.0","method":"notifications/initialized"})
-        )
-        .unwrap();
-        m
-    }
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        self.id += 1;
-        writeln!(
-            self.w,
-            "{}",
-            json!({"jsonrpc":"2.0","id":self.id,"method":method,"params":params})
-        )
-        .unwrap();
-        self.w.flush().unwrap();
-        loop {
-            let mut line = String::new();
-            assert!(self.r.read_line(&mut line).unwrap() > 0);
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v.get("id") == Some(&json!(self.id)) {
-                return v;
-            }
-        }
-    }
-    fn tool(&mut self, name: &str, args: Value) -> Value {
-        let r = self.call("tools/call", json!({"name": name, "arguments": args}));
-        assert_eq!(r["result"]["isError"], false, "{name}: {r}");
-        r["result"]["structuredContent"].clone()
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p) as usize]
-}
+use common::{Mcp, loopsy, ok, pct};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");

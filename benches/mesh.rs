@@ -8,102 +8,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_loopsy");
+mod common;
 
-fn loopsy(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("LOOPSY_HOME");
-    c
-}
-
-fn ok(c: &mut Command) -> String {
-    let o = c.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-struct Mcp {
-    child: Child,
-    w: ChildStdin,
-    r: BufReader<ChildStdout>,
-    id: u64,
-}
-
-impl Mcp {
-    fn new(home: &Path) -> Self {
-        let mut child = loopsy(home, &["mcp"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let w = child.stdin.take().unwrap();
-        let r = BufReader::new(child.stdout.take().unwrap());
-        let mut m = Self { child, w, r, id: 0 };
-        m.call("initialize", json!({"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}));
-        writeln!(
-            m.w,
-            "{}",
-            json!({"jsonrpc":"2.0","method":"notifications/initialized"})
-        )
-        .unwrap();
-        m
-    }
-    fn send(&mut self, method: &str, params: Value) -> u64 {
-        self.id += 1;
-        writeln!(
-            self.w,
-            "{}",
-            json!({"jsonrpc":"2.0","id":self.id,"method":method,"params":params})
-        )
-        .unwrap();
-        self.w.flush().unwrap();
-        self.id
-    }
-    fn recv(&mut self) -> Value {
-        loop {
-            let mut line = String::new();
-            assert!(self.r.read_line(&mut line).unwrap() > 0);
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v.get("id").is_some() {
-                return v;
-            }
-        }
-    }
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.send(method, params);
-        let v = self.recv();
-        assert_eq!(v["id"], json!(id));
-        v
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-fn p99(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * 0.99) as usize]
-}
+use common::{Mcp, loopsy, median, ok, pct};
 
 fn vm_hwm_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -388,9 +300,9 @@ fn main() {
     );
     println!(
         "| exec `true` A→B (p99) | {:.3} ms | {:.3} ms | {:.3}× | |",
-        p99(&mut ex),
-        p99(&mut ssh),
-        p99(&mut ex) / p99(&mut ssh)
+        pct(&mut ex, 0.99),
+        pct(&mut ssh, 0.99),
+        pct(&mut ex, 0.99) / pct(&mut ssh, 0.99)
     );
     println!(
         "| `loopsy exec beta -- true` whole CLI (median of 30) | {:.3} ms | — | — | |",

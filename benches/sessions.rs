@@ -4,106 +4,28 @@
 //! `--quick`: 20 MiB instead of 200 MiB, fewer runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loopsy_term::proto::{Kind, read_frame, write_frame};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_loopsy");
+mod common;
 
-fn loopsy(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("LOOPSY_HOME");
-    c
-}
+use common::{Mcp, loopsy, median, ok};
 
-fn ok(c: &mut Command) -> String {
-    let o = c.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
+/// Start `sh -c script` in an 80x24 session; its id and host pid.
+fn start(mcp: &mut Mcp, script: &str) -> (String, u64) {
+    let s = mcp.tool(
+        "loopsy_session_start",
+        json!({"kind":"custom","command":"/bin/sh","args":["-c", script],"cols":80,"rows":24}),
     );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-struct Mcp {
-    child: Child,
-    w: ChildStdin,
-    r: BufReader<ChildStdout>,
-    id: u64,
-}
-
-impl Mcp {
-    fn new(home: &Path) -> Self {
-        let mut child = loopsy(home, &["mcp"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let w = child.stdin.take().unwrap();
-        let r = BufReader::new(child.stdout.take().unwrap());
-        let mut m = Self { child, w, r, id: 0 };
-        m.call("initialize", json!({"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}));
-        writeln!(
-            m.w,
-            "{}",
-            json!({"jsonrpc":"2.0","method":"notifications/initialized"})
-        )
-        .unwrap();
-        m
-    }
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        self.id += 1;
-        writeln!(
-            self.w,
-            "{}",
-            json!({"jsonrpc":"2.0","id":self.id,"method":method,"params":params})
-        )
-        .unwrap();
-        self.w.flush().unwrap();
-        loop {
-            let mut line = String::new();
-            assert!(self.r.read_line(&mut line).unwrap() > 0);
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v.get("id") == Some(&json!(self.id)) {
-                return v;
-            }
-        }
-    }
-    fn tool(&mut self, name: &str, args: Value) -> Value {
-        let r = self.call("tools/call", json!({"name": name, "arguments": args}));
-        assert_eq!(r["result"]["isError"], false, "{name}: {r}");
-        r["result"]["structuredContent"].clone()
-    }
-    fn start(&mut self, script: &str) -> (String, u64) {
-        let s = self.tool(
-            "loopsy_session_start",
-            json!({"kind":"custom","command":"/bin/sh","args":["-c", script],"cols":80,"rows":24}),
-        );
-        (
-            s["id"].as_str().unwrap().to_string(),
-            s["host_pid"].as_u64().unwrap(),
-        )
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    (
+        s["id"].as_str().unwrap().to_string(),
+        s["host_pid"].as_u64().unwrap(),
+    )
 }
 
 fn status_kib(pid: u64, file: &str, key: &str) -> u64 {
@@ -219,10 +141,10 @@ fn main() {
         .unwrap();
     assert!(st.success());
     let base_s = t0.elapsed().as_secs_f64();
-    let (id, _) = mcp.start(&format!(
-        "read go; cat {}; echo END-OF-FLOOD",
-        flood.display()
-    ));
+    let (id, _) = start(
+        &mut mcp,
+        &format!("read go; cat {}; echo END-OF-FLOOD", flood.display()),
+    );
     let loopsy_s = rt.block_on(async {
         let mut a = loopsy_term::client::attach(&sock(&id), 80, 24)
             .await
@@ -234,7 +156,7 @@ fn main() {
     });
 
     // 2. Keystroke to echo: one byte into `cat` through a local attach, against a bare PTY.
-    let (id, _) = mcp.start("exec cat");
+    let (id, _) = start(&mut mcp, "exec cat");
     let mut through = rt.block_on(async {
         let mut a = loopsy_term::client::attach(&sock(&id), 80, 24)
             .await
@@ -253,10 +175,10 @@ fn main() {
     // 3. Attach to first screen with the 2 MiB scrollback ring full.
     let big = tmp.path().join("big.txt");
     write_lines(&big, 3 << 20);
-    let (id, _) = mcp.start(&format!(
-        "cat {}; echo READY; exec sleep 3600",
-        big.display()
-    ));
+    let (id, _) = start(
+        &mut mcp,
+        &format!("cat {}; echo READY; exec sleep 3600", big.display()),
+    );
     mcp.tool(
         "loopsy_session_wait",
         json!({"id": id, "pattern": "READY", "timeout_s": 300}),
@@ -282,7 +204,7 @@ fn main() {
     let daemon_before = status_kib(daemon_pid, "status", "VmRSS:");
     let mut hosts = Vec::new();
     for _ in 0..100 {
-        hosts.push(mcp.start("exec sleep 3600").1);
+        hosts.push(start(&mut mcp, "exec sleep 3600").1);
     }
     std::thread::sleep(Duration::from_secs(2));
     let rss: u64 = hosts

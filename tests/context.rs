@@ -7,25 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestHome, kill9, pair, wait_until};
+use common::{TestHome, kill9, pair, started_on_loopback, wait_until};
 use serde_json::{Value, json};
-
-fn started(name: &str) -> TestHome {
-    let h = TestHome::new();
-    h.ok(&["init", "--name", name]);
-    std::fs::write(
-        h.path().join("config.toml"),
-        format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n"),
-    )
-    .unwrap();
-    h.ok(&["start"]);
-    h
-}
 
 #[test]
 fn keys_through_the_cli_and_on_a_peer() {
-    let a = started("alpha");
-    let b = started("beta");
+    let a = started_on_loopback("alpha");
+    let b = started_on_loopback("beta");
     a.ok(&["ctx", "set", "build/status", "green"]);
     a.ok(&["ctx", "set", "build/n", "{\"passed\": 12}", "--json"]);
     assert_eq!(a.ok(&["ctx", "get", "build/status"]).trim(), "green");
@@ -58,7 +46,7 @@ fn keys_through_the_cli_and_on_a_peer() {
 
 #[test]
 fn bad_input_gets_clear_errors() {
-    let a = started("alpha");
+    let a = started_on_loopback("alpha");
     let mut m = a.mcp();
     m.initialize();
     let big = "x".repeat(300_000);
@@ -101,7 +89,7 @@ fn bad_input_gets_clear_errors() {
 
 #[test]
 fn every_acknowledged_write_survives_kill_9() {
-    let a = started("alpha");
+    let a = started_on_loopback("alpha");
     let pid = a.pid();
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
     let mut m = a.mcp();
@@ -168,9 +156,9 @@ fn get_json(h: &TestHome, key: &str) -> Value {
 
 #[test]
 fn a_key_set_on_one_machine_is_readable_on_the_others() {
-    let a = started("alpha");
-    let b = started("beta");
-    let c = started("gamma");
+    let a = started_on_loopback("alpha");
+    let b = started_on_loopback("beta");
+    let c = started_on_loopback("gamma");
     a.ok(&["ctx", "set", "before-pairing", "1"]);
     pair(&a, &b);
     pair(&a, &c);
@@ -235,8 +223,8 @@ fn a_key_set_on_one_machine_is_readable_on_the_others() {
 
 #[test]
 fn export_and_import_merge_documents() {
-    let a = started("alpha");
-    let b = started("beta");
+    let a = started_on_loopback("alpha");
+    let b = started_on_loopback("beta");
     a.ok(&["ctx", "set", "from-a", "1"]);
     a.ok(&["ctx", "set", "obj", "{\"x\": [1, 2]}", "--json"]);
     a.ok(&["ctx", "set", "brief", "soon gone", "--ttl", "3600"]);
@@ -266,7 +254,7 @@ fn export_and_import_merge_documents() {
         .collect();
     assert_eq!(keys, ["brief", "from-a", "from-b", "obj"]);
     // JSON imports too; garbage is refused clearly and changes nothing.
-    let c = started("gamma");
+    let c = started_on_loopback("gamma");
     c.ok(&["ctx", "import", &js.display().to_string()]);
     assert_eq!(c.ok(&["ctx", "get", "from-a"]).trim(), "1");
     // A TTL survives a JSON round trip (as what is left of it).
@@ -281,7 +269,7 @@ fn export_and_import_merge_documents() {
 #[test]
 fn ctx_watch_prints_each_change() {
     use std::io::{BufRead, BufReader};
-    let a = started("alpha");
+    let a = started_on_loopback("alpha");
     let mut w = a
         .cmd(&["ctx", "watch", "light"])
         .stdout(std::process::Stdio::piped())
@@ -323,7 +311,7 @@ fn js(args: &[&str]) -> String {
 
 #[test]
 fn documents_interoperate_with_the_js_automerge_package() {
-    let a = started("alpha");
+    let a = started_on_loopback("alpha");
     a.ok(&["ctx", "set", "greeting", "hello"]);
     a.ok(&["ctx", "set", "count", "3", "--json"]);
     let dir = tempfile::tempdir().unwrap();

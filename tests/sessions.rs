@@ -7,21 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{McpPipe, TestHome, kill9, wait_until};
+use common::{McpPipe, TestHome, kill9, started_on_loopback, wait_until};
 use loopsy_term::proto::{Kind, read_frame};
 use serde_json::{Value, json};
-
-fn started(name: &str) -> TestHome {
-    let h = TestHome::new();
-    h.ok(&["init", "--name", name]);
-    std::fs::write(
-        h.path().join("config.toml"),
-        format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n"),
-    )
-    .unwrap();
-    h.ok(&["start"]);
-    h
-}
 
 fn mcp(h: &TestHome) -> McpPipe {
     let mut m = h.mcp();
@@ -58,7 +46,7 @@ fn sh(m: &mut McpPipe, script: &str) -> String {
 
 #[test]
 fn type_into_a_shell_and_read_the_screen() {
-    let h = started("alpha");
+    let h = started_on_loopback("alpha");
     let mut m = mcp(&h);
     let s = ok(
         &mut m,
@@ -143,7 +131,7 @@ fn count_in(text: &str) -> u64 {
 
 #[test]
 fn sessions_survive_a_daemon_restart_and_kill_9() {
-    let h = started("alpha");
+    let h = started_on_loopback("alpha");
     let mut m = mcp(&h);
     let id = sh(
         &mut m,
@@ -228,7 +216,7 @@ async fn reference_screen(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_screen_program_reattached_at_another_size_matches_a_reference_terminal() {
-    let h = started("alpha");
+    let h = started_on_loopback("alpha");
     let text: String = (1..=200).map(|i| format!("line {i:03}\n")).collect();
     std::fs::write(h.path().join("f.txt"), text).unwrap();
     let file = h.path().join("f.txt").display().to_string();
@@ -292,7 +280,7 @@ async fn a_full_screen_program_reattached_at_another_size_matches_a_reference_te
 
 #[test]
 fn bad_input_gets_clear_errors() {
-    let h = started("alpha");
+    let h = started_on_loopback("alpha");
     let mut m = mcp(&h);
     for (tool, args, want) in [
         ("loopsy_session_read", json!({"id": "nope"}), "not_found"),
@@ -382,7 +370,7 @@ fn vm_hwm_kib(pid: u64) -> u64 {
 /// flood uses full lines, as `cat` of a log would).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_client_does_not_hold_back_a_live_one_and_memory_stays_bounded() {
-    let h = started("alpha");
+    let h = started_on_loopback("alpha");
     let (id, host_pid) = tokio::task::block_in_place(|| {
         let mut m = mcp(&h);
         let s = ok(
@@ -444,8 +432,8 @@ async fn a_stalled_client_does_not_hold_back_a_live_one_and_memory_stays_bounded
 fn attach_to_a_session_on_a_peer_over_the_mesh() {
     use std::io::{Read, Write};
     use std::sync::{Arc, Mutex};
-    let a = started("alpha");
-    let b = started("beta");
+    let a = started_on_loopback("alpha");
+    let b = started_on_loopback("beta");
     common::pair(&a, &b);
     let mut m = mcp(&a);
     let s = ok(
@@ -539,7 +527,7 @@ fn attach_to_a_session_on_a_peer_over_the_mesh() {
 
 #[test]
 fn the_cli_starts_lists_kills_and_removes_sessions() {
-    let h = started("alpha");
+    let h = started_on_loopback("alpha");
     let id = h
         .ok(&["shell", "-d", "--name", "cli", "--", "sleep", "300"])
         .trim()
@@ -656,7 +644,7 @@ fn auto_approve_needs_the_users_confirmation_on_the_machine() {
 fn loopsy_attach_in_a_real_terminal_takes_its_size_and_detaches_on_ctrl_close_bracket() {
     use portable_pty::{CommandBuilder, PtySize, native_pty_system};
     use std::io::{Read, Write};
-    let h = started("alpha");
+    let h = started_on_loopback("alpha");
     let id = h
         .ok(&["shell", "-d", "--name", "tty", "--", "/bin/sh"])
         .trim()

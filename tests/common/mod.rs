@@ -167,6 +167,19 @@ impl Drop for TestHome {
     }
 }
 
+/// A home named `name`, configured for loopback only on a free port, with its daemon started.
+pub fn started_on_loopback(name: &str) -> TestHome {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", name]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n"),
+    )
+    .unwrap();
+    h.ok(&["start"]);
+    h
+}
+
 /// A LAN of network namespaces (`scripts/netns-lab`), torn down on drop.
 pub struct NetnsLab {
     pub prefix: String,

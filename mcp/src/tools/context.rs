@@ -7,7 +7,7 @@ use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::exec::route_with;
+use super::local_or_return;
 use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::{Caller, DaemonCtx};
 
@@ -83,15 +83,6 @@ fn err(e: ContextError) -> CallToolResult {
     ToolError::new(code, e.to_string()).into_result()
 }
 
-macro_rules! routed_or_return {
-    ($ctx:expr, $caller:expr, $tool:literal, $a:expr) => {
-        match route_with($ctx, $caller, $tool, $a, Capability::Context).await {
-            Ok(a) => a,
-            Err(r) => return r,
-        }
-    };
-}
-
 fn writer(ctx: &DaemonCtx, caller: &Caller) -> String {
     match caller {
         Caller::Peer { name, .. } => name.clone(),
@@ -101,7 +92,7 @@ fn writer(ctx: &DaemonCtx, caller: &Caller) -> String {
 
 /// `loopsy_context_set`
 pub async fn set(ctx: &DaemonCtx, caller: &Caller, a: SetArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_context_set", a);
+    let a = local_or_return!(ctx, caller, "loopsy_context_set", a, Capability::Context);
     match ctx
         .context()
         .set(&a.key, a.value, a.ttl_s, &writer(ctx, caller))
@@ -114,7 +105,7 @@ pub async fn set(ctx: &DaemonCtx, caller: &Caller, a: SetArgs) -> CallToolResult
 
 /// `loopsy_context_get`
 pub async fn get(ctx: &DaemonCtx, caller: &Caller, a: KeyArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_context_get", a);
+    let a = local_or_return!(ctx, caller, "loopsy_context_get", a, Capability::Context);
     match ctx.context().get(&a.key).await {
         Ok(Some(e)) => success(
             e.value
@@ -138,7 +129,7 @@ pub async fn get(ctx: &DaemonCtx, caller: &Caller, a: KeyArgs) -> CallToolResult
 
 /// `loopsy_context_list`
 pub async fn list(ctx: &DaemonCtx, caller: &Caller, a: ListArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_context_list", a);
+    let a = local_or_return!(ctx, caller, "loopsy_context_list", a, Capability::Context);
     match ctx
         .context()
         .list(
@@ -171,7 +162,7 @@ pub async fn list(ctx: &DaemonCtx, caller: &Caller, a: ListArgs) -> CallToolResu
 
 /// `loopsy_context_delete`
 pub async fn delete(ctx: &DaemonCtx, caller: &Caller, a: KeyArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_context_delete", a);
+    let a = local_or_return!(ctx, caller, "loopsy_context_delete", a, Capability::Context);
     match ctx.context().delete(&a.key).await {
         Ok(deleted) => success(
             if deleted {

@@ -10,7 +10,7 @@ use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Target, forward, require, target};
+use super::{Target, forward, local_or_return, require, target};
 use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::{Caller, DaemonCtx};
 
@@ -269,10 +269,7 @@ fn too_long(what: &str) -> CallToolResult {
 
 /// `loopsy_execute`
 pub async fn execute(ctx: &DaemonCtx, caller: &Caller, a: ExecuteArgs) -> CallToolResult {
-    let a = match route(ctx, caller, "loopsy_execute", a).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = local_or_return!(ctx, caller, "loopsy_execute", a, Capability::Exec);
     let wait = a.wait_s.unwrap_or(DEFAULT_WAIT_S);
     if wait > MAX_WAIT_S {
         return too_long("wait_s");
@@ -341,10 +338,7 @@ pub async fn status(ctx: &DaemonCtx, caller: &Caller, a: JobArgs) -> CallToolRes
 
 /// `loopsy_job_wait`
 pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: JobWaitArgs) -> CallToolResult {
-    let a = match route(ctx, caller, "loopsy_job_wait", a).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = local_or_return!(ctx, caller, "loopsy_job_wait", a, Capability::Exec);
     let t = a.timeout_s.unwrap_or(DEFAULT_WAIT_S);
     if t > MAX_WAIT_S {
         return too_long("timeout_s");
@@ -358,10 +352,7 @@ pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: JobWaitArgs) -> CallToolR
 
 /// `loopsy_job_output`
 pub async fn output(ctx: &DaemonCtx, caller: &Caller, a: JobOutputArgs) -> CallToolResult {
-    let a = match route(ctx, caller, "loopsy_job_output", a).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let a = local_or_return!(ctx, caller, "loopsy_job_output", a, Capability::Exec);
     let limit = a
         .limit
         .map(|l| l as usize)

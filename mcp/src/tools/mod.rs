@@ -20,6 +20,18 @@ use serde::Serialize;
 use crate::tool_error::{ErrorCode, ToolError};
 use crate::{Caller, DaemonCtx};
 
+/// Run here with `cap` checked (yielding the arguments), or return the named peer's result
+/// from the enclosing tool function.
+macro_rules! local_or_return {
+    ($ctx:expr, $caller:expr, $tool:literal, $a:expr, $cap:expr) => {
+        match $crate::tools::exec::route_with($ctx, $caller, $tool, $a, $cap).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        }
+    };
+}
+pub(crate) use local_or_return;
+
 /// A node error as a tool error with the right code.
 pub fn node_err(e: NodeError) -> ToolError {
     let code = match &e {

@@ -11,7 +11,7 @@ use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::exec::route_with;
+use super::local_or_return;
 use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::{Caller, DaemonCtx};
 
@@ -177,15 +177,6 @@ fn invalid(m: impl Into<String>) -> CallToolResult {
     ToolError::new(ErrorCode::InvalidArguments, m.into()).into_result()
 }
 
-macro_rules! routed_or_return {
-    ($ctx:expr, $caller:expr, $tool:literal, $a:expr) => {
-        match route_with($ctx, $caller, $tool, $a, Capability::Pty).await {
-            Ok(a) => a,
-            Err(r) => return r,
-        }
-    };
-}
-
 fn line(i: &SessionInfo) -> String {
     let state = match (i.state, i.exit_code) {
         (loopsy_term::SessionState::Exited, Some(c)) => format!("exited {c}"),
@@ -196,7 +187,7 @@ fn line(i: &SessionInfo) -> String {
 
 /// `loopsy_session_start`
 pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_session_start", a);
+    let a = local_or_return!(ctx, caller, "loopsy_session_start", a, Capability::Pty);
     let kind = a.kind.unwrap_or(if a.command.is_some() {
         SessionKind::Custom
     } else {
@@ -275,7 +266,7 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
 
 /// `loopsy_session_list`
 pub async fn list(ctx: &DaemonCtx, caller: &Caller, a: ListArgs) -> CallToolResult {
-    let _ = routed_or_return!(ctx, caller, "loopsy_session_list", a);
+    let _ = local_or_return!(ctx, caller, "loopsy_session_list", a, Capability::Pty);
     let sessions = ctx.sessions().list().await;
     let text = if sessions.is_empty() {
         "no sessions".to_string()
@@ -287,7 +278,7 @@ pub async fn list(ctx: &DaemonCtx, caller: &Caller, a: ListArgs) -> CallToolResu
 
 /// `loopsy_session_stop`
 pub async fn stop(ctx: &DaemonCtx, caller: &Caller, a: SessionArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_session_stop", a);
+    let a = local_or_return!(ctx, caller, "loopsy_session_stop", a, Capability::Pty);
     match ctx.sessions().stop(&a.id).await {
         Ok(i) => success(line(&i), &i),
         Err(e) => err(e),
@@ -296,7 +287,7 @@ pub async fn stop(ctx: &DaemonCtx, caller: &Caller, a: SessionArgs) -> CallToolR
 
 /// `loopsy_session_remove`
 pub async fn remove(ctx: &DaemonCtx, caller: &Caller, a: SessionArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_session_remove", a);
+    let a = local_or_return!(ctx, caller, "loopsy_session_remove", a, Capability::Pty);
     match ctx.sessions().remove(&a.id).await {
         Ok(i) => success(format!("removed {}", line(&i)), &i),
         Err(e) => err(e),
@@ -305,7 +296,7 @@ pub async fn remove(ctx: &DaemonCtx, caller: &Caller, a: SessionArgs) -> CallToo
 
 /// `loopsy_session_read`
 pub async fn read(ctx: &DaemonCtx, caller: &Caller, a: ReadArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_session_read", a);
+    let a = local_or_return!(ctx, caller, "loopsy_session_read", a, Capability::Pty);
     let cursor = match a.cursor.as_deref().map(str::parse::<u64>) {
         None => None,
         Some(Ok(c)) => Some(c),
@@ -326,7 +317,7 @@ pub async fn read(ctx: &DaemonCtx, caller: &Caller, a: ReadArgs) -> CallToolResu
 
 /// `loopsy_session_write`
 pub async fn write(ctx: &DaemonCtx, caller: &Caller, a: WriteArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_session_write", a);
+    let a = local_or_return!(ctx, caller, "loopsy_session_write", a, Capability::Pty);
     let text = a.text.unwrap_or_default();
     let keys = a.keys.unwrap_or_default();
     if text.is_empty() && keys.is_empty() {
@@ -351,7 +342,7 @@ pub async fn write(ctx: &DaemonCtx, caller: &Caller, a: WriteArgs) -> CallToolRe
 
 /// `loopsy_session_wait`
 pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResult {
-    let a = routed_or_return!(ctx, caller, "loopsy_session_wait", a);
+    let a = local_or_return!(ctx, caller, "loopsy_session_wait", a, Capability::Pty);
     let timeout = a.timeout_s.unwrap_or(30);
     if timeout > MAX_WAIT_S {
         return invalid(format!("timeout_s must be at most {MAX_WAIT_S}"));
