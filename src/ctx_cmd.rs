@@ -69,6 +69,30 @@ pub fn get(home: &Home, key: &str, json_out: bool, peer: Option<&str>) -> anyhow
     } else {
         anstream::eprintln!("{}", ui::paint(DIM, format!("{key} is not set")));
     }
+    if !json_out && let Some(sync) = v.get("sync").filter(|s| s.is_object()) {
+        let state = if sync["in_sync"] == true {
+            "in sync with here".to_string()
+        } else {
+            format!(
+                "{} change(s) behind here, {} head(s) ahead",
+                sync["changes_they_lack"], sync["heads_we_lack"]
+            )
+        };
+        let last = sync["last_sync_ms_ago"].as_u64().map_or_else(
+            || "not synced since start".into(),
+            |ms| format!("last synced {:.1} s ago", ms as f64 / 1000.0),
+        );
+        anstream::eprintln!(
+            "{}",
+            ui::paint(
+                DIM,
+                format!(
+                    "(replica on {}: {state}; {last})",
+                    sync["peer"].as_str().unwrap_or("?")
+                )
+            )
+        );
+    }
     Ok(if v["found"] == true {
         ExitCode::SUCCESS
     } else {

@@ -38,6 +38,35 @@ fn keys_through_the_cli_and_on_a_peer() {
         a.ok(&["ctx", "get", "from-alpha", "--peer", "beta"]).trim(),
         "hi"
     );
+    // A peer read reports the replica's lag. Alpha stops sharing with beta (beta may still
+    // be read), writes, and beta's replica is behind until sharing resumes.
+    a.ok(&["peers", "revoke", "beta", "context"]);
+    a.ok(&["ctx", "set", "only-here", "1"]);
+    let r: Value = serde_json::from_slice(
+        &a.run(&["ctx", "get", "only-here", "--peer", "beta", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(r["found"], false, "{r}");
+    assert_eq!(r["sync"]["peer"], "beta", "{r}");
+    assert_eq!(r["sync"]["in_sync"], false, "{r}");
+    assert!(r["sync"]["changes_they_lack"].as_u64().unwrap() >= 1, "{r}");
+    let text = a.run(&["ctx", "get", "only-here", "--peer", "beta"]);
+    let err = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        err.contains("replica on beta") && err.contains("behind"),
+        "{err}"
+    );
+    a.ok(&["peers", "grant", "beta", "context"]);
+    wait_until("beta's replica catches up", Duration::from_secs(20), || {
+        let r: Value = serde_json::from_slice(
+            &a.run(&["ctx", "get", "only-here", "--peer", "beta", "--json"])
+                .stdout,
+        )
+        .unwrap();
+        r["found"] == true && r["sync"]["in_sync"] == true && r["sync"]["last_sync_ms_ago"].is_u64()
+    });
+
     // Without the capability, beta refuses.
     b.ok(&["peers", "revoke", "alpha", "context"]);
     let err = a.fails(&["ctx", "get", "from-alpha", "--peer", "beta"]);

@@ -8,12 +8,16 @@ use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ErrorCode as RpcCode, Implementation,
-    ServerCapabilities, ServerConfig,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ResourceUpdatedNotificationParam,
+    ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData as McpError, ServerHandler, tool, tool_handler, tool_router};
 
 use crate::audit::AuditRecord;
+use crate::resources;
 use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::tools::admin::{
     self, CapsArgs, NoArgs, PairOpenArgs, PairWithArgs, PeerAddArgs, PeerArgs, RenameArgs,
@@ -46,6 +50,8 @@ pub struct LoopsyServer {
     tool_router: ToolRouter<Self>,
     /// Set when this session opened a pairing window (closed again when the session ends).
     opened_window: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Resources this session subscribed to (legacy `resources/subscribe`).
+    subs: crate::resources::Subscriptions,
 }
 
 impl LoopsyServer {
@@ -83,6 +89,7 @@ impl LoopsyServer {
             caller,
             tool_router,
             opened_window: Default::default(),
+            subs: Default::default(),
         }
     }
 
@@ -440,9 +447,113 @@ impl LoopsyServer {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for LoopsyServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("loopsy", loopsy_mesh::VERSION))
-            .with_instructions(INSTRUCTIONS.to_string())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .build(),
+        )
+        .with_server_info(Implementation::new("loopsy", loopsy_mesh::VERSION))
+        .with_instructions(INSTRUCTIONS.to_string())
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        resources::list(&self.ctx, request.and_then(|r| r.cursor)).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        resources::read(&self.ctx, &request.uri)
+            .await
+            .map(Into::into)
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if self.subs.add(&self.ctx, &request.uri).await? {
+            let peer = context.peer.clone();
+            let closed = peer.clone();
+            tokio::spawn(resources::watch(
+                self.ctx.clone(),
+                self.subs.clone(),
+                move |uri| {
+                    let peer = peer.clone();
+                    async move {
+                        peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                            .await
+                            .is_ok()
+                    }
+                },
+                move || closed.is_transport_closed(),
+            ));
+        }
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.subs.remove(&request.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut f = SubscriptionFilter::new();
+        f.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
+            uris.iter()
+                .filter(|u| resources::parse(u).is_ok())
+                .take(resources::MAX_SUBSCRIPTIONS)
+                .cloned()
+                .collect()
+        });
+        Some(f)
+    }
+
+    async fn listen(&self, sub: SubscriptionContext) -> Result<(), McpError> {
+        let subs = resources::Subscriptions::default();
+        for uri in sub.accepted().resource_subscriptions.iter().flatten() {
+            subs.add(&self.ctx, uri).await?;
+        }
+        let sink = sub.sink().clone();
+        tokio::select! {
+            _ = sub.cancelled() => {}
+            _ = resources::watch(
+                self.ctx.clone(),
+                subs,
+                move |uri| {
+                    let sink = sink.clone();
+                    async move { sink.notify_resource_updated(uri).await.is_ok() }
+                },
+                || false,
+            ) => {}
+        }
+        Ok(())
     }
 
     async fn call_tool(

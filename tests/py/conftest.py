@@ -47,3 +47,32 @@ def home():
 def daemon(home):
     loopsy(home, "start", "--port", "0", "--local-only", "--http-port", "0")
     return Daemon(home)
+
+
+@pytest.fixture
+def pair_of_daemons():
+    """alpha and beta, started on loopback and paired (alpha trusts beta and back)."""
+    homes = []
+    for name in ("alpha", "beta"):
+        d = tempfile.mkdtemp(prefix="lp", dir="/tmp")
+        homes.append(d)
+        loopsy(d, "init", "--name", name)
+        loopsy(d, "start", "--port", "0", "--local-only")
+    a, b = homes
+    # b shows a code; a enters it.
+    env_free = subprocess.Popen([BIN, "--home", b, "pair", "--json"], stdout=subprocess.PIPE, text=True)
+    ticket = json.loads(env_free.stdout.readline())
+    loopsy(a, "pair", ticket["addrs"][0], "--code", ticket["code"])
+    assert env_free.wait(timeout=30) == 0
+    yield a, b
+    for d in homes:
+        loopsy(d, "stop", check=False)
+        # Session hosts outlive the daemon by design; end the test's own.
+        subprocess.run(["pkill", "-f", f"session-host --sessions {d}/"], check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"

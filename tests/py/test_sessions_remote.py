@@ -1,43 +1,11 @@
 """An agent on machine A (the official Python MCP SDK) drives a terminal session on machine B:
 start it, type a command, wait for a pattern, read the result, stop it."""
 
-import json
-import shutil
-import subprocess
-import tempfile
-
 import jsonschema
 import pytest
 from mcp import Client, StdioServerParameters
 
 from conftest import BIN, loopsy
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def pair_of_daemons():
-    homes = []
-    for name in ("alpha", "beta"):
-        d = tempfile.mkdtemp(prefix="lp", dir="/tmp")
-        homes.append(d)
-        loopsy(d, "init", "--name", name)
-        loopsy(d, "start", "--port", "0", "--local-only")
-    a, b = homes
-    # b shows a code; a enters it.
-    env_free = subprocess.Popen([BIN, "--home", b, "pair", "--json"], stdout=subprocess.PIPE, text=True)
-    ticket = json.loads(env_free.stdout.readline())
-    loopsy(a, "pair", ticket["addrs"][0], "--code", ticket["code"])
-    assert env_free.wait(timeout=30) == 0
-    yield a, b
-    for d in homes:
-        loopsy(d, "stop", check=False)
-        # Session hosts outlive the daemon by design; end the test's own.
-        subprocess.run(["pkill", "-f", f"session-host --sessions {d}/"], check=False)
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.anyio

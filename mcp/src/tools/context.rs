@@ -1,7 +1,7 @@
 //! The context tools: set, get, list and delete keys in the context document here, or on a
 //! `peer` (which needs the `context` capability there).
 
-use loopsy_mesh::context::{ContextError, Entry, Page};
+use loopsy_mesh::context::{ContextError, Entry, Lag, Page};
 use loopsy_mesh::trust::Capability;
 use rmcp::model::CallToolResult;
 use schemars::JsonSchema;
@@ -65,6 +65,24 @@ pub struct GetOut {
     pub found: bool,
     /// The entry, when found.
     pub entry: Option<Entry>,
+    /// The replica's document heads when it was read.
+    #[serde(default)]
+    pub heads: Vec<String>,
+    /// With `peer`: how that replica differs from the one here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<PeerSync>,
+}
+
+/// A peer replica's sync lag, seen from here.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PeerSync {
+    /// The peer read.
+    pub peer: String,
+    /// Heads compared.
+    #[serde(flatten)]
+    pub lag: Lag,
+    /// Milliseconds since a sync session with it last completed (absent: none since start).
+    pub last_sync_ms_ago: Option<u64>,
 }
 
 /// A delete's result.
@@ -103,28 +121,89 @@ pub async fn set(ctx: &DaemonCtx, caller: &Caller, a: SetArgs) -> CallToolResult
     }
 }
 
-/// `loopsy_context_get`
-pub async fn get(ctx: &DaemonCtx, caller: &Caller, a: KeyArgs) -> CallToolResult {
-    let a = local_or_return!(ctx, caller, "loopsy_context_get", a, Capability::Context);
+fn get_text(key: &str, e: Option<&Entry>) -> String {
+    match e {
+        Some(e) => e
+            .value
+            .as_str()
+            .map_or_else(|| e.value.to_string(), str::to_string),
+        None => format!("{key} is not set"),
+    }
+}
+
+/// `loopsy_context_get`; with `peer`, that peer's replica and how far it lags this one.
+pub async fn get(ctx: &DaemonCtx, caller: &Caller, mut a: KeyArgs) -> CallToolResult {
+    match super::target(ctx, caller, a.peer.as_deref()) {
+        Err(e) => return e.into_result(),
+        Ok(super::Target::Remote(p)) => {
+            a.peer = None;
+            return peer_get(ctx, &p, &a).await;
+        }
+        Ok(super::Target::Local) => {}
+    }
+    if let Err(e) = super::require(caller, Capability::Context) {
+        return e.into_result();
+    }
+    let heads = match ctx.context().heads().await {
+        Ok(h) => h,
+        Err(e) => return err(e),
+    };
     match ctx.context().get(&a.key).await {
-        Ok(Some(e)) => success(
-            e.value
-                .as_str()
-                .map_or_else(|| e.value.to_string(), str::to_string),
+        Ok(entry) => success(
+            get_text(&a.key, entry.as_ref()),
             &GetOut {
-                found: true,
-                entry: Some(e),
-            },
-        ),
-        Ok(None) => success(
-            format!("{} is not set", a.key),
-            &GetOut {
-                found: false,
-                entry: None,
+                found: entry.is_some(),
+                entry,
+                heads,
+                sync: None,
             },
         ),
         Err(e) => err(e),
     }
+}
+
+async fn peer_get(ctx: &DaemonCtx, peer: &str, a: &KeyArgs) -> CallToolResult {
+    let r = super::forward(ctx, peer, "loopsy_context_get", a).await;
+    if r.is_error == Some(true) {
+        return r;
+    }
+    let Some(mut out) = r
+        .structured_content
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<GetOut>(v.clone()).ok())
+    else {
+        return r;
+    };
+    let lag = match ctx.context().lag(out.heads.clone()).await {
+        Ok(l) => l,
+        Err(e) => return err(e),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let peers = ctx.node().peers().await.unwrap_or_default();
+    let view = peers.iter().find(|p| p.name == peer || p.peer_id == peer);
+    let last = view.and_then(|v| ctx.context().last_synced(&v.peer_id));
+    let name = view.map_or_else(|| peer.to_string(), |v| v.name.clone());
+    let state = if lag.in_sync {
+        "in sync".to_string()
+    } else {
+        format!(
+            "lags: {} change(s) here not there, {} head(s) there not here",
+            lag.changes_they_lack, lag.heads_we_lack
+        )
+    };
+    let text = format!(
+        "{}\n(replica on {name}: {state})",
+        get_text(&a.key, out.entry.as_ref())
+    );
+    out.sync = Some(PeerSync {
+        peer: name,
+        lag,
+        last_sync_ms_ago: last.map(|t| now.saturating_sub(t)),
+    });
+    success(text, &out)
 }
 
 /// `loopsy_context_list`

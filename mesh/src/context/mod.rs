@@ -7,4 +7,6 @@ mod store;
 pub mod sync;
 
 pub use log::{ChangeLog, LogError};
-pub use store::{ContextConfig, ContextError, ContextHandle, Entry, MAX_KEY_BYTES, Page};
+pub use store::{
+    ContextConfig, ContextError, ContextHandle, Entry, Lag, MAX_KEY_BYTES, Page, check_key,
+};

@@ -3,6 +3,7 @@
 //! writes to a key are whole-entry conflicts: automerge picks the same winner on every
 //! replica and the others stay visible until the next write.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use automerge::transaction::Transactable;
@@ -123,6 +124,19 @@ enum Cmd {
     Get(String, oneshot::Sender<Option<Entry>>),
     List(String, usize, Option<String>, oneshot::Sender<Page>),
     Delete(String, oneshot::Sender<Result<bool, ContextError>>),
+    Heads(oneshot::Sender<Vec<String>>),
+    Lag(Vec<String>, oneshot::Sender<Lag>),
+}
+
+/// How one replica differs from this one, by their document heads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct Lag {
+    /// Same heads: the replicas hold the same changes.
+    pub in_sync: bool,
+    /// Changes here that the other replica does not have yet.
+    pub changes_they_lack: usize,
+    /// Heads of the other replica that this one does not know (it has changes not yet here).
+    pub heads_we_lack: usize,
 }
 
 /// A cloneable handle to the context store.
@@ -131,6 +145,8 @@ pub struct ContextHandle {
     tx: mpsc::Sender<Cmd>,
     cfg: ContextConfig,
     changed: tokio::sync::watch::Receiver<u64>,
+    /// Peer (PeerId text) → when a sync session with it last completed (Unix ms).
+    synced: std::sync::Arc<std::sync::Mutex<HashMap<String, u64>>>,
 }
 
 struct Doc {
@@ -147,6 +163,31 @@ struct Doc {
 }
 
 impl Doc {
+    fn lag(&mut self, theirs: &[String]) -> Lag {
+        let ours: Vec<String> = self.doc.get_heads().iter().map(|h| h.to_string()).collect();
+        let mut known = Vec::new();
+        let mut unknown = 0;
+        for h in theirs {
+            match h.parse::<automerge::ChangeHash>() {
+                Ok(c) if self.doc.get_change_meta_by_hash(&c).is_some() => known.push(c),
+                _ => unknown += 1,
+            }
+        }
+        let mut a = ours.clone();
+        let mut b = theirs.to_vec();
+        a.sort();
+        b.sort();
+        Lag {
+            in_sync: a == b,
+            changes_they_lack: if a == b {
+                0
+            } else {
+                self.doc.get_changes_meta(&known).len()
+            },
+            heads_we_lack: unknown,
+        }
+    }
+
     /// One value of a key: ours (a JSON entry), or what another automerge client wrote — a
     /// plain string, a text object (what a JS string assignment makes), a number or a bool.
     fn decode(&self, v: &automerge::Value<'_>, id: &automerge::ObjId) -> Option<Stored> {
@@ -308,7 +349,12 @@ impl ContextHandle {
             .name("loopsy-context".into())
             .spawn(move || rt.block_on(run(d, rx)))
             .map_err(|e| ContextError::Doc(format!("cannot start the store thread: {e}")))?;
-        Ok(Self { tx, cfg, changed })
+        Ok(Self {
+            tx,
+            cfg,
+            changed,
+            synced: Default::default(),
+        })
     }
 
     /// A receiver that changes whenever the document does.
@@ -340,6 +386,31 @@ impl ContextHandle {
     /// nothing here is removed).
     pub async fn import_automerge(&self, bytes: Vec<u8>) -> Result<(), ContextError> {
         self.ask(|r| Cmd::ImportAutomerge(bytes, r)).await?
+    }
+
+    /// This document's heads (change hashes, hex).
+    pub async fn heads(&self) -> Result<Vec<String>, ContextError> {
+        self.ask(Cmd::Heads).await
+    }
+
+    /// How a replica with `their_heads` differs from this one.
+    pub async fn lag(&self, their_heads: Vec<String>) -> Result<Lag, ContextError> {
+        if their_heads.len() > 10_000 {
+            return Err(ContextError::Invalid("too many heads".into()));
+        }
+        self.ask(|r| Cmd::Lag(their_heads, r)).await
+    }
+
+    /// Note that a sync session with `peer` just completed.
+    pub fn mark_synced(&self, peer: &str) {
+        let mut m = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(peer.to_string(), now_ms());
+    }
+
+    /// When a sync session with `peer` last completed (Unix ms).
+    pub fn last_synced(&self, peer: &str) -> Option<u64> {
+        let m = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(peer).copied()
     }
 
     /// Start a new sync session over a fresh stream.
@@ -507,6 +578,12 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
             }
             Cmd::Get(key, reply) => {
                 let _ = reply.send(d.entry(&key, now));
+            }
+            Cmd::Heads(reply) => {
+                let _ = reply.send(d.doc.get_heads().iter().map(|h| h.to_string()).collect());
+            }
+            Cmd::Lag(theirs, reply) => {
+                let _ = reply.send(d.lag(&theirs));
             }
             Cmd::List(prefix, limit, cursor, reply) => {
                 let mut entries = Vec::new();

@@ -149,7 +149,9 @@ pub async fn serve(node: NodeHandle, ctx: ContextHandle) {
                 let r =
                     tokio::time::timeout(SESSION_TIMEOUT, session(&mut stream, &ctx, &key, false))
                         .await;
-                if !matches!(r, Ok(Ok(_))) {
+                if matches!(r, Ok(Ok(_))) {
+                    ctx.mark_synced(&peer.to_string());
+                } else {
                     warn!(?r, "inbound context sync failed");
                 }
                 ctx.sync_forget(&key).await;
@@ -172,10 +174,16 @@ async fn sync_with(node: &NodeHandle, ctx: &ContextHandle, peer: PeerId) -> Resu
     let r = tokio::time::timeout(SESSION_TIMEOUT, session(&mut s, ctx, &key, true))
         .await
         .unwrap_or_else(|_| Err("timed out".into()));
-    if r.is_err() {
-        ctx.sync_forget(&key).await;
+    match r {
+        Ok(_) => {
+            ctx.mark_synced(&peer.to_string());
+            Ok(())
+        }
+        Err(e) => {
+            ctx.sync_forget(&key).await;
+            Err(e)
+        }
     }
-    r.map(|_| ())
 }
 
 /// Keep every online peer that holds `context` in sync with this document.
