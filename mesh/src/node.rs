@@ -182,6 +182,7 @@ pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
     streams: libp2p_stream::Control,
+    connected: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Command {
@@ -225,6 +226,11 @@ impl NodeHandle {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Changes whenever a trusted peer comes online (its first connection).
+    pub fn connected(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.connected.clone()
     }
 
     /// This node's PeerId.
@@ -386,13 +392,15 @@ pub async fn spawn(
     let streams = swarm.behaviour().streams.new_control();
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
-    let task = crate::node_task::NodeTask::new(swarm, rx, in_tx, cfg, trust);
+    let (connected_tx, connected) = tokio::sync::watch::channel(0u64);
+    let task = crate::node_task::NodeTask::new(swarm, rx, in_tx, cfg, trust, connected_tx);
     tokio::spawn(task.run(early));
     Ok((
         NodeHandle {
             tx,
             peer_id,
             streams,
+            connected,
         },
         in_rx,
     ))

@@ -64,6 +64,10 @@ pub(crate) struct NodeTask {
     pub(crate) pair_peers: HashSet<PeerId>,
     discovered: HashMap<PeerId, Vec<Multiaddr>>,
     connect_waiters: HashMap<PeerId, Vec<Reply<PeerId>>>,
+    /// When a reconnect last brought every backed-off redial forward.
+    last_wake: Option<Instant>,
+    /// Bumped when a trusted peer comes online.
+    connected: tokio::sync::watch::Sender<u64>,
 }
 
 impl NodeTask {
@@ -73,6 +77,7 @@ impl NodeTask {
         inbound: mpsc::Sender<InboundCall>,
         cfg: NodeConfig,
         trust: Trust,
+        connected: tokio::sync::watch::Sender<u64>,
     ) -> Self {
         let now = Instant::now();
         let redial = trust
@@ -98,6 +103,8 @@ impl NodeTask {
             pair_peers: HashSet::new(),
             discovered: HashMap::new(),
             connect_waiters: HashMap::new(),
+            last_wake: None,
+            connected,
         }
     }
 
@@ -215,6 +222,33 @@ impl NodeTask {
                 }
                 _ = tick.tick() => self.tick(),
             }
+        }
+    }
+
+    /// A trusted peer came back: the network most likely did too (a cable, Wi-Fi or a
+    /// partition healed), so every trusted peer still down is redialled at the next tick
+    /// instead of waiting out its backoff (up to a minute). At most once per 2 s.
+    fn network_is_back(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_wake
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.last_wake = Some(now);
+        let mut woken = 0;
+        for (p, (at, _)) in self.redial.iter_mut() {
+            if *at > now && !self.conns.contains_key(p) {
+                *at = now;
+                woken += 1;
+            }
+        }
+        if woken > 0 {
+            debug!(
+                woken,
+                "a trusted peer reconnected: redialling the others now"
+            );
         }
     }
 
@@ -453,6 +487,8 @@ impl NodeTask {
             }
             if count == 1 {
                 self.introduce_all_to(peer);
+                self.network_is_back();
+                self.connected.send_modify(|g| *g = g.wrapping_add(1));
             }
         }
     }

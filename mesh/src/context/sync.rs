@@ -189,6 +189,7 @@ async fn sync_with(node: &NodeHandle, ctx: &ContextHandle, peer: PeerId) -> Resu
 /// Keep every online peer that holds `context` in sync with this document.
 pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
     let mut changes = ctx.changes();
+    let mut connected = node.connected();
     let mut tick = tokio::time::interval(SWEEP);
     // Per peer: a sync is running; another was asked for while it ran.
     let running: std::sync::Arc<std::sync::Mutex<HashMap<PeerId, bool>>> = Default::default();
@@ -205,6 +206,13 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
             _ = tick.tick() => {
                 ticks = ticks.wrapping_add(1);
                 ticks.is_multiple_of(FULL_PASS_EVERY)
+            }
+            // A peer came online: sync with it now, not at the next sweep.
+            r = connected.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                false
             }
         };
         let Ok(peers) = node.peers().await else {
