@@ -56,6 +56,10 @@ pub enum Command {
     /// The shared context: `loopsy ctx set build/status green`, `get`, `ls`, `rm`.
     #[command(subcommand)]
     Ctx(CtxCommand),
+    /// Messages between machines' agents: `loopsy msg send kai "build is green"`, `inbox`,
+    /// `wait`, `ack`, `status`.
+    #[command(subcommand)]
+    Msg(MsgCommand),
     /// Terminal sessions here (or on a peer): `loopsy sessions`, `--json`.
     Sessions(SessionsArgs),
     /// Start a shell (or `-- cmd args…`) in a new session, here or on --peer, and attach to it.
@@ -366,6 +370,85 @@ impl DaemonArgs {
         }
         v
     }
+}
+
+/// `loopsy msg …`
+#[derive(Debug, clap::Subcommand)]
+pub enum MsgCommand {
+    /// Send BODY to a peer (or `*` for all). Queued durably and retried until delivered.
+    Send {
+        /// Peer name or PeerId, or `*`.
+        to: String,
+        /// The message text.
+        body: String,
+        /// chat, request, response, broadcast or task.
+        #[arg(long = "type", value_parser = ["chat", "request", "response", "broadcast", "task"])]
+        kind: Option<String>,
+        /// The id of the message this answers.
+        #[arg(long)]
+        reply_to: Option<String>,
+        /// A conversation id.
+        #[arg(long)]
+        thread: Option<String>,
+        /// Keep retrying this many seconds (default 7 days).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Seconds to wait for the delivery ack (0: return once queued).
+        #[arg(long, default_value_t = 5)]
+        wait: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The inbox (unread messages unless --all).
+    Inbox {
+        /// Read ones too.
+        #[arg(long)]
+        all: bool,
+        /// Only from this peer.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only in this thread.
+        #[arg(long)]
+        thread: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for an unread message and print it (exit code 1 on timeout).
+    Wait {
+        /// Only from this peer.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only in this thread.
+        #[arg(long)]
+        thread: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a message read (its sender gets a read receipt).
+    Ack {
+        /// The message id.
+        id: String,
+    },
+    /// Delivery and read state of sent messages: by id, or the last ones to --peer.
+    Status {
+        /// The message id.
+        id: Option<String>,
+        /// A recipient.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `loopsy ctx …`

@@ -66,6 +66,16 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         },
     )
     .context("cannot open the context store")?;
+    let messages = loopsy_mesh::msg::MsgHandle::open(
+        &home.root().join("messages"),
+        loopsy_mesh::msg::MsgConfig {
+            max_body_bytes: cfg.messages.max_body_bytes,
+            outbox_max: cfg.messages.outbox_max,
+            inbox_max: cfg.messages.inbox_max,
+        },
+        identity.keypair().clone(),
+    )
+    .context("cannot open the message store")?;
     // Session hosts are this same binary (hidden `session-host` subcommand); live ones from
     // before a restart are found again through their records under sessions/.
     let exe = std::env::current_exe().context("cannot locate the loopsy binary")?;
@@ -81,6 +91,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         token,
         sessions,
         context,
+        messages,
     );
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
     tokio::spawn(loopsy_mcp::attach::serve(ctx.clone()));
@@ -91,6 +102,14 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     tokio::spawn(loopsy_mesh::context::sync::replicate(
         node.clone(),
         ctx.context().clone(),
+    ));
+    tokio::spawn(loopsy_mesh::msg::deliver::serve(
+        node.clone(),
+        ctx.messages().clone(),
+    ));
+    tokio::spawn(loopsy_mesh::msg::deliver::deliver(
+        node.clone(),
+        ctx.messages().clone(),
     ));
     tokio::spawn(loopsy_mesh::files::serve(
         node.streams(),

@@ -11,6 +11,7 @@ mod files_cmd;
 mod lifecycle;
 mod logs;
 mod mesh_cmd;
+mod msg_cmd;
 mod service;
 mod session_cmd;
 mod setup;
@@ -19,7 +20,7 @@ mod ui;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, CtxCommand, KeyCommand, MeshCommand, PeersCommand};
+use cli::{Cli, Command, CtxCommand, KeyCommand, MeshCommand, MsgCommand, PeersCommand};
 use loopsy_mesh::Home;
 use serde_json::json;
 
@@ -109,6 +110,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctx(CtxCommand::Import { file }) => ctx_cmd::import(&home, &file),
         Command::Ctx(CtxCommand::Watch { key }) => ctx_cmd::watch(&home, &key),
         Command::Ctx(CtxCommand::Rm { key, peer }) => ctx_cmd::rm(&home, &key, peer.as_deref()),
+        Command::Msg(MsgCommand::Send {
+            to,
+            body,
+            kind,
+            reply_to,
+            thread,
+            ttl,
+            wait,
+            json,
+        }) => msg_cmd::send(
+            &home,
+            &msg_cmd::SendOpts {
+                to: &to,
+                body: &body,
+                kind: kind.as_deref(),
+                reply_to: reply_to.as_deref(),
+                thread: thread.as_deref(),
+                ttl,
+                wait,
+                json,
+            },
+        ),
+        Command::Msg(MsgCommand::Inbox {
+            all,
+            from,
+            thread,
+            limit,
+            json,
+        }) => msg_cmd::inbox(&home, all, from.as_deref(), thread.as_deref(), limit, json),
+        Command::Msg(MsgCommand::Wait {
+            from,
+            thread,
+            timeout,
+            json,
+        }) => msg_cmd::wait(&home, from.as_deref(), thread.as_deref(), timeout, json),
+        Command::Msg(MsgCommand::Ack { id }) => msg_cmd::ack(&home, &id),
+        Command::Msg(MsgCommand::Status { id, peer, json }) => {
+            msg_cmd::status(&home, id.as_deref(), peer.as_deref(), json)
+        }
         Command::Sessions(a) => session_cmd::list(&home, a.peer.as_deref(), a.json),
         Command::Shell(a) => session_cmd::shell(
             &home,

@@ -82,6 +82,7 @@ struct Inner {
     token: ApiToken,
     sessions: loopsy_term::Manager,
     context: loopsy_mesh::context::ContextHandle,
+    messages: loopsy_mesh::msg::MsgHandle,
     started: Instant,
     started_unix: u64,
     http_addr: OnceLock<SocketAddr>,
@@ -101,6 +102,7 @@ impl DaemonCtx {
         token: ApiToken,
         sessions: loopsy_term::Manager,
         context: loopsy_mesh::context::ContextHandle,
+        messages: loopsy_mesh::msg::MsgHandle,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -113,6 +115,7 @@ impl DaemonCtx {
                 token,
                 sessions,
                 context,
+                messages,
                 started: Instant::now(),
                 started_unix: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -163,6 +166,10 @@ impl DaemonCtx {
     /// The replicated context store.
     pub fn context(&self) -> &loopsy_mesh::context::ContextHandle {
         &self.inner.context
+    }
+    /// The message store.
+    pub fn messages(&self) -> &loopsy_mesh::msg::MsgHandle {
+        &self.inner.messages
     }
     /// Seconds since the daemon started.
     pub fn uptime_s(&self) -> u64 {

@@ -28,6 +28,7 @@ use crate::tools::exec::{
     JobsOut,
 };
 use crate::tools::files::{self, ListArgs, ListOut, TransferArgs, TransferOut};
+use crate::tools::messages;
 use crate::tools::peers::{self, ListPeersArgs, PeerStatusArgs, PeersOut};
 use crate::tools::progress::Reporter;
 use crate::tools::sessions;
@@ -255,6 +256,66 @@ impl LoopsyServer {
         Parameters(a): Parameters<context::BroadcastArgs>,
     ) -> CallToolResult {
         context::broadcast(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Send a message to a peer (name or PeerId) or to every peer (to = \"*\"). Durable: it is queued here and retried until the recipient's daemon acknowledges it (delivery ack), even across restarts and disconnections, until ttl_s. Returns the id and each recipient's state (pending, delivered, read). The recipient's agent reads it with loopsy_wait_for_message or loopsy_check_inbox.",
+        output_schema = schema_for_output::<messages::SendOut>(),
+        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = true)
+    )]
+    async fn loopsy_send_message(
+        &self,
+        Parameters(a): Parameters<messages::SendArgs>,
+    ) -> CallToolResult {
+        messages::send(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Messages in this machine's inbox, oldest first: unread only by default; filter by from (peer) or thread. Each has id, from (PeerId), from_name, type, body, ts, reply_to, thread, read. Also counts messages dropped as invalid.",
+        output_schema = schema_for_output::<messages::InboxOut>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_check_inbox(
+        &self,
+        Parameters(a): Parameters<messages::InboxArgs>,
+    ) -> CallToolResult {
+        messages::inbox(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Block until an unread message (optionally from a peer or in a thread) is in the inbox, and return the oldest one; times out after timeout_s (default 60, max 300). Use this instead of polling. Acknowledge it with loopsy_ack_message, or the next wait returns it again.",
+        output_schema = schema_for_output::<messages::WaitOut>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_wait_for_message(
+        &self,
+        Parameters(a): Parameters<messages::WaitArgs>,
+    ) -> CallToolResult {
+        messages::wait(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Acknowledge a message in the inbox as read: it leaves the unread list and its sender gets a read receipt (delivered to the sender's daemon like any message).",
+        output_schema = schema_for_output::<loopsy_mesh::msg::InboxMessage>(),
+        annotations(read_only_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn loopsy_ack_message(
+        &self,
+        Parameters(a): Parameters<messages::AckArgs>,
+    ) -> CallToolResult {
+        messages::ack(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "What became of messages sent from here: by id, or the last 100 to a peer. Per recipient: pending (queued, retried), delivered (in its inbox), read (its agent acknowledged), expired or rejected, with times and the last delivery error.",
+        output_schema = schema_for_output::<messages::CheckAckOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_check_ack(
+        &self,
+        Parameters(a): Parameters<messages::CheckAckArgs>,
+    ) -> CallToolResult {
+        messages::check_ack(&self.ctx, &self.caller, a).await
     }
 
     #[tool(

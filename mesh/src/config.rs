@@ -33,6 +33,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// The replicated context.
     pub context: ContextConfig,
+    /// Messages between agents.
+    pub messages: MessagesConfig,
     /// The daemon's own log.
     pub log: LogConfig,
 }
@@ -128,6 +130,28 @@ impl Default for ContextConfig {
     fn default() -> Self {
         Self {
             max_value_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// `[messages]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Largest message body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most messages waiting in the outbox for all recipients together.
+    pub outbox_max: usize,
+    /// Most messages kept in the inbox.
+    pub inbox_max: usize,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            outbox_max: 10_000,
+            inbox_max: 100_000,
         }
     }
 }
@@ -337,6 +361,23 @@ impl Config {
                 message: "must be between 4096 and 268435456".into(),
             });
         }
+        if !(16..=512 << 10).contains(&self.messages.max_body_bytes) {
+            return Err(ConfigError::Invalid {
+                field: "messages.max_body_bytes",
+                message: "must be between 16 and 524288".into(),
+            });
+        }
+        for (field, v) in [
+            ("messages.outbox_max", self.messages.outbox_max),
+            ("messages.inbox_max", self.messages.inbox_max),
+        ] {
+            if !(1..=1_000_000).contains(&v) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: "must be between 1 and 1000000".into(),
+                });
+            }
+        }
         if !(16..=16 << 20).contains(&self.context.max_value_bytes) {
             return Err(ConfigError::Invalid {
                 field: "context.max_value_bytes",
@@ -526,6 +567,14 @@ name = "{name}"
 [context]
 # Largest value one context key may hold, in bytes of JSON (keys are at most 512 bytes).
 # max_value_bytes = 262144
+
+[messages]
+# Largest message body, in bytes.
+# max_body_bytes = 65536
+# Messages waiting for offline or slow peers, all together; a send beyond it is refused.
+# outbox_max = 10000
+# Messages kept in the inbox; beyond it senders are asked to retry later.
+# inbox_max = 100000
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

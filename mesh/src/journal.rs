@@ -1,5 +1,6 @@
-//! Durable storage for the context document: `doc.snapshot` (a full save, replaced by atomic
-//! rename) plus `doc.log`, an append-only file of `[len u32 LE][blake3[..8]][changes]`
+//! Durable storage for a store's state (the context document, the message store):
+//! `doc.snapshot` (a full save, replaced by atomic rename) plus `doc.log`, an append-only file
+//! of `[len u32 LE][blake3[..8]][changes]`
 //! records. Each append is fsynced before it returns. On load a torn or corrupt tail is cut
 //! off: everything before it is kept, nothing after it is trusted.
 
@@ -15,7 +16,7 @@ const MAX_RECORD: u32 = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// The OS said no.
-    #[error("context store {path}: {source}")]
+    #[error("store {path}: {source}")]
     Io {
         /// Which file.
         path: PathBuf,

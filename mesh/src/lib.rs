@@ -12,6 +12,8 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod home;
 pub mod identity;
+pub mod journal;
+pub mod msg;
 pub mod node;
 mod node_intro;
 mod node_pair;

@@ -180,6 +180,27 @@ pub fn started_on_loopback(name: &str) -> TestHome {
     h
 }
 
+/// Like [`started_on_loopback`], on a fixed free port, so the daemon is found again at the
+/// same address after a restart (as with the default port on a real machine).
+pub fn started_on_fixed_port(name: &str) -> TestHome {
+    let port = loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = t.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
+    };
+    let h = TestHome::new();
+    h.ok(&["init", "--name", name]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = {port}\nlocal_only = true\n"),
+    )
+    .unwrap();
+    h.ok(&["start"]);
+    h
+}
+
 /// A LAN of network namespaces (`scripts/netns-lab`), torn down on drop.
 pub struct NetnsLab {
     pub prefix: String,

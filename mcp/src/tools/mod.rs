@@ -6,6 +6,7 @@ pub mod admin;
 pub mod context;
 pub mod exec;
 pub mod files;
+pub mod messages;
 pub mod peers;
 pub mod progress;
 pub mod remote;

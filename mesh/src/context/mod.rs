@@ -2,11 +2,10 @@
 //! an append-only change log (fsync before a write is acknowledged) with compaction into a
 //! snapshot. Replication between peers builds on this document.
 
-mod log;
 mod store;
 pub mod sync;
 
-pub use log::{ChangeLog, LogError};
+pub use crate::journal::{ChangeLog, LogError};
 pub use store::{
     ContextConfig, ContextError, ContextHandle, Entry, Lag, MAX_KEY_BYTES, Page, check_key,
 };

@@ -11,7 +11,7 @@ use automerge::{AutoCommit, ROOT, ReadDoc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::log::{ChangeLog, LogError};
+use crate::journal::{ChangeLog, LogError};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
