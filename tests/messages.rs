@@ -225,3 +225,167 @@ fn a_full_outbox_refuses_clearly_and_loses_nothing() {
         .collect();
     assert_eq!(bodies, ["0", "1", "2"]);
 }
+
+/// A raw libp2p node holding a trusted peer's key: opens `/loopsy/msg/1` to `addr` and sends
+/// each batch in turn; the outcomes per batch (None: the daemon closed the stream).
+async fn raw_batches(
+    identity: &loopsy_mesh::Identity,
+    addr: &str,
+    frames: Vec<Vec<u8>>,
+) -> Vec<Option<Vec<loopsy_mesh::msg::Outcome>>> {
+    use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+    let mut swarm = loopsy_mesh::behaviour::build(identity, false).unwrap();
+    let addr: libp2p::Multiaddr = addr.parse().unwrap();
+    let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+        panic!("no /p2p in {addr}")
+    };
+    swarm.dial(addr).unwrap();
+    let mut control = swarm.behaviour().streams.new_control();
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let mut out = Vec::new();
+    for frame in frames {
+        let run = async {
+            let mut s = control
+                .open_stream(
+                    peer,
+                    libp2p::StreamProtocol::new(loopsy_mesh::msg::deliver::MSG_PROTOCOL),
+                )
+                .await
+                .unwrap();
+            s.write_all(&frame).await.unwrap();
+            s.flush().await.unwrap();
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).await.is_err() {
+                return None;
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut body).await.ok()?;
+            Some(loopsy_mesh::msg::deliver::decode_outcomes(&body).unwrap())
+        };
+        out.push(
+            tokio::time::timeout(Duration::from_secs(20), run)
+                .await
+                .expect("the daemon neither answered nor closed the stream"),
+        );
+    }
+    driver.abort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored() {
+    use loopsy_mesh::msg::deliver::encode_batch;
+    use loopsy_mesh::msg::{Envelope, MsgType, Outcome, Signed, WireItem};
+    let a = started_on_fixed_port("alpha");
+    let b = started_on_fixed_port("beta");
+    let g = started_on_fixed_port("gamma");
+    pair(&b, &a);
+    pair(&b, &g);
+    // Gamma's daemon steps aside; a raw node with gamma's key speaks for it.
+    g.ok(&["stop"]);
+    let gid = loopsy_mesh::Identity::load(&g.path().join("identity.key")).unwrap();
+    let g_peer = gid.peer_id().to_string();
+    let a_peer = a.status()["peer_id"].as_str().unwrap().to_string();
+    let b_status = b.status();
+    let b_peer = b_status["peer_id"].as_str().unwrap().to_string();
+    let addr = b_status["listen_addrs"][0].as_str().unwrap().to_string();
+    let now = 1_800_000_000_000u64;
+    let env = |from: &str, to: &str, body: &str| Envelope {
+        id: loopsy_mesh::msg::envelope::new_id(now),
+        from: from.into(),
+        to: to.into(),
+        ts: now,
+        kind: MsgType::Chat,
+        body: body.into(),
+        ttl_s: 3600,
+        reply_to: None,
+        thread: None,
+    };
+    let sign = |e: &Envelope| Signed::sign(e, gid.keypair()).unwrap();
+    let one = |s: Signed| encode_batch(&[WireItem::Msg(s)]);
+
+    let good = sign(&env(&g_peer, &b_peer, "legit"));
+    let forged_from = sign(&env(&a_peer, &b_peer, "I am alpha"));
+    let stranger = loopsy_mesh::Identity::generate();
+    let other_key = Signed::sign(
+        &env(&stranger.peer_id().to_string(), &b_peer, "relayed"),
+        stranger.keypair(),
+    )
+    .unwrap();
+    let mut tampered = sign(&env(&g_peer, &b_peer, "pay 1"));
+    tampered.env = tampered.env.replace("pay 1", "pay 9");
+    let mut malformed = sign(&env(&g_peer, &b_peer, "x"));
+    malformed.env = "{\"not\": \"an envelope\"}".into();
+    malformed.sig = gid
+        .keypair()
+        .sign(&[b"loopsy-msg-v1\0".as_slice(), malformed.env.as_bytes()].concat())
+        .unwrap();
+    let oversize = sign(&env(&g_peer, &b_peer, &"x".repeat(70_000)));
+    let misaddressed = sign(&env(&g_peer, &a_peer, "for alpha"));
+    let mut garbage = 9u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0xff; 9]);
+
+    let got = raw_batches(
+        &gid,
+        &addr,
+        vec![
+            one(good.clone()),
+            one(forged_from),
+            one(other_key),
+            one(tampered),
+            one(malformed),
+            one(oversize),
+            one(misaddressed),
+            garbage,
+            // A retry of the good one: still only once in the inbox.
+            one(good),
+        ],
+    )
+    .await;
+    assert_eq!(got[0], Some(vec![Outcome::Ok]));
+    for (i, why) in [
+        (1, "from does not match"),
+        (2, "signed by a key other than"),
+        (3, "does not verify"),
+        (4, "malformed"),
+        (5, "limit"),
+        (6, "not addressed"),
+    ] {
+        match &got[i] {
+            Some(v) => assert!(
+                matches!(&v[..], [Outcome::Rejected(r)] if r.contains(why)),
+                "batch {i}: {v:?}"
+            ),
+            None => panic!("batch {i}: no answer"),
+        }
+    }
+    assert_eq!(got[7], None, "garbage closes the stream");
+    assert_eq!(got[8], Some(vec![Outcome::Ok]));
+
+    // Without the messages capability: refused for now, not stored.
+    b.ok(&["peers", "revoke", "gamma", "messages"]);
+    let late = raw_batches(
+        &gid,
+        &addr,
+        vec![one(sign(&env(&g_peer, &b_peer, "after revoke")))],
+    )
+    .await;
+    assert!(
+        matches!(&late[0].as_deref(), Some([Outcome::Later(r)]) if r.contains("messages")),
+        "{late:?}"
+    );
+
+    let mut mb = agent(&b);
+    let inbox = inbox_all(&mut mb);
+    let bodies: Vec<&str> = inbox.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["legit"]);
+    let dropped = tool(&mut mb, "loopsy_check_inbox", json!({}))["dropped"].clone();
+    assert_eq!(dropped["bad_signature"], 3, "{dropped}");
+    assert_eq!(dropped["oversize"], 1, "{dropped}");
+    assert_eq!(dropped["not_permitted"], 1, "{dropped}");
+    assert!(dropped["malformed"].as_u64().unwrap() >= 2, "{dropped}");
+}

@@ -160,6 +160,14 @@ async fn a_stranger_can_run_nothing() {
         (FILE_PROTOCOL, list),
         (loopsy_mesh::context::sync::SYNC_PROTOCOL, vec![0u8]),
         ("/loopsy/attach/1", vec![1, 0, 0, 0, 2, b'{', b'}']),
+        // …nor the inbox (a read receipt needs no signature: it must still be refused).
+        (
+            loopsy_mesh::msg::deliver::MSG_PROTOCOL,
+            loopsy_mesh::msg::deliver::encode_batch(&[loopsy_mesh::msg::WireItem::Read(
+                "1800000000000-0000000000000000".into(),
+                1,
+            )]),
+        ),
     ] {
         match stranger_stream(&addr, protocol, &payload).await {
             // Nothing, or a plain refusal.
