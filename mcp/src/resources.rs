@@ -19,6 +19,8 @@ use crate::DaemonCtx;
 
 /// URI prefix of context keys.
 pub const CONTEXT_PREFIX: &str = "loopsy://context/";
+/// The inbox: its unread messages.
+pub const INBOX: &str = "loopsy://inbox";
 /// Most URIs one session may watch.
 pub const MAX_SUBSCRIPTIONS: usize = 1000;
 /// Resources per `resources/list` page.
@@ -42,13 +44,18 @@ pub fn context_uri(key: &str) -> String {
 pub enum Res {
     /// A context key.
     Context(String),
+    /// This machine's inbox.
+    Inbox,
 }
 
 /// Parse a resource URI, with an error that says what is served.
 pub fn parse(uri: &str) -> Result<Res, McpError> {
+    if uri == INBOX {
+        return Ok(Res::Inbox);
+    }
     let Some(enc) = uri.strip_prefix(CONTEXT_PREFIX) else {
         return Err(McpError::resource_not_found(
-            format!("unknown resource {uri:?}: loopsy serves {CONTEXT_PREFIX}<key>"),
+            format!("unknown resource {uri:?}: loopsy serves {INBOX} and {CONTEXT_PREFIX}<key>"),
             None,
         ));
     };
@@ -71,6 +78,29 @@ async fn content(ctx: &DaemonCtx, res: &Res) -> Result<Option<String>, McpError>
                 .map_err(|e| McpError::internal_error(e.to_string(), None))?;
             Ok(e.map(|e| serde_json::to_string(&e).unwrap_or_default()))
         }
+        Res::Inbox => {
+            let unread = ctx
+                .messages()
+                .inbox(loopsy_mesh::msg::InboxQuery {
+                    unread_only: true,
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+            let list: Vec<serde_json::Value> = unread
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "id": i.env.id, "from": i.env.from, "type": i.env.kind,
+                        "thread": i.env.thread, "ts": i.env.ts,
+                    })
+                })
+                .collect();
+            Ok(Some(
+                serde_json::json!({"unread": list.len(), "messages": list}).to_string(),
+            ))
+        }
     }
 }
 
@@ -79,20 +109,30 @@ pub async fn list(
     ctx: &DaemonCtx,
     cursor: Option<String>,
 ) -> Result<ListResourcesResult, McpError> {
+    // The inbox first, on the first page.
+    let inbox = cursor.is_none().then(|| {
+        let mut r = Resource::new(INBOX, "inbox");
+        r.mime_type = Some("application/json".into());
+        r.description = Some(
+            "Unread messages (id, from, type, thread); updated when mail arrives or is acked."
+                .into(),
+        );
+        r
+    });
     let page = ctx
         .context()
         .list("", PAGE, cursor)
         .await
         .map_err(|e| McpError::internal_error(e.to_string(), None))?;
     let mut out = ListResourcesResult::with_all_items(
-        page.entries
+        inbox
             .into_iter()
-            .map(|e| {
+            .chain(page.entries.into_iter().map(|e| {
                 let mut r = Resource::new(context_uri(&e.key), e.key.clone());
                 r.mime_type = Some("application/json".into());
                 r.description = Some(format!("context key, written by {}", e.written_by));
                 r
-            })
+            }))
             .collect(),
     );
     out.next_cursor = page.next_cursor;
@@ -191,6 +231,7 @@ pub async fn watch<N, F>(
     F: std::future::Future<Output = bool>,
 {
     let mut changes = ctx.context().changes();
+    let mut mail = ctx.messages().inbox_changes();
     loop {
         for uri in subs.snapshot() {
             let Ok(res) = parse(&uri) else { continue };
@@ -204,8 +245,13 @@ pub async fn watch<N, F>(
         if done() {
             return;
         }
-        // A change, or a second gone by (expiry): look again. A closed store ends the watch.
-        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await {
+        // A change, mail, or a second gone by (expiry): look again. A closed store ends it.
+        let closed = tokio::select! {
+            r = changes.changed() => r.is_err(),
+            r = mail.changed() => r.is_err(),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+        };
+        if closed {
             return;
         }
     }
