@@ -293,7 +293,10 @@ async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored()
     let b_status = b.status();
     let b_peer = b_status["peer_id"].as_str().unwrap().to_string();
     let addr = b_status["listen_addrs"][0].as_str().unwrap().to_string();
-    let now = 1_800_000_000_000u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let env = |from: &str, to: &str, body: &str| Envelope {
         id: loopsy_mesh::msg::envelope::new_id(now),
         from: from.into(),

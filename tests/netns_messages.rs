@@ -83,7 +83,9 @@ fn five_daemons_each_message_exactly_once_with_acks() {
         pair(&homes[0], h);
     }
     for h in &homes {
-        wait_until("a full mesh", Duration::from_secs(60), || online_peers(h) == 4);
+        wait_until("a full mesh", Duration::from_secs(60), || {
+            online_peers(h) == 4
+        });
     }
     let mut agents: Vec<McpPipe> = homes.iter().map(agent).collect();
     for (i, m) in agents.iter_mut().enumerate() {
@@ -116,10 +118,20 @@ fn five_daemons_each_message_exactly_once_with_acks() {
     }
     for (j, m) in agents.iter_mut().enumerate() {
         let inbox = inbox_all(m);
-        assert_eq!(inbox.len(), 44, "{}: 10 from each of 4, plus 4 broadcasts", names[j]);
+        assert_eq!(
+            inbox.len(),
+            44,
+            "{}: 10 from each of 4, plus 4 broadcasts",
+            names[j]
+        );
         let ids: HashSet<(String, String)> = inbox
             .iter()
-            .map(|v| (v["id"].as_str().unwrap().into(), v["from"].as_str().unwrap().into()))
+            .map(|v| {
+                (
+                    v["id"].as_str().unwrap().into(),
+                    v["from"].as_str().unwrap().into(),
+                )
+            })
             .collect();
         assert_eq!(ids.len(), 44, "no duplicates");
         for (i, from) in names.iter().enumerate() {
@@ -151,7 +163,9 @@ fn ten_thousand_messages_survive_kill_9_twice_and_a_pulled_cable() {
     let a = started(&lab.host(1), "alpha");
     let b = started(&lab.host(2), "beta");
     pair(&a, &b);
-    wait_until("connected", Duration::from_secs(30), || online_peers(&a) == 1);
+    wait_until("connected", Duration::from_secs(30), || {
+        online_peers(&a) == 1
+    });
 
     let sent = Arc::new(AtomicUsize::new(0));
     let sender = {
@@ -195,11 +209,17 @@ fn ten_thousand_messages_survive_kill_9_twice_and_a_pulled_cable() {
     let (ids, mut ma) = sender.join().unwrap();
     eprintln!("{:>6.1} s: all sent", t0.elapsed().as_secs_f64());
 
+    let mut last_print = std::time::Instant::now();
     wait_until("every message delivered", Duration::from_secs(300), || {
         let c = counts(&mut ma, "beta");
+        if last_print.elapsed() > Duration::from_secs(3) {
+            eprintln!("{:>6.1} s: {c}", t0.elapsed().as_secs_f64());
+            last_print = std::time::Instant::now();
+        }
         c["delivered"] == N && c["pending"].is_null()
     });
     eprintln!("{:>6.1} s: all delivered", t0.elapsed().as_secs_f64());
+
     let mut mb = agent(&b);
     let inbox = inbox_all(&mut mb);
     assert_eq!(inbox.len(), N, "0 lost, 0 duplicated");

@@ -65,13 +65,25 @@ async fn require_bearer(State(token): State<ApiToken>, req: Request, next: Next)
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if token.matches(t.trim()) => next.run(req).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or wrong bearer token: use `Authorization: Bearer <loopsy key show>`\n",
-        )
-            .into_response(),
+    if presented.is_some_and(|t| token.matches(t.trim())) {
+        return next.run(req).await;
     }
+    // Read (a little of) the refused body: an unread body makes hyper drop the connection
+    // after the reply, and a client that reuses it at once gets no answer at all.
+    let drained = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .is_ok();
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "missing or wrong bearer token: use `Authorization: Bearer <loopsy key show>`\n",
+    )
+        .into_response();
+    if !drained {
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }

@@ -228,7 +228,7 @@ impl NodeHandle {
             .flatten()
     }
 
-    /// Changes whenever a trusted peer comes online (its first connection).
+    /// Changes whenever a trusted peer connects (a first or an additional connection).
     pub fn connected(&self) -> tokio::sync::watch::Receiver<u64> {
         self.connected.clone()
     }

@@ -43,6 +43,54 @@ pub(crate) fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// The other transport's address for `a`: `/ip4/X/tcp/P[/p2p/Id]` ↔ `/ip4/X/udp/P/quic-v1[/p2p/Id]`.
+fn sibling(a: &Multiaddr) -> Option<Multiaddr> {
+    let mut out = Multiaddr::empty();
+    let mut it = a.iter();
+    let ip = it.next()?;
+    if !matches!(ip, Protocol::Ip4(_) | Protocol::Ip6(_)) {
+        return None;
+    }
+    out.push(ip);
+    match it.next()? {
+        Protocol::Tcp(port) => {
+            out.push(Protocol::Udp(port));
+            out.push(Protocol::QuicV1);
+        }
+        Protocol::Udp(port) => {
+            if !matches!(it.next()?, Protocol::QuicV1) {
+                return None;
+            }
+            out.push(Protocol::Tcp(port));
+        }
+        _ => return None,
+    }
+    for rest in it {
+        match rest {
+            Protocol::P2p(_) => out.push(rest),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+#[test]
+fn siblings_pair_tcp_and_quic_on_one_port() {
+    let t: Multiaddr = "/ip4/10.0.0.1/tcp/19532"
+        .parse()
+        .unwrap_or_else(|_| Multiaddr::empty());
+    let q: Multiaddr = "/ip4/10.0.0.1/udp/19532/quic-v1"
+        .parse()
+        .unwrap_or_else(|_| Multiaddr::empty());
+    assert_eq!(sibling(&t).as_ref(), Some(&q));
+    assert_eq!(sibling(&q).as_ref(), Some(&t));
+    let dns: Multiaddr = "/dns4/example.com/tcp/1"
+        .parse()
+        .unwrap_or_else(|_| Multiaddr::empty());
+    assert_eq!(sibling(&dns), None);
+}
+
 type Pending = BoxFuture<'static, (ResponseChannel<RpcResponse>, RpcResponse)>;
 
 /// The node task's state.
@@ -191,11 +239,24 @@ impl NodeTask {
     }
 
     pub(crate) fn known_addrs(&self, p: &PeerId) -> Vec<Multiaddr> {
-        self.trust
+        let known: Vec<Multiaddr> = self
+            .trust
             .peers
             .get(&p.to_string())
             .map(|t| t.addrs.iter().filter_map(|a| a.parse().ok()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // Daemons listen on TCP and QUIC with one port number: dial both (concurrently), so a
+        // path that is slow to recover (a restarted peer's QUIC, a UDP-hostile network) does
+        // not hold up the other.
+        let mut out = known.clone();
+        for a in &known {
+            if let Some(s) = sibling(a)
+                && !out.contains(&s)
+            {
+                out.push(s);
+            }
+        }
+        out
     }
 
     /// Handle `early` (events seen while start-up waited for the listeners), then loop.
@@ -488,8 +549,10 @@ impl NodeTask {
             if count == 1 {
                 self.introduce_all_to(peer);
                 self.network_is_back();
-                self.connected.send_modify(|g| *g = g.wrapping_add(1));
             }
+            // Every new connection counts: a peer that restarted reconnects while its old
+            // connection may still look alive, and work stuck on that one should move over.
+            self.connected.send_modify(|g| *g = g.wrapping_add(1));
         }
     }
 

@@ -120,6 +120,9 @@ pub struct WaitOut {
 pub struct AckArgs {
     /// The message id.
     pub id: String,
+    /// Its sender (name or PeerId): only needed if two peers sent messages with this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// `loopsy_check_ack` arguments: a message id, a peer, or both.
@@ -447,8 +450,12 @@ pub async fn ack(ctx: &DaemonCtx, caller: &Caller, a: AckArgs) -> CallToolResult
     if let Err(r) = local_only(caller) {
         return r;
     }
-    let (_, names) = directory(ctx).await;
-    match ctx.messages().ack(&a.id).await {
+    let (peers, names) = directory(ctx).await;
+    let from = match resolve_from(&peers, a.from.as_deref()) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match ctx.messages().ack(&a.id, from).await {
         Ok(item) => {
             let m = view(item, &names);
             success(

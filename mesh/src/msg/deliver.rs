@@ -23,10 +23,11 @@ pub const MSG_PROTOCOL: &str = "/loopsy/msg/1";
 pub const MAX_FRAME: usize = 8 << 20;
 /// Most items in one batch.
 pub const MAX_BATCH: usize = 256;
-/// A stream that says nothing for this long is closed.
-const IDLE: Duration = Duration::from_secs(30);
+/// A stream that says nothing for this long is closed (and an answer that takes this long
+/// counts as lost: storing a batch takes milliseconds).
+const IDLE: Duration = Duration::from_secs(10);
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 async fn write_frame<S: futures::AsyncWrite + Unpin, T: serde::Serialize>(
     s: &mut S,
@@ -93,13 +94,38 @@ async fn accept_batch(
     peer: PeerId,
     items: Vec<WireItem>,
 ) -> Vec<Outcome> {
+    // Messages need the `messages` capability; a read receipt is about a message we sent
+    // that peer, which the store checks, so any trusted peer may send one.
     let permitted = matches!(node.peer_caps(peer).await, Some((_, caps)) if caps.contains(&Capability::Messages));
-    if !permitted {
-        for _ in &items {
-            msgs.count_dropped("not_permitted");
-        }
+    if !permitted && items.iter().any(|i| matches!(i, WireItem::Msg(_))) {
         let why = "this machine has not granted you the \"messages\" capability".to_string();
-        return items.iter().map(|_| Outcome::Later(why.clone())).collect();
+        let mut out = Vec::with_capacity(items.len());
+        let mut reads = Vec::new();
+        for it in &items {
+            match it {
+                WireItem::Msg(_) => {
+                    msgs.count_dropped("not_permitted");
+                    out.push(Some(Outcome::Later(why.clone())));
+                }
+                WireItem::Read(id, at) => {
+                    out.push(None);
+                    reads.push((id.clone(), *at));
+                }
+            }
+        }
+        let n = reads.len();
+        let mut r = if n == 0 {
+            Vec::new()
+        } else {
+            msgs.receipts(peer, reads).await.unwrap_or_else(|_| {
+                vec![Outcome::Later("the recipient is shutting down".into()); n]
+            })
+        }
+        .into_iter();
+        return out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| r.next().unwrap_or(Outcome::Later("lost".into()))))
+            .collect();
     }
     let max_body = msgs.config().max_body_bytes;
     let mut envs = Vec::new();
@@ -189,8 +215,9 @@ pub async fn serve(node: NodeHandle, msgs: MsgHandle) {
                         }
                     };
                     let out = accept_batch(&node, &msgs, peer, items).await;
-                    if write_frame(&mut stream, &out).await.is_err() {
-                        return;
+                    match tokio::time::timeout(IDLE, write_frame(&mut stream, &out)).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
                     }
                 }
             }
@@ -219,22 +246,33 @@ async fn drain(node: &NodeHandle, msgs: &MsgHandle, peer: PeerId) -> Result<bool
     .map_err(|e| e.to_string())?;
     loop {
         let (items, ids): (Vec<WireItem>, Vec<String>) = batch.into_iter().unzip();
-        write_frame(&mut s, &items)
-            .await
-            .map_err(|e| e.to_string())?;
-        let bytes = tokio::time::timeout(IDLE, read_frame(&mut s))
-            .await
-            .map_err(|_| "no answer within 30 s".to_string())?
-            .map_err(|e| e.to_string())?
-            .ok_or("the peer closed the stream")?;
+        // One deadline for the whole exchange: a half-open connection must not hold the
+        // worker (and so this peer's deliveries) for minutes.
+        let bytes = tokio::time::timeout(IDLE, async {
+            write_frame(&mut s, &items).await?;
+            read_frame(&mut s).await
+        })
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or("the peer closed the stream")?;
         let outcomes: Vec<Outcome> =
             ciborium::from_reader(&bytes[..]).map_err(|e| format!("bad answer: {e}"))?;
         if outcomes.len() != ids.len() {
             return Err("the peer answered a different number of items".into());
         }
         let later = outcomes.iter().any(|o| matches!(o, Outcome::Later(_)));
-        msgs.results(peer, ids.into_iter().zip(outcomes).collect())
-            .await;
+        msgs.results(
+            peer,
+            items
+                .into_iter()
+                .zip(ids)
+                .zip(outcomes)
+                .map(|((i, id), o)| (i, id, o))
+                .collect(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         if later {
             let _ = s.close().await;
             return Ok(false);
@@ -307,7 +345,21 @@ pub async fn deliver(node: NodeHandle, msgs: MsgHandle) {
             tokio::spawn(
                 async move {
                     loop {
-                        let r = drain(&node, &msgs, peer).await;
+                        // A (re)connection while an exchange hangs: the old connection is
+                        // probably dead (a killed peer's QUIC connection looks alive for
+                        // seconds). Give it a second, then start over on the new one.
+                        let mut conn = node.connected();
+                        conn.borrow_and_update();
+                        let r = tokio::select! {
+                            r = drain(&node, &msgs, peer) => r,
+                            _ = async {
+                                let _ = conn.changed().await;
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            } => {
+                                debug!("a connection came up mid-delivery: retrying on it");
+                                continue;
+                            }
+                        };
                         {
                             let mut b = backoff.lock().unwrap_or_else(|p| p.into_inner());
                             match &r {

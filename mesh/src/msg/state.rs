@@ -2,7 +2,7 @@
 //! journals each [`Op`] (fsync) before applying it here, and replays the journal on start, so
 //! whatever was acknowledged is what comes back after a crash.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,16 @@ pub struct SentItem {
     pub last_error: Option<String>,
 }
 
+impl SentItem {
+    /// Once a message will not be sent again, only its state is kept, not its body.
+    fn forget_payload(&mut self) {
+        self.signed.env = String::new();
+        self.signed.sig = Vec::new();
+        self.signed.key = Vec::new();
+        self.env.body = String::new();
+    }
+}
+
 /// One journal record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Op {
@@ -66,8 +76,8 @@ pub enum Op {
     Out(Vec<SentItem>),
     /// Delivery acks (id, peer).
     Delivered(Vec<(String, String)>, u64),
-    /// A read receipt from a recipient (id, peer, at).
-    PeerRead(String, String, u64),
+    /// Read receipts from recipients (id, peer, at).
+    PeerRead(Vec<(String, String, u64)>),
     /// Refused for good (id, peer, why).
     Rejected(String, String, String),
     /// Expired before delivery (id, peer).
@@ -88,6 +98,9 @@ pub struct State {
     /// Read receipts still to send, by (id, sender) → read at.
     #[serde(with = "pairs")]
     pub receipts: BTreeMap<(String, String), u64>,
+    /// Index: recipient → ids still pending (rebuilt on load; kept in step by `apply`).
+    #[serde(skip)]
+    pub pending_idx: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Maps with pair keys as lists of `[[a, b], v]` (JSON object keys must be strings).
@@ -113,6 +126,28 @@ mod pairs {
 }
 
 impl State {
+    /// Rebuild the pending index (after loading a snapshot).
+    pub fn reindex(&mut self) {
+        self.pending_idx.clear();
+        for ((id, peer), s) in &self.sent {
+            if s.status == Status::Pending {
+                self.pending_idx
+                    .entry(peer.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+    }
+
+    fn unpend(&mut self, id: &str, peer: &str) {
+        if let Some(set) = self.pending_idx.get_mut(peer) {
+            set.remove(id);
+            if set.is_empty() {
+                self.pending_idx.remove(peer);
+            }
+        }
+    }
+
     /// Apply one journalled operation.
     pub fn apply(&mut self, op: Op) {
         match op {
@@ -131,6 +166,12 @@ impl State {
             }
             Op::Out(items) => {
                 for i in items {
+                    if i.status == Status::Pending {
+                        self.pending_idx
+                            .entry(i.peer.clone())
+                            .or_default()
+                            .insert(i.env.id.clone());
+                    }
                     self.sent.insert((i.env.id.clone(), i.peer.clone()), i);
                 }
             }
@@ -142,31 +183,41 @@ impl State {
                         s.status = Status::Delivered;
                         s.delivered_at = Some(at);
                         s.last_error = None;
+                        s.forget_payload();
+                    }
+                    self.unpend(&k.0, &k.1);
+                }
+            }
+            Op::PeerRead(reads) => {
+                for (id, peer, at) in reads {
+                    self.unpend(&id, &peer);
+                    if let Some(s) = self.sent.get_mut(&(id, peer)) {
+                        // A receipt implies delivery (the ack may have been lost).
+                        s.delivered_at.get_or_insert(at);
+                        s.read_at.get_or_insert(at);
+                        s.status = Status::Read;
+                        s.forget_payload();
                     }
                 }
             }
-            Op::PeerRead(id, peer, at) => {
-                if let Some(s) = self.sent.get_mut(&(id, peer)) {
-                    // A receipt implies delivery (the ack may have been lost).
-                    s.delivered_at.get_or_insert(at);
-                    s.read_at.get_or_insert(at);
-                    s.status = Status::Read;
-                }
-            }
             Op::Rejected(id, peer, why) => {
+                self.unpend(&id, &peer);
                 if let Some(s) = self.sent.get_mut(&(id, peer))
                     && s.status == Status::Pending
                 {
                     s.status = Status::Rejected;
                     s.last_error = Some(why);
+                    s.forget_payload();
                 }
             }
             Op::Expired(keys) => {
                 for k in keys {
+                    self.unpend(&k.0, &k.1);
                     if let Some(s) = self.sent.get_mut(&k)
                         && s.status == Status::Pending
                     {
                         s.status = Status::Expired;
+                        s.forget_payload();
                     }
                 }
             }
@@ -180,24 +231,44 @@ impl State {
 
     /// Messages still waiting to be delivered.
     pub fn pending(&self) -> usize {
-        self.sent
-            .values()
-            .filter(|s| s.status == Status::Pending)
-            .count()
+        self.pending_idx.values().map(BTreeSet::len).sum()
     }
 
-    /// Drop what no one needs any more: inbox messages and sent records a day past their
-    /// expiry (the sender has stopped retrying by then, so dedup no longer needs them).
-    /// True if anything went.
+    /// Pending messages past their ttl, for any peer (online or not).
+    pub fn expired(&self, now: u64) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (peer, ids) in &self.pending_idx {
+            for id in ids {
+                let k = (id.clone(), peer.clone());
+                if self.sent.get(&k).is_some_and(|s| s.env.expires_at() <= now) {
+                    out.push(k);
+                }
+            }
+        }
+        out
+    }
+
+    /// Drop what no one needs any more: inbox messages a day past their ttl counted from
+    /// when they arrived here (this machine's clock: the sender stopped retrying by then, so
+    /// dedup no longer needs them), and sent records a day past their expiry. True if
+    /// anything went.
     pub fn gc(&mut self, now: u64) -> bool {
         const GRACE: u64 = 24 * 3600 * 1000;
         let before = self.inbox.len() + self.sent.len();
-        self.inbox
-            .retain(|_, i| i.env.expires_at().saturating_add(GRACE) > now);
+        self.inbox.retain(|_, i| {
+            i.received_at
+                .saturating_add(i.env.ttl_s.saturating_mul(1000))
+                .saturating_add(GRACE)
+                > now
+        });
         self.sent
             .retain(|_, s| s.env.expires_at().saturating_add(GRACE) > now);
         let inbox = &self.inbox;
         self.receipts.retain(|k, _| inbox.contains_key(k));
-        before != self.inbox.len() + self.sent.len()
+        let changed = before != self.inbox.len() + self.sent.len();
+        if changed {
+            self.reindex();
+        }
+        changed
     }
 }

@@ -162,6 +162,9 @@ pub struct Outgoing {
 
 type Reply<T> = oneshot::Sender<Result<T, MsgError>>;
 
+/// About how many bytes of messages go in one batch (well under the receiver's frame limit).
+const BATCH_BYTES: usize = 2 << 20;
+
 enum Cmd {
     Send(Outgoing, Reply<Envelope>),
     Receive(
@@ -171,9 +174,9 @@ enum Cmd {
     ),
     Receipt(PeerId, Vec<(String, u64)>, oneshot::Sender<Vec<Outcome>>),
     Pending(PeerId, usize, oneshot::Sender<Vec<(WireItem, String)>>),
-    Results(PeerId, Vec<(String, Outcome)>),
+    Results(PeerId, Vec<(WireItem, String, Outcome)>, Reply<()>),
     Inbox(InboxQuery, oneshot::Sender<Vec<(InboxItem, bool)>>),
-    Ack(String, Reply<InboxItem>),
+    Ack(String, Option<String>, Reply<InboxItem>),
     Status(
         Option<String>,
         Option<String>,
@@ -211,6 +214,9 @@ struct Owner {
     sent: watch::Sender<u64>,
     /// Journal size that triggers compaction.
     compact_at: u64,
+    /// An append failed: the journal must be rewritten as a snapshot before the next one.
+    dirty: bool,
+    dropped: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 fn now_ms() -> u64 {
@@ -224,29 +230,46 @@ fn bump(w: &watch::Sender<u64>) {
     w.send_modify(|g| *g = g.wrapping_add(1));
 }
 
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MsgError> {
+    let mut b = Vec::new();
+    ciborium::into_writer(v, &mut b).map_err(|e| MsgError::Invalid(e.to_string()))?;
+    Ok(b)
+}
+
 impl Owner {
-    /// Journal `op` (fsync), then apply it.
+    fn count(&self, reason: &str) {
+        let mut m = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// Journal `op` (fsync), then apply it. Nothing is applied if it could not be made durable.
     fn commit(&mut self, op: Op) -> Result<(), MsgError> {
-        let bytes = serde_json::to_vec(&op).map_err(|e| MsgError::Invalid(e.to_string()))?;
-        self.log.append(&bytes)?;
+        if self.dirty {
+            // The last append failed part-way: start over from a full snapshot first.
+            self.compact()?;
+        }
+        let bytes = encode(&op)?;
+        if let Err(e) = self.log.append(&bytes) {
+            self.dirty = true;
+            return Err(e.into());
+        }
         self.state.apply(op);
-        if self.log.log_len() > self.compact_at {
-            self.compact();
+        if self.log.log_len() > self.compact_at
+            && let Err(e) = self.compact()
+        {
+            tracing::warn!(error = %e, "message store compaction failed");
         }
         Ok(())
     }
 
-    fn compact(&mut self) {
-        match serde_json::to_vec(&self.state) {
-            Ok(full) => {
-                if let Err(e) = self.log.compact(&full) {
-                    tracing::warn!(error = %e, "message store compaction failed");
-                }
-                // Next compaction once the log has grown as much again as the snapshot.
-                self.compact_at = (full.len() as u64).max(4 << 20);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot encode the message store"),
-        }
+    /// Rewrite the journal as one snapshot of the state.
+    fn compact(&mut self) -> Result<(), MsgError> {
+        let full = encode(&self.state)?;
+        self.log.compact(&full)?;
+        self.dirty = false;
+        // Next compaction once the log has grown as much again as the snapshot.
+        self.compact_at = (full.len() as u64).max(4 << 20);
+        Ok(())
     }
 
     fn send(&mut self, o: Outgoing) -> Result<Envelope, MsgError> {
@@ -283,6 +306,9 @@ impl Owner {
         env.check(self.cfg.max_body_bytes)
             .map_err(|e| MsgError::Invalid(e.to_string()))?;
         let signed = Signed::sign(&env, &self.key).map_err(|e| MsgError::Invalid(e.to_string()))?;
+        if signed.env.len() > super::envelope::MAX_ENVELOPE {
+            return Err(MsgError::Invalid("the message is too large".into()));
+        }
         let items =
             o.to.iter()
                 .map(|p| SentItem {
@@ -318,7 +344,15 @@ impl Owner {
             };
             let addressed = env.to == TO_ALL || env.to == self.me;
             if !addressed || env.from != sender {
+                self.count("misaddressed");
                 out.push(Outcome::Rejected("not addressed to this peer".into()));
+                continue;
+            }
+            if env.ts > now.saturating_add(24 * 3600 * 1000) {
+                self.count("bad_timestamp");
+                out.push(Outcome::Rejected(
+                    "ts is more than a day ahead of the recipient's clock".into(),
+                ));
                 continue;
             }
             let k = (env.id.clone(), sender.clone());
@@ -361,6 +395,7 @@ impl Owner {
     fn receipts(&mut self, from: PeerId, reads: Vec<(String, u64)>) -> Vec<Outcome> {
         let peer = from.to_string();
         let mut out = Vec::new();
+        let mut fresh = Vec::new();
         for (id, at) in reads {
             let k = (id.clone(), peer.clone());
             match self.state.sent.get(&k) {
@@ -368,81 +403,102 @@ impl Owner {
                     "no message {id} was sent to you"
                 ))),
                 Some(s) if s.status == Status::Read => out.push(Outcome::Ok),
-                Some(_) => match self.commit(Op::PeerRead(id, peer.clone(), at)) {
-                    Ok(()) => out.push(Outcome::Ok),
-                    Err(e) => out.push(Outcome::Later(e.to_string())),
-                },
+                Some(_) => {
+                    out.push(Outcome::Ok);
+                    fresh.push((id, peer.clone(), at));
+                }
             }
         }
-        bump(&self.sent);
-        out
-    }
-
-    /// Pending messages and receipts for `peer`, oldest first; expired ones are marked.
-    fn pending_for(&mut self, peer: PeerId, limit: usize) -> Vec<(WireItem, String)> {
-        let p = peer.to_string();
-        let now = now_ms();
-        let mut expired = Vec::new();
-        let mut out = Vec::new();
-        for ((id, to), s) in &self.state.sent {
-            if *to != p || s.status != Status::Pending {
-                continue;
+        if !fresh.is_empty() {
+            if let Err(e) = self.commit(Op::PeerRead(fresh)) {
+                let why = e.to_string();
+                return out
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Ok => Outcome::Later(why.clone()),
+                        other => other,
+                    })
+                    .collect();
             }
-            if s.env.expires_at() <= now {
-                expired.push((id.clone(), to.clone()));
-                continue;
-            }
-            if out.len() < limit {
-                out.push((WireItem::Msg(s.signed.clone()), id.clone()));
-            }
-        }
-        for ((id, from), at) in &self.state.receipts {
-            if *from == p && out.len() < limit {
-                out.push((WireItem::Read(id.clone(), *at), id.clone()));
-            }
-        }
-        if !expired.is_empty() && self.commit(Op::Expired(expired)).is_ok() {
             bump(&self.sent);
         }
         out
     }
 
-    fn results(&mut self, peer: PeerId, results: Vec<(String, Outcome)>) {
+    /// Read receipts, then pending messages (oldest first) for `peer`: at most `limit`
+    /// items and about [`BATCH_BYTES`] bytes (always at least one item).
+    fn pending_for(&mut self, peer: PeerId, limit: usize) -> Vec<(WireItem, String)> {
+        let p = peer.to_string();
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for ((id, from), at) in &self.state.receipts {
+            if *from == p && out.len() < limit {
+                bytes += id.len() + 16;
+                out.push((WireItem::Read(id.clone(), *at), id.clone()));
+            }
+        }
+        let ids = self.state.pending_idx.get(&p).into_iter().flatten();
+        for id in ids {
+            if out.len() >= limit || (bytes >= BATCH_BYTES && !out.is_empty()) {
+                break;
+            }
+            let Some(s) = self.state.sent.get(&(id.clone(), p.clone())) else {
+                continue;
+            };
+            if s.status != Status::Pending || s.env.expires_at() <= now {
+                continue;
+            }
+            let size = s.signed.env.len() + s.signed.sig.len() + s.signed.key.len() + 16;
+            if bytes + size > BATCH_BYTES && !out.is_empty() {
+                break;
+            }
+            bytes += size;
+            out.push((WireItem::Msg(s.signed.clone()), id.clone()));
+        }
+        out
+    }
+
+    /// Mark every pending message past its ttl as expired (whether its peer is online or not).
+    fn expire(&mut self) {
+        let expired = self.state.expired(now_ms());
+        if !expired.is_empty() && self.commit(Op::Expired(expired)).is_ok() {
+            bump(&self.sent);
+        }
+    }
+
+    fn results(
+        &mut self,
+        peer: PeerId,
+        results: Vec<(WireItem, String, Outcome)>,
+    ) -> Result<(), MsgError> {
         let p = peer.to_string();
         let mut delivered = Vec::new();
         let mut receipts = Vec::new();
-        for (id, o) in results {
+        for (item, id, o) in results {
             let k = (id.clone(), p.clone());
-            let is_msg = self
-                .state
-                .sent
-                .get(&k)
-                .is_some_and(|s| s.status == Status::Pending);
-            match (is_msg, o) {
-                (true, Outcome::Ok) => delivered.push(k),
-                (true, Outcome::Rejected(why)) => {
-                    let _ = self.commit(Op::Rejected(id, p.clone(), why));
+            match (item, o) {
+                (WireItem::Msg(_), Outcome::Ok) => delivered.push(k),
+                (WireItem::Msg(_), Outcome::Rejected(why)) => {
+                    self.commit(Op::Rejected(id, p.clone(), why))?;
                 }
-                (true, Outcome::Later(why)) => {
+                (WireItem::Msg(_), Outcome::Later(why)) => {
                     if let Some(s) = self.state.sent.get_mut(&k) {
                         s.last_error = Some(why);
                     }
                 }
-                (false, Outcome::Ok | Outcome::Rejected(_)) => {
-                    if self.state.receipts.contains_key(&k) {
-                        receipts.push(k);
-                    }
-                }
-                (false, Outcome::Later(_)) => {}
+                (WireItem::Read(..), Outcome::Ok | Outcome::Rejected(_)) => receipts.push(k),
+                (WireItem::Read(..), Outcome::Later(_)) => {}
             }
         }
         if !delivered.is_empty() {
-            let _ = self.commit(Op::Delivered(delivered, now_ms()));
+            self.commit(Op::Delivered(delivered, now_ms()))?;
         }
         if !receipts.is_empty() {
-            let _ = self.commit(Op::ReceiptsSent(receipts));
+            self.commit(Op::ReceiptsSent(receipts))?;
         }
         bump(&self.sent);
+        Ok(())
     }
 
     fn handle(&mut self, cmd: Cmd) {
@@ -459,7 +515,9 @@ impl Owner {
             Cmd::Pending(peer, limit, r) => {
                 let _ = r.send(self.pending_for(peer, limit));
             }
-            Cmd::Results(peer, results) => self.results(peer, results),
+            Cmd::Results(peer, results, r) => {
+                let _ = r.send(self.results(peer, results));
+            }
             Cmd::Inbox(q, r) => {
                 let start = (q.after.clone().unwrap_or_default(), String::new());
                 let _ = r.send(
@@ -476,14 +534,22 @@ impl Owner {
                         .collect(),
                 );
             }
-            Cmd::Ack(id, r) => {
-                let found = self
+            Cmd::Ack(id, from, r) => {
+                // Ids are chosen by senders: with one from two peers, `from` picks (else the
+                // unread one, else the first).
+                let matches: Vec<_> = self
                     .state
                     .inbox
                     .range((id.clone(), String::new())..)
-                    .next()
-                    .filter(|((i, _), _)| *i == id)
-                    .map(|(k, v)| (k.clone(), v.clone()));
+                    .take_while(|((i, _), _)| *i == id)
+                    .filter(|((_, f), _)| from.as_ref().is_none_or(|x| x == f))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let found = matches
+                    .iter()
+                    .find(|(_, v)| v.read_at.is_none())
+                    .or(matches.first())
+                    .cloned();
                 let res = match found {
                     None => Err(MsgError::NotFound(id)),
                     Some((_, item)) if item.read_at.is_some() => Ok(item),
@@ -500,14 +566,13 @@ impl Owner {
                 let _ = r.send(res);
             }
             Cmd::Status(id, peer, r) => {
+                let start = (id.clone().unwrap_or_default(), String::new());
                 let _ = r.send(
                     self.state
                         .sent
-                        .iter()
-                        .filter(|((i, p), _)| {
-                            id.as_ref().is_none_or(|x| x == i)
-                                && peer.as_ref().is_none_or(|x| x == p)
-                        })
+                        .range(start..)
+                        .take_while(|((i, _), _)| id.as_ref().is_none_or(|x| x == i))
+                        .filter(|((_, p), _)| peer.as_ref().is_none_or(|x| x == p))
                         .map(|(_, s)| SentStatus::from(s))
                         .collect(),
                 );
@@ -515,10 +580,9 @@ impl Owner {
             Cmd::PendingPeers(r) => {
                 let mut peers: Vec<PeerId> = self
                     .state
-                    .sent
-                    .values()
-                    .filter(|s| s.status == Status::Pending)
-                    .map(|s| s.peer.as_str())
+                    .pending_idx
+                    .keys()
+                    .map(String::as_str)
                     .chain(self.state.receipts.keys().map(|(_, p)| p.as_str()))
                     .collect::<HashSet<_>>()
                     .into_iter()
@@ -543,8 +607,11 @@ async fn run(mut o: Owner, mut rx: mpsc::Receiver<Cmd>) {
                 None => break,
             },
             _ = gc.tick() => {
-                if o.state.gc(now_ms()) {
-                    o.compact();
+                o.expire();
+                if o.state.gc(now_ms())
+                    && let Err(e) = o.compact()
+                {
+                    tracing::warn!(error = %e, "message store compaction failed");
                 }
             }
         }
@@ -561,16 +628,19 @@ impl MsgHandle {
                 "message journal had a torn tail; cut it off"
             );
         }
-        let mut state = match &loaded.snapshot {
-            Some(s) => serde_json::from_slice(s)
+        let mut state: State = match &loaded.snapshot {
+            Some(s) => ciborium::from_reader(&s[..])
                 .map_err(|e| MsgError::Invalid(format!("message store snapshot: {e}")))?,
             None => State::default(),
         };
+        state.reindex();
+        let mut refused = false;
         for r in &loaded.records {
-            match serde_json::from_slice::<Op>(r) {
+            match ciborium::from_reader::<Op, _>(&r[..]) {
                 Ok(op) => state.apply(op),
                 Err(e) => {
                     tracing::warn!(error = %e, "message journal record refused; ignoring the rest");
+                    refused = true;
                     break;
                 }
             }
@@ -579,7 +649,8 @@ impl MsgHandle {
         let (inbox_tx, inbox) = watch::channel(0);
         let (outbox_tx, outbox) = watch::channel(0);
         let (sent_tx, sent) = watch::channel(0);
-        let owner = Owner {
+        let dropped: Arc<Mutex<BTreeMap<String, u64>>> = Default::default();
+        let mut owner = Owner {
             state,
             log,
             cfg: cfg.clone(),
@@ -589,7 +660,14 @@ impl MsgHandle {
             outbox: outbox_tx,
             sent: sent_tx,
             compact_at: 4 << 20,
+            dirty: false,
+            dropped: dropped.clone(),
         };
+        if refused {
+            // Records after the refused one would be ignored again at every start: rewrite
+            // the journal as what was loaded.
+            owner.compact()?;
+        }
         let (tx, rx) = mpsc::channel(1024);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -605,7 +683,7 @@ impl MsgHandle {
             inbox,
             outbox,
             sent,
-            dropped: Default::default(),
+            dropped,
         })
     }
 
@@ -667,9 +745,13 @@ impl MsgHandle {
         self.ask(|r| Cmd::Pending(peer, limit, r)).await
     }
 
-    /// What `peer` said about items we sent.
-    pub async fn results(&self, peer: PeerId, results: Vec<(String, Outcome)>) {
-        let _ = self.tx.send(Cmd::Results(peer, results)).await;
+    /// What `peer` said about items we sent (item, id, outcome).
+    pub async fn results(
+        &self,
+        peer: PeerId,
+        results: Vec<(WireItem, String, Outcome)>,
+    ) -> Result<(), MsgError> {
+        self.ask(|r| Cmd::Results(peer, results, r)).await?
     }
 
     /// Inbox messages, oldest first, with whether each was read.
@@ -682,10 +764,11 @@ impl MsgHandle {
             .collect())
     }
 
-    /// Mark a message read and queue a read receipt for its sender.
-    pub async fn ack(&self, id: &str) -> Result<InboxItem, MsgError> {
+    /// Mark a message read and queue a read receipt for its sender (`from`: its PeerId, when
+    /// two senders used the same id).
+    pub async fn ack(&self, id: &str, from: Option<String>) -> Result<InboxItem, MsgError> {
         let id = id.to_string();
-        self.ask(|r| Cmd::Ack(id, r)).await?
+        self.ask(|r| Cmd::Ack(id, from, r)).await?
     }
 
     /// Sent messages by id and/or recipient.
@@ -721,3 +804,7 @@ impl MsgHandle {
             .clone()
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
