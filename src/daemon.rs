@@ -76,6 +76,11 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         identity.keypair().clone(),
     )
     .context("cannot open the message store")?;
+    let tasks = loopsy_mesh::task::TaskHandle::open(
+        &home.root().join("tasks"),
+        identity.peer_id().to_string(),
+    )
+    .context("cannot open the task store")?;
     // Session hosts are this same binary (hidden `session-host` subcommand); live ones from
     // before a restart are found again through their records under sessions/.
     let exe = std::env::current_exe().context("cannot locate the loopsy binary")?;
@@ -92,6 +97,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         sessions,
         context,
         messages,
+        tasks,
     );
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
     tokio::spawn(loopsy_mcp::attach::serve(ctx.clone()));

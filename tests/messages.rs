@@ -392,3 +392,75 @@ async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored()
     assert_eq!(dropped["not_permitted"], 1, "{dropped}");
     assert!(dropped["malformed"].as_u64().unwrap() >= 2, "{dropped}");
 }
+
+#[test]
+fn two_workers_on_two_machines_claim_one_task_and_exactly_one_wins() {
+    let a = started_on_fixed_port("alpha");
+    let b = started_on_fixed_port("beta");
+    let c = started_on_fixed_port("gamma");
+    pair(&a, &b);
+    pair(&a, &c);
+    let mut ma = agent(&a);
+    let t = tool(
+        &mut ma,
+        "loopsy_task_create",
+        json!({"assignee": "*", "description": "first one takes it"}),
+    );
+    let id = t["id"].as_str().unwrap().to_string();
+    assert_eq!(t["status"], "submitted");
+    // Both hear of it by message, then race to claim.
+    let claims: Vec<Value> = [&b, &c]
+        .map(|h| {
+            let mut m = agent(h);
+            let got = tool(&mut m, "loopsy_wait_for_message", json!({"timeout_s": 20}));
+            assert_eq!(got["message"]["thread"], id.as_str());
+            m
+        })
+        .into_iter()
+        .map(|mut m| {
+            let id = id.clone();
+            std::thread::spawn(move || m.call_tool("loopsy_task_claim", json!({"id": id})))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let wins: Vec<&Value> = claims
+        .iter()
+        .filter(|r| r["result"]["isError"] == false)
+        .collect();
+    let losses: Vec<&Value> = claims
+        .iter()
+        .filter(|r| r["result"]["isError"] == true)
+        .collect();
+    assert_eq!((wins.len(), losses.len()), (1, 1), "{claims:?}");
+    let winner = wins[0]["result"]["structuredContent"]["claimed_by_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let loss = &losses[0]["result"]["structuredContent"];
+    assert_eq!(loss["code"], "conflict");
+    assert!(
+        loss["message"].as_str().unwrap().contains("claimed by"),
+        "{loss}"
+    );
+    // The owner's record agrees, and only the winner can finish it.
+    let listed = tool(&mut ma, "loopsy_task_list", json!({"status": "working"}));
+    assert_eq!(listed["tasks"][0]["claimed_by_name"], winner.as_str());
+    let loser = if winner == "beta" { &c } else { &b };
+    let mut ml = agent(loser);
+    let r = ml.call_tool(
+        "loopsy_task_update",
+        json!({"id": id, "status": "completed", "result": 1}),
+    );
+    assert_eq!(
+        r["result"]["structuredContent"]["code"], "permission_denied",
+        "{r}"
+    );
+    // Bad ids are clear errors.
+    let r = ml.call_tool("loopsy_task_claim", json!({"id": "../../etc"}));
+    assert_eq!(
+        r["result"]["structuredContent"]["code"],
+        "invalid_arguments"
+    );
+}

@@ -83,6 +83,7 @@ struct Inner {
     sessions: loopsy_term::Manager,
     context: loopsy_mesh::context::ContextHandle,
     messages: loopsy_mesh::msg::MsgHandle,
+    tasks: loopsy_mesh::task::TaskHandle,
     started: Instant,
     started_unix: u64,
     http_addr: OnceLock<SocketAddr>,
@@ -103,6 +104,7 @@ impl DaemonCtx {
         sessions: loopsy_term::Manager,
         context: loopsy_mesh::context::ContextHandle,
         messages: loopsy_mesh::msg::MsgHandle,
+        tasks: loopsy_mesh::task::TaskHandle,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -116,6 +118,7 @@ impl DaemonCtx {
                 sessions,
                 context,
                 messages,
+                tasks,
                 started: Instant::now(),
                 started_unix: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -170,6 +173,10 @@ impl DaemonCtx {
     /// The message store.
     pub fn messages(&self) -> &loopsy_mesh::msg::MsgHandle {
         &self.inner.messages
+    }
+    /// The task store.
+    pub fn tasks(&self) -> &loopsy_mesh::task::TaskHandle {
+        &self.inner.tasks
     }
     /// Seconds since the daemon started.
     pub fn uptime_s(&self) -> u64 {

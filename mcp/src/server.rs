@@ -33,6 +33,7 @@ use crate::tools::peers::{self, ListPeersArgs, PeerStatusArgs, PeersOut};
 use crate::tools::progress::Reporter;
 use crate::tools::sessions;
 use crate::tools::status::{self, StatusArgs, StatusOut};
+use crate::tools::tasks;
 use crate::{Caller, DaemonCtx};
 use loopsy_mesh::exec::OutputPage;
 use loopsy_mesh::{PairTicket, PeerView};
@@ -316,6 +317,60 @@ impl LoopsyServer {
         Parameters(a): Parameters<messages::CheckAckArgs>,
     ) -> CallToolResult {
         messages::check_ack(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Hand a task to another agent: assignee is a peer (name or PeerId), * for any peer, or this machine. The task lives here; the assignee gets a task message (thread = task id) to wait for. Returns the task (id, status submitted). Then wait for it with loopsy_task_wait.",
+        output_schema = schema_for_output::<tasks::TaskView>(),
+        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = true)
+    )]
+    async fn loopsy_task_create(
+        &self,
+        Parameters(a): Parameters<tasks::CreateArgs>,
+    ) -> CallToolResult {
+        tasks::create(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Claim a task (id from the task message) before working on it. Exactly one claim wins; if another worker got it first this fails with code conflict and says who has it. Moves it to working.",
+        output_schema = schema_for_output::<tasks::TaskView>(),
+        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = true)
+    )]
+    async fn loopsy_task_claim(
+        &self,
+        Parameters(a): Parameters<tasks::ClaimArgs>,
+    ) -> CallToolResult {
+        tasks::claim(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Move a task you claimed on: working, input-required (say what you need in note), completed (with result), failed (say why in note), or canceled. The creator may cancel at any time.",
+        output_schema = schema_for_output::<tasks::TaskView>(),
+        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = true)
+    )]
+    async fn loopsy_task_update(
+        &self,
+        Parameters(a): Parameters<tasks::UpdateArgs>,
+    ) -> CallToolResult {
+        tasks::update(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Tasks created on this machine (or, with peer, the tasks on that peer you may work on), filtered by status and assignee.",
+        output_schema = schema_for_output::<tasks::TasksOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_task_list(&self, Parameters(a): Parameters<tasks::ListArgs>) -> CallToolResult {
+        tasks::list(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Block until a task reaches until_status (default completed) or finishes (completed, failed, canceled), up to timeout_s (default 60, max 300). Returns the task with its result. Use this instead of polling.",
+        output_schema = schema_for_output::<tasks::TaskWaitOut>(),
+        annotations(read_only_hint = true, open_world_hint = true)
+    )]
+    async fn loopsy_task_wait(&self, Parameters(a): Parameters<tasks::WaitArgs>) -> CallToolResult {
+        tasks::wait(&self.ctx, &self.caller, a).await
     }
 
     #[tool(

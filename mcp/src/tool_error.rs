@@ -17,6 +17,8 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an OS failure; the message says what.
     Internal,
+    /// Someone else got there first (a task another worker claimed); the message says who.
+    Conflict,
 }
 
 impl ErrorCode {
@@ -28,6 +30,7 @@ impl ErrorCode {
             Self::PermissionDenied => "permission_denied",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::Conflict => "conflict",
         }
     }
 }

@@ -20,6 +20,7 @@ mod node_pair;
 mod node_task;
 pub mod pair;
 pub mod pidlock;
+pub mod task;
 pub mod token;
 pub mod trust;
 pub mod wire;

@@ -12,6 +12,7 @@ pub mod progress;
 pub mod remote;
 pub mod sessions;
 pub mod status;
+pub mod tasks;
 
 use loopsy_mesh::node::NodeError;
 use loopsy_mesh::pair::PairError;

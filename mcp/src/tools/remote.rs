@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{Instrument, info_span};
 
-use super::{context, exec, sessions, status};
+use super::{context, exec, sessions, status, tasks};
 use crate::audit::AuditRecord;
 use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::{Caller, DaemonCtx};
@@ -50,6 +50,10 @@ pub async fn dispatch(ctx: &DaemonCtx, caller: &Caller, tool: &str, args: &str) 
         "loopsy_session_read" => run!(sessions::read),
         "loopsy_session_write" => run!(sessions::write),
         "loopsy_session_wait" => run!(sessions::wait),
+        "loopsy_task_claim" => run!(tasks::claim),
+        "loopsy_task_update" => run!(tasks::update),
+        "loopsy_task_list" => run!(tasks::list),
+        "loopsy_task_wait" => run!(tasks::wait),
         other => ToolError::new(
             ErrorCode::NotFound,
             format!("{other:?} cannot be called by peers"),
