@@ -93,7 +93,12 @@ pub enum Command {
         peer: Option<String>,
     },
     /// MCP server on stdio for agents: bridges to the daemon, starting it if needed.
-    Mcp,
+    /// `loopsy mcp install` registers it with your agents; `uninstall` removes it.
+    Mcp {
+        /// install or uninstall (none: serve MCP on stdio).
+        #[command(subcommand)]
+        action: Option<McpAction>,
+    },
     /// The local API token (bearer for the HTTP MCP endpoint).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -370,6 +375,38 @@ impl DaemonArgs {
         }
         v
     }
+}
+
+/// `loopsy mcp install|uninstall`
+#[derive(Debug, clap::Subcommand)]
+pub enum McpAction {
+    /// Register loopsy in each installed agent's MCP config (Claude Code, Codex, Gemini CLI,
+    /// Cursor, opencode). Edits in place, keeps a `.loopsy-backup`, changes nothing the
+    /// second time.
+    Install {
+        /// Which agent (default: every installed one).
+        #[arg(long, value_enum, default_value = "all")]
+        agent: crate::mcp_install::Agent,
+        /// Print the changes as a diff and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also add a short loopsy section to the agent's instructions file (CLAUDE.md,
+        /// AGENTS.md, GEMINI.md) without asking; --no-instructions never does.
+        #[arg(long, conflicts_with = "no_instructions")]
+        instructions: bool,
+        /// Leave instructions files alone.
+        #[arg(long)]
+        no_instructions: bool,
+    },
+    /// Remove loopsy from the agents' MCP configs and instructions files.
+    Uninstall {
+        /// Which agent (default: all).
+        #[arg(long, value_enum, default_value = "all")]
+        agent: crate::mcp_install::Agent,
+        /// Print the changes as a diff and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `loopsy msg …`

@@ -10,6 +10,7 @@ mod doctor;
 mod files_cmd;
 mod lifecycle;
 mod logs;
+mod mcp_install;
 mod mesh_cmd;
 mod msg_cmd;
 mod service;
@@ -20,7 +21,7 @@ mod ui;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, CtxCommand, KeyCommand, MeshCommand, MsgCommand, PeersCommand};
+use cli::{Cli, Command, CtxCommand, KeyCommand, McpAction, MeshCommand, MsgCommand, PeersCommand};
 use loopsy_mesh::Home;
 use serde_json::json;
 
@@ -83,7 +84,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mesh(MeshCommand::Status { json, watch }) => {
             mesh_cmd::mesh_status(&home, json, watch)
         }
-        Command::Mcp => ok(bridge::run(&home)),
+        Command::Mcp { action: None } => ok(bridge::run(&home)),
+        Command::Mcp {
+            action:
+                Some(McpAction::Install {
+                    agent,
+                    dry_run,
+                    instructions,
+                    no_instructions,
+                }),
+        } => mcp_install::run(
+            &home,
+            agent,
+            true,
+            dry_run,
+            if instructions {
+                mcp_install::Instructions::Yes
+            } else if no_instructions {
+                mcp_install::Instructions::No
+            } else {
+                mcp_install::Instructions::Ask
+            },
+        ),
+        Command::Mcp {
+            action: Some(McpAction::Uninstall { agent, dry_run }),
+        } => mcp_install::run(&home, agent, false, dry_run, mcp_install::Instructions::No),
         Command::Key(KeyCommand::Show) => ok(setup::key_show(&home)),
         Command::Key(KeyCommand::Rotate) => ok(setup::key_rotate(&home)),
         Command::Completions { shell } => {

@@ -498,6 +498,57 @@ mod tests {
         assert_eq!(back.history.len(), 3);
     }
 
+    /// The conformance vectors in agents-spec/.
+    #[test]
+    fn transition_vectors() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../agents-spec/vectors/task_transitions.json"
+        );
+        let all: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let (owner, worker, other) = ("owner-id", "worker-id", "other-id");
+        for v in all["vectors"].as_array().unwrap() {
+            let status: TaskStatus = serde_json::from_value(v["status"].clone()).unwrap();
+            let mut t = Task {
+                id: "t".into(),
+                owner: owner.into(),
+                assignee: if v["assignee"] == "*" { "*" } else { worker }.into(),
+                description: "d".into(),
+                input: None,
+                status,
+                claimed_by: (v["claimed"] == true).then(|| worker.to_string()),
+                worker: None,
+                note: None,
+                result: None,
+                created_at: 0,
+                updated_at: 0,
+                history: Vec::new(),
+            };
+            let actor = match v["actor"].as_str().unwrap() {
+                "owner" => owner,
+                "worker" => worker,
+                _ => other,
+            };
+            let change = if v["change"]["claim"] == true {
+                Change::Claim { worker: None }
+            } else {
+                Change::Update {
+                    status: serde_json::from_value(v["change"]["status"].clone()).unwrap(),
+                    note: None,
+                    result: None,
+                }
+            };
+            let got = match apply(&mut t, actor, change, 1) {
+                Ok(()) => "ok",
+                Err(TaskError::Conflict(_)) => "conflict",
+                Err(TaskError::Denied(_)) => "denied",
+                Err(e) => panic!("{}: {e}", v["name"]),
+            };
+            assert_eq!(got, v["expect"].as_str().unwrap(), "{}", v["name"]);
+        }
+    }
+
     #[test]
     fn ids_name_their_owner() {
         let p = libp2p::PeerId::random().to_string();

@@ -4,6 +4,7 @@ returns the result. Neither script polls. Also: B's inbox resource notifies on n
 second claim is refused as a conflict, and messages get delivery and read acks."""
 
 import json
+import pathlib
 
 import anyio
 import jsonschema
@@ -12,6 +13,9 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.subscriptions import ResourceUpdated
 
 from conftest import BIN
+
+TASK_SCHEMA = json.loads(
+    (pathlib.Path(__file__).resolve().parents[2] / "agents-spec/schemas/task.schema.json").read_text())
 
 
 def params(home):
@@ -35,9 +39,11 @@ async def test_a_task_handed_over_claimed_and_completed_without_polling(pair_of_
             task = ok(await client.call_tool("loopsy_task_create", {
                 "assignee": "beta", "description": "count the words", "input": {"text": "a b c"}}))
             jsonschema.validate(task, tools["loopsy_task_create"].output_schema)
+            jsonschema.validate(task, TASK_SCHEMA)
             assert task["status"] == "submitted" and task["assignee_name"] == "beta"
             done = ok(await client.call_tool("loopsy_task_wait", {"id": task["id"], "timeout_s": 60}))
             jsonschema.validate(done, tools["loopsy_task_wait"].output_schema)
+            jsonschema.validate(done["task"], TASK_SCHEMA)
             results["a"] = done
             # Finished: a late claim is told it lost, and by whom.
             late = await client.call_tool("loopsy_task_claim", {"id": task["id"]})

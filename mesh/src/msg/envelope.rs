@@ -250,6 +250,31 @@ mod tests {
         assert_eq!(s.open(&a_id, 3).unwrap_err().counter(), "oversize");
     }
 
+    /// The conformance vectors in agents-spec/ (the schema there must agree; the Python
+    /// suite checks that side).
+    #[test]
+    fn conformance_vectors() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../agents-spec/vectors/envelopes.json"
+        );
+        let all: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let vectors = all["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 10);
+        for v in vectors {
+            let ok = serde_json::from_value::<Envelope>(v["envelope"].clone())
+                .map_err(|e| e.to_string())
+                .and_then(|e| e.check(65536).map_err(|e| e.to_string()));
+            assert_eq!(
+                ok.is_ok(),
+                v["valid"].as_bool().unwrap(),
+                "{}: {ok:?}",
+                v["name"]
+            );
+        }
+    }
+
     #[test]
     fn ids_sort_by_time_and_are_checked() {
         let a = new_id(5);

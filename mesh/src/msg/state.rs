@@ -38,10 +38,14 @@ pub enum Status {
 /// A sent message, per recipient.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SentItem {
-    /// As signed (re-sent as is).
+    /// As signed (re-sent as is; our own key is added back when it goes out).
     pub signed: Signed,
-    /// The envelope.
-    pub env: Envelope,
+    /// The message id.
+    pub id: String,
+    /// Sent at (Unix ms).
+    pub ts: u64,
+    /// Retried this long after `ts`.
+    pub ttl_s: u64,
     /// The recipient's PeerId.
     pub peer: String,
     /// Where it stands.
@@ -61,7 +65,11 @@ impl SentItem {
         self.signed.env = String::new();
         self.signed.sig = Vec::new();
         self.signed.key = Vec::new();
-        self.env.body = String::new();
+    }
+
+    /// When it stops being retried (Unix ms).
+    pub fn expires_at(&self) -> u64 {
+        self.ts.saturating_add(self.ttl_s.saturating_mul(1000))
     }
 }
 
@@ -170,9 +178,9 @@ impl State {
                         self.pending_idx
                             .entry(i.peer.clone())
                             .or_default()
-                            .insert(i.env.id.clone());
+                            .insert(i.id.clone());
                     }
-                    self.sent.insert((i.env.id.clone(), i.peer.clone()), i);
+                    self.sent.insert((i.id.clone(), i.peer.clone()), i);
                 }
             }
             Op::Delivered(keys, at) => {
@@ -240,7 +248,7 @@ impl State {
         for (peer, ids) in &self.pending_idx {
             for id in ids {
                 let k = (id.clone(), peer.clone());
-                if self.sent.get(&k).is_some_and(|s| s.env.expires_at() <= now) {
+                if self.sent.get(&k).is_some_and(|s| s.expires_at() <= now) {
                     out.push(k);
                 }
             }
@@ -262,7 +270,7 @@ impl State {
                 > now
         });
         self.sent
-            .retain(|_, s| s.env.expires_at().saturating_add(GRACE) > now);
+            .retain(|_, s| s.expires_at().saturating_add(GRACE) > now);
         let inbox = &self.inbox;
         self.receipts.retain(|k, _| inbox.contains_key(k));
         let changed = before != self.inbox.len() + self.sent.len();

@@ -106,10 +106,10 @@ pub struct SentStatus {
 impl From<&SentItem> for SentStatus {
     fn from(s: &SentItem) -> Self {
         Self {
-            id: s.env.id.clone(),
+            id: s.id.clone(),
             peer: s.peer.clone(),
             status: s.status,
-            ts: s.env.ts,
+            ts: s.ts,
             delivered_at: s.delivered_at,
             read_at: s.read_at,
             last_error: s.last_error.clone(),
@@ -216,6 +216,8 @@ struct Owner {
     compact_at: u64,
     /// An append failed: the journal must be rewritten as a snapshot before the next one.
     dirty: bool,
+    /// Our public key (protobuf), for messages as they go out.
+    pubkey: Vec<u8>,
     dropped: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
@@ -309,11 +311,17 @@ impl Owner {
         if signed.env.len() > super::envelope::MAX_ENVELOPE {
             return Err(MsgError::Invalid("the message is too large".into()));
         }
+        // The outbox keeps the signed text and a few fields; our own public key is added back
+        // when the message goes out.
+        let mut kept = signed.clone();
+        kept.key = Vec::new();
         let items =
             o.to.iter()
                 .map(|p| SentItem {
-                    signed: signed.clone(),
-                    env: env.clone(),
+                    signed: kept.clone(),
+                    id: env.id.clone(),
+                    ts: env.ts,
+                    ttl_s: env.ttl_s,
                     peer: p.to_string(),
                     status: Status::Pending,
                     delivered_at: None,
@@ -446,7 +454,7 @@ impl Owner {
             let Some(s) = self.state.sent.get(&(id.clone(), p.clone())) else {
                 continue;
             };
-            if s.status != Status::Pending || s.env.expires_at() <= now {
+            if s.status != Status::Pending || s.expires_at() <= now {
                 continue;
             }
             let size = s.signed.env.len() + s.signed.sig.len() + s.signed.key.len() + 16;
@@ -454,7 +462,11 @@ impl Owner {
                 break;
             }
             bytes += size;
-            out.push((WireItem::Msg(s.signed.clone()), id.clone()));
+            let mut signed = s.signed.clone();
+            if signed.key.is_empty() {
+                signed.key.clone_from(&self.pubkey);
+            }
+            out.push((WireItem::Msg(signed), id.clone()));
         }
         out
     }
@@ -661,8 +673,10 @@ impl MsgHandle {
             sent: sent_tx,
             compact_at: 4 << 20,
             dirty: false,
+            pubkey: Vec::new(),
             dropped: dropped.clone(),
         };
+        owner.pubkey = owner.key.public().encode_protobuf();
         if refused {
             // Records after the refused one would be ignored again at every start: rewrite
             // the journal as what was loaded.
