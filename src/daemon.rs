@@ -72,6 +72,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
             max_body_bytes: cfg.messages.max_body_bytes,
             outbox_max: cfg.messages.outbox_max,
             inbox_max: cfg.messages.inbox_max,
+            groups: cfg.messages.groups.clone(),
         },
         identity.keypair().clone(),
     )

@@ -464,3 +464,48 @@ fn two_workers_on_two_machines_claim_one_task_and_exactly_one_wins() {
         "invalid_arguments"
     );
 }
+
+#[test]
+fn a_group_message_reaches_each_member_and_unknown_groups_are_named() {
+    let a = started_on_fixed_port("alpha");
+    let b = started_on_fixed_port("beta");
+    let c = started_on_fixed_port("gamma");
+    pair(&a, &b);
+    pair(&a, &c);
+    let cfg = a.path().join("config.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[messages.groups]\nreviewers = [\"beta\", \"gamma\"]\n");
+    std::fs::write(&cfg, text).unwrap();
+    a.ok(&["restart"]);
+    let mut ma = agent(&a);
+    let s = tool(
+        &mut ma,
+        "loopsy_send_message",
+        json!({"to": "group:reviewers", "body": "please review", "wait_s": 20}),
+    );
+    let mut to: Vec<&str> = s["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["to"].as_str().unwrap())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["beta", "gamma"]);
+    for h in [&b, &c] {
+        let mut m = agent(h);
+        let got = tool(&mut m, "loopsy_wait_for_message", json!({"timeout_s": 20}));
+        assert_eq!(got["message"]["body"], "please review");
+        assert_eq!(got["message"]["type"], "broadcast");
+    }
+    let r = ma.call_tool(
+        "loopsy_send_message",
+        json!({"to": "group:nobody", "body": "x"}),
+    );
+    assert_eq!(r["result"]["structuredContent"]["code"], "not_found");
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("reviewers")
+    );
+}

@@ -144,6 +144,8 @@ pub struct MessagesConfig {
     pub outbox_max: usize,
     /// Most messages kept in the inbox.
     pub inbox_max: usize,
+    /// Named groups of peers: `to = "group:NAME"` sends to each member.
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for MessagesConfig {
@@ -152,6 +154,7 @@ impl Default for MessagesConfig {
             max_body_bytes: 64 * 1024,
             outbox_max: 10_000,
             inbox_max: 100_000,
+            groups: Default::default(),
         }
     }
 }
@@ -575,6 +578,10 @@ name = "{name}"
 # outbox_max = 10000
 # Messages kept in the inbox; beyond it senders are asked to retry later.
 # inbox_max = 100000
+
+# [messages.groups]
+# Named groups of peers: `loopsy msg send group:reviewers …` sends to each member.
+# reviewers = ["kai", "leo"]
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

@@ -20,7 +20,8 @@ use crate::{Caller, DaemonCtx};
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendArgs {
-    /// A peer's name or PeerId, or `*` for every trusted peer.
+    /// A peer's name or PeerId, `*` for every trusted peer, or `group:NAME` for the peers in
+    /// a group from `messages.groups`.
     pub to: String,
     /// The text (JSON is fine; loopsy never interprets it).
     pub body: String,
@@ -242,8 +243,39 @@ pub async fn send(ctx: &DaemonCtx, caller: &Caller, a: SendArgs) -> CallToolResu
         .into_result();
     }
     let (peers, names) = directory(ctx).await;
-    let all = matches!(a.to.trim(), "*" | "all");
-    let targets: Vec<&PeerView> = if all {
+    let group = a.to.trim().strip_prefix("group:");
+    let all = matches!(a.to.trim(), "*" | "all") || group.is_some();
+    let targets: Vec<&PeerView> = if let Some(g) = group {
+        let Some(members) = ctx.messages().config().groups.get(g) else {
+            let known: Vec<&str> = ctx
+                .messages()
+                .config()
+                .groups
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return ToolError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no group {g:?} in messages.groups; known: {}",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+            .into_result();
+        };
+        let mut v = Vec::new();
+        for m in members {
+            match find(&peers, m) {
+                Ok(p) => v.push(p),
+                Err(r) => return r,
+            }
+        }
+        v
+    } else if all {
         peers.iter().collect()
     } else {
         match find(&peers, a.to.trim()) {

@@ -24,6 +24,8 @@ pub struct MsgConfig {
     pub outbox_max: usize,
     /// Most messages kept in the inbox.
     pub inbox_max: usize,
+    /// Named groups of peers (by name).
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for MsgConfig {
@@ -32,6 +34,7 @@ impl Default for MsgConfig {
             max_body_bytes: 64 * 1024,
             outbox_max: 10_000,
             inbox_max: 100_000,
+            groups: BTreeMap::new(),
         }
     }
 }
