@@ -581,7 +581,7 @@ name = "{name}"
 
 # [messages.groups]
 # Named groups of peers: `loopsy msg send group:reviewers …` sends to each member.
-# reviewers = ["kai", "leo"]
+# Example: reviewers = ["kai", "leo"]
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".
