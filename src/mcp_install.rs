@@ -111,6 +111,14 @@ fn on_path(bin: &str) -> bool {
 /// The command an agent runs: this binary, with `--home` when it is not the default.
 fn command(home: &Home) -> anyhow::Result<(String, Vec<String>)> {
     let exe = std::env::current_exe().context("cannot locate the loopsy binary")?;
+    // Prefer the `loopsy` on PATH when it is this binary (a package manager's stable link,
+    // not the versioned file behind it, which an upgrade removes).
+    let exe = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("loopsy"))
+        .find(|c| c.is_file() && std::fs::canonicalize(c).ok() == std::fs::canonicalize(&exe).ok())
+        .unwrap_or(exe);
     let mut args = Vec::new();
     let default = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".loopsy"));
     if default.as_deref() != Some(home.root()) {
@@ -126,20 +134,48 @@ fn strs(v: &[String]) -> CstInputValue {
 }
 
 /// The JSON agents: set (or with `entry = None`, remove) `<table>.loopsy`.
-fn edit_json(text: &str, table: &str, entry: Option<CstInputValue>) -> anyhow::Result<String> {
+/// The JSON agents: set the `fields` of `<table>.loopsy` (keeping any other keys the user
+/// added there), or with `fields = None` remove the entry.
+fn edit_json(
+    text: &str,
+    table: &str,
+    fields: Option<Vec<(String, CstInputValue)>>,
+) -> anyhow::Result<String> {
     let text = if text.trim().is_empty() { "{}\n" } else { text };
     let root = CstRootNode::parse(text, &ParseOptions::default())
         .map_err(|e| anyhow::anyhow!("not valid JSON: {e}"))?;
     let obj = root
         .object_value()
         .ok_or_else(|| anyhow::anyhow!("the file is not a JSON object"))?;
-    match entry {
-        Some(v) => {
-            let servers = obj.object_value_or_set(table);
+    match fields {
+        Some(fields) => {
+            let servers = obj
+                .object_value_or_create(table)
+                .ok_or_else(|| anyhow::anyhow!("\"{table}\" is not an object; fix it by hand"))?;
             match servers.get("loopsy") {
-                Some(p) => p.set_value(v),
+                Some(p) => {
+                    let entry = p.object_value().ok_or_else(|| {
+                        anyhow::anyhow!("\"{table}.loopsy\" is not an object; fix it by hand")
+                    })?;
+                    for (k, v) in fields {
+                        let same = entry
+                            .get(&k)
+                            .and_then(|x| x.value())
+                            .and_then(|x| x.to_serde_value())
+                            == Some(input_to_json(&v));
+                        if same {
+                            continue;
+                        }
+                        match entry.get(&k) {
+                            Some(x) => x.set_value(v),
+                            None => {
+                                entry.append(&k, v);
+                            }
+                        }
+                    }
+                }
                 None => {
-                    servers.append("loopsy", v);
+                    servers.append("loopsy", CstInputValue::Object(fields));
                 }
             }
         }
@@ -159,6 +195,21 @@ fn edit_json(text: &str, table: &str, entry: Option<CstInputValue>) -> anyhow::R
     Ok(root.to_string())
 }
 
+fn input_to_json(v: &CstInputValue) -> serde_json::Value {
+    match v {
+        CstInputValue::Null => serde_json::Value::Null,
+        CstInputValue::Bool(b) => serde_json::Value::Bool(*b),
+        CstInputValue::Number(n) => serde_json::from_str(n).unwrap_or(serde_json::Value::Null),
+        CstInputValue::String(s) => serde_json::Value::String(s.clone()),
+        CstInputValue::Array(a) => a.iter().map(input_to_json).collect(),
+        CstInputValue::Object(o) => o
+            .iter()
+            .map(|(k, v)| (k.clone(), input_to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
+}
+
 /// Codex: `[mcp_servers.loopsy]` in config.toml.
 fn edit_toml(text: &str, cmd: &(String, Vec<String>), add: bool) -> anyhow::Result<String> {
     let mut doc: toml_edit::DocumentMut = text.parse().context("not valid TOML")?;
@@ -172,19 +223,24 @@ fn edit_toml(text: &str, cmd: &(String, Vec<String>), add: bool) -> anyhow::Resu
             })
             .as_table_mut()
             .ok_or_else(|| anyhow::anyhow!("mcp_servers is not a table"))?;
-        let mut t = toml_edit::Table::new();
-        t["command"] = toml_edit::value(cmd.0.clone());
-        let mut args = toml_edit::Array::new();
-        for a in &cmd.1 {
-            args.push(a.as_str());
+        let t = servers
+            .entry("loopsy")
+            .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow::anyhow!("mcp_servers.loopsy is not a table; fix it by hand"))?;
+        if t.get("command").and_then(|v| v.as_str()) != Some(cmd.0.as_str()) {
+            t["command"] = toml_edit::value(cmd.0.clone());
         }
-        t["args"] = toml_edit::value(args);
-        let same = servers
-            .get("loopsy")
-            .and_then(|l| l.as_table())
-            .is_some_and(|l| l.to_string() == t.to_string());
-        if !same {
-            servers.insert("loopsy", toml_edit::Item::Table(t));
+        let same_args = t.get("args").and_then(|v| v.as_array()).is_some_and(|a| {
+            a.iter().map(|v| v.as_str()).collect::<Vec<_>>()
+                == cmd.1.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>()
+        });
+        if !same_args {
+            let mut args = toml_edit::Array::new();
+            for a in &cmd.1 {
+                args.push(a.as_str());
+            }
+            t["args"] = toml_edit::value(args);
         }
     } else if let Some(servers) = doc.get_mut("mcp_servers").and_then(|s| s.as_table_mut()) {
         servers.remove("loopsy");
@@ -198,25 +254,25 @@ fn edit_toml(text: &str, cmd: &(String, Vec<String>), add: bool) -> anyhow::Resu
 fn new_config(agent: Agent, text: &str, home: &Home, add: bool) -> anyhow::Result<String> {
     let cmd = command(home)?;
     let (c, a) = (&cmd.0, &cmd.1);
-    let entry = |v: CstInputValue| add.then_some(v);
+    let entry = |v: Vec<(String, CstInputValue)>| add.then_some(v);
     match agent {
         Agent::Codex => edit_toml(text, &cmd, add),
         Agent::Claude => edit_json(
             text,
             "mcpServers",
-            entry(CstInputValue::Object(vec![
+            entry(vec![
                 ("type".into(), CstInputValue::String("stdio".into())),
                 ("command".into(), CstInputValue::String(c.clone())),
                 ("args".into(), strs(a)),
-            ])),
+            ]),
         ),
         Agent::Gemini | Agent::Cursor => edit_json(
             text,
             "mcpServers",
-            entry(CstInputValue::Object(vec![
+            entry(vec![
                 ("command".into(), CstInputValue::String(c.clone())),
                 ("args".into(), strs(a)),
-            ])),
+            ]),
         ),
         Agent::Opencode | Agent::All => {
             let mut full = vec![c.clone()];
@@ -224,19 +280,28 @@ fn new_config(agent: Agent, text: &str, home: &Home, add: bool) -> anyhow::Resul
             edit_json(
                 text,
                 "mcp",
-                entry(CstInputValue::Object(vec![
+                // `enabled` only when the entry is new: a user who switched it off keeps it off.
+                entry(vec![
                     ("type".into(), CstInputValue::String("local".into())),
                     ("command".into(), strs(&full)),
-                    ("enabled".into(), CstInputValue::Bool(true)),
-                ])),
+                ])
+                .map(|mut f| {
+                    if !text.contains("\"loopsy\"") {
+                        f.push(("enabled".into(), CstInputValue::Bool(true)));
+                    }
+                    f
+                }),
             )
         }
     }
 }
 
-fn new_instructions(text: &str, add: bool) -> String {
+fn new_instructions(text: &str, add: bool) -> anyhow::Result<String> {
+    let starts = text.matches(START).count();
+    let ends = text.matches(END).count();
     let stripped = match (text.find(START), text.find(END)) {
-        (Some(s), Some(e)) if e > s => {
+        (None, None) => text.to_string(),
+        (Some(s), Some(e)) if starts == 1 && ends == 1 && e > s => {
             let mut end = e + END.len();
             if text[end..].starts_with('\n') {
                 end += 1;
@@ -248,10 +313,12 @@ fn new_instructions(text: &str, add: bool) -> String {
             }
             format!("{}{}", &text[..start], &text[end..])
         }
-        _ => text.to_string(),
+        _ => bail!(
+            "the loopsy section markers ({START} … {END}) are broken; fix or remove them by hand"
+        ),
     };
     if !add {
-        return stripped;
+        return Ok(stripped);
     }
     let mut out = stripped;
     if !out.is_empty() && !out.ends_with('\n') {
@@ -261,7 +328,7 @@ fn new_instructions(text: &str, add: bool) -> String {
         out.push('\n');
     }
     out.push_str(&section());
-    out
+    Ok(out)
 }
 
 /// Write `new` to `path` (backing the old file up first), or print the diff on a dry run.
@@ -282,26 +349,56 @@ fn apply(path: &Path, old: Option<&str>, new: &str, dry_run: bool) -> anyhow::Re
         );
         return Ok(true);
     }
+    // A symlinked config (dotfile managers) is edited where it really lives.
+    let real = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .with_context(|| format!("cannot follow the link {}", path.display()))?,
+        _ => path.to_path_buf(),
+    };
+    let mode = std::fs::metadata(&real)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o644);
     if let Some(old) = old {
-        let mut backup = path.as_os_str().to_owned();
+        // The first backup is the file as it was before loopsy ever touched it; keep it.
+        let mut backup = real.as_os_str().to_owned();
         backup.push(".loopsy-backup");
-        std::fs::write(&backup, old)
-            .with_context(|| format!("cannot back up {}", path.display()))?;
-        if let Ok(m) = std::fs::metadata(path) {
-            let _ = std::fs::set_permissions(&backup, m.permissions());
+        let backup = PathBuf::from(backup);
+        if !backup.exists() {
+            write_new(&backup, old.as_bytes(), mode)
+                .with_context(|| format!("cannot back up {}", path.display()))?;
         }
     }
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = real.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut tmp = path.as_os_str().to_owned();
+    let mut tmp = real.as_os_str().to_owned();
     tmp.push(".loopsy-tmp");
-    std::fs::write(&tmp, new).with_context(|| format!("cannot write {}", path.display()))?;
-    if let Ok(m) = std::fs::metadata(path) {
-        std::fs::set_permissions(&tmp, m.permissions())?;
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = write_new(&tmp, new.as_bytes(), mode) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    std::fs::rename(&tmp, &real).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Some(dir) = real.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
     Ok(true)
+}
+
+/// Create `path` (it must not exist) with `mode` from the start, write and fsync.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn read(path: &Path) -> anyhow::Result<Option<String>> {
@@ -386,7 +483,8 @@ pub fn run(
             continue;
         }
         let iold = read(&ipath)?;
-        let inew = new_instructions(iold.as_deref().unwrap_or(""), add);
+        let inew = new_instructions(iold.as_deref().unwrap_or(""), add)
+            .with_context(|| format!("cannot edit {}", ipath.display()))?;
         if apply(&ipath, iold.as_deref(), &inew, dry_run)? && !dry_run {
             anstream::println!(
                 "{:<9} {}  {}",
@@ -422,8 +520,18 @@ mod tests {
     #[test]
     fn json_edits_keep_everything_else() {
         let text = "{\n  // a comment\n  \"theme\": \"dark\",\n  \"mcpServers\": {\n    \"other\": {\"command\": \"x\"}\n  }\n}\n";
-        let v = CstInputValue::Object(vec![("command".into(), CstInputValue::String("l".into()))]);
-        let added = edit_json(text, "mcpServers", Some(v)).unwrap();
+        let v = vec![("command".into(), CstInputValue::String("l".into()))];
+        let added = edit_json(text, "mcpServers", Some(v.clone())).unwrap();
+        assert_eq!(edit_json(&added, "mcpServers", Some(v)).unwrap(), added);
+        assert!(edit_json("{\"mcpServers\": []}", "mcpServers", None).is_ok());
+        assert!(
+            edit_json(
+                "{\"mcpServers\": []}",
+                "mcpServers",
+                Some(vec![("a".into(), CstInputValue::Null)])
+            )
+            .is_err()
+        );
         assert!(
             added.contains("// a comment") && added.contains("\"other\""),
             "{added}"
@@ -434,11 +542,29 @@ mod tests {
     }
 
     #[test]
+    fn a_users_own_keys_in_the_entry_are_kept() {
+        let text =
+            "{\"mcpServers\": {\"loopsy\": {\"command\": \"old\", \"env\": {\"A\": \"1\"}}}}";
+        let v = vec![("command".into(), CstInputValue::String("new".into()))];
+        let out = edit_json(text, "mcpServers", Some(v)).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["mcpServers"]["loopsy"]["command"], "new");
+        assert_eq!(j["mcpServers"]["loopsy"]["env"]["A"], "1");
+        let toml = "[mcp_servers.loopsy]\ncommand = \"old\"\nstartup_timeout_sec = 20\n";
+        let out = edit_toml(toml, &("new".into(), vec!["mcp".into()]), true).unwrap();
+        assert!(
+            out.contains("startup_timeout_sec = 20") && out.contains("\"new\""),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn instructions_section_round_trips() {
         let text = "# My rules\n\nBe nice.\n";
-        let added = new_instructions(text, true);
+        let added = new_instructions(text, true).unwrap();
         assert!(added.starts_with(text) && added.contains(START));
-        assert_eq!(new_instructions(&added, true), added);
-        assert_eq!(new_instructions(&added, false), text);
+        assert_eq!(new_instructions(&added, true).unwrap(), added);
+        assert_eq!(new_instructions(&added, false).unwrap(), text);
+        assert!(new_instructions(&format!("{text}{START}\nhalf"), true).is_err());
     }
 }

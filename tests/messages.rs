@@ -463,6 +463,27 @@ fn two_workers_on_two_machines_claim_one_task_and_exactly_one_wins() {
         r["result"]["structuredContent"]["code"],
         "invalid_arguments"
     );
+
+    // A task for beta is invisible to gamma: not found, whatever gamma asks.
+    let for_b = tool(
+        &mut ma,
+        "loopsy_task_create",
+        json!({"assignee": "beta", "description": "only for beta"}),
+    );
+    let mut mc = agent(&c);
+    for (name, args) in [
+        (
+            "loopsy_task_wait",
+            json!({"id": for_b["id"], "timeout_s": 1}),
+        ),
+        ("loopsy_task_claim", json!({"id": for_b["id"]})),
+    ] {
+        let r = mc.call_tool(name, args);
+        assert_eq!(
+            r["result"]["structuredContent"]["code"], "not_found",
+            "{name}: {r}"
+        );
+    }
 }
 
 #[test]

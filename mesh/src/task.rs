@@ -110,8 +110,12 @@ pub enum TaskError {
     Stopped,
 }
 
-/// The largest description, note, input or result (bytes of JSON text).
+/// The largest input or result (bytes of JSON text).
 pub const MAX_FIELD: usize = 256 * 1024;
+/// The largest description or note.
+pub const MAX_TEXT: usize = 16 * 1024;
+/// Notes are kept in the history up to this many bytes each.
+const HISTORY_NOTE: usize = 1024;
 /// Most tasks kept (oldest final ones are dropped beyond it).
 pub const MAX_TASKS: usize = 10_000;
 
@@ -125,7 +129,8 @@ fn now_ms() -> u64 {
 /// The owner PeerId in a task id.
 pub fn owner_of(id: &str) -> Option<&str> {
     let (local, owner) = id.split_once('@')?;
-    let ok = local.len() == 23
+    let ok = local.is_ascii()
+        && local.len() == 23
         && local.starts_with('t')
         && local[1..14].bytes().all(|b| b.is_ascii_digit())
         && local.as_bytes()[14] == b'-'
@@ -262,7 +267,13 @@ fn apply(t: &mut Task, who: &str, c: Change, now: u64) -> Result<(), TaskError> 
                 status,
                 at: now,
                 by: who.to_string(),
-                note,
+                note: note.map(|n| {
+                    let mut end = n.len().min(HISTORY_NOTE);
+                    while !n.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    n[..end].to_string()
+                }),
             });
             if t.history.len() > 100 {
                 t.history.remove(1);
@@ -283,6 +294,8 @@ struct Owner {
     log: ChangeLog,
     changed: watch::Sender<u64>,
     dirty: bool,
+    /// Some journal records could not be read: never compact them away.
+    frozen: bool,
 }
 
 impl Owner {
@@ -291,29 +304,50 @@ impl Owner {
         if self.dirty {
             self.compact()?;
         }
+        if !self.tasks.contains_key(&t.id)
+            && self.tasks.len() >= MAX_TASKS
+            && self.tasks.values().all(|t| !t.status.is_final())
+        {
+            return Err(TaskError::Invalid(format!(
+                "{MAX_TASKS} unfinished tasks already; finish or cancel some first"
+            )));
+        }
         if let Err(e) = self.log.append(&encode(&t)?) {
             self.dirty = true;
             return Err(e.into());
         }
-        self.tasks.insert(t.id.clone(), t.clone());
-        if self.tasks.len() > MAX_TASKS
-            && let Some(old) = self
+        let id = t.id.clone();
+        self.tasks.insert(id.clone(), t.clone());
+        // Over the limit: drop the oldest finished tasks (never the one just written), and
+        // rewrite the journal so they do not come back on the next start.
+        let mut evicted = false;
+        while self.tasks.len() > MAX_TASKS {
+            let Some(old) = self
                 .tasks
                 .values()
-                .filter(|t| t.status.is_final())
-                .min_by_key(|t| t.updated_at)
-                .map(|t| t.id.clone())
-        {
+                .filter(|x| x.status.is_final() && x.id != id)
+                .min_by_key(|x| x.updated_at)
+                .map(|x| x.id.clone())
+            else {
+                break;
+            };
             self.tasks.remove(&old);
+            evicted = true;
         }
-        if self.log.log_len() > 8 << 20 {
-            let _ = self.compact();
+        if (evicted || self.log.log_len() > 8 << 20)
+            && let Err(e) = self.compact()
+        {
+            tracing::warn!(error = %e, "task store compaction failed");
+            self.dirty = true;
         }
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
         Ok(t)
     }
 
     fn compact(&mut self) -> Result<(), TaskError> {
+        if self.frozen {
+            return Ok(());
+        }
         let all: Vec<&Task> = self.tasks.values().collect();
         let mut b = Vec::new();
         ciborium::into_writer(&all, &mut b).map_err(|e| TaskError::Invalid(e.to_string()))?;
@@ -335,14 +369,17 @@ impl TaskHandle {
                 tasks.insert(t.id.clone(), t);
             }
         }
+        let mut skipped = 0;
         for r in &loaded.records {
             match ciborium::from_reader::<Task, _>(&r[..]) {
                 Ok(t) => {
                     tasks.insert(t.id.clone(), t);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "task journal record refused; ignoring the rest");
-                    break;
+                    // Each record is a whole task: one that cannot be read (a newer version
+                    // wrote it?) is skipped, and the journal is left as it is.
+                    tracing::warn!(error = %e, "task journal record skipped");
+                    skipped += 1;
                 }
             }
         }
@@ -352,6 +389,7 @@ impl TaskHandle {
             log,
             changed: changed_tx,
             dirty: false,
+            frozen: skipped > 0,
         };
         owner.compact()?;
         let (tx, mut rx) = mpsc::channel::<Cmd>(256);
@@ -403,7 +441,12 @@ impl TaskHandle {
         if description.trim().is_empty() {
             return Err(TaskError::Invalid("describe the task".into()));
         }
-        check_len("description", description.len())?;
+        if description.len() > MAX_TEXT {
+            return Err(TaskError::Invalid(format!(
+                "description is {} bytes; the limit is {MAX_TEXT}",
+                description.len()
+            )));
+        }
         check_len("input", json_len(&input))?;
         let now = now_ms();
         let t = Task {
@@ -431,9 +474,20 @@ impl TaskHandle {
 
     /// Apply a change by `who` (a PeerId: this machine's own for local agents).
     pub async fn change(&self, id: &str, who: &str, c: Change) -> Result<Task, TaskError> {
-        if let Change::Update { note, result, .. } = &c {
-            check_len("note", note.as_ref().map_or(0, String::len))?;
-            check_len("result", json_len(result))?;
+        match &c {
+            Change::Update { note, result, .. } => {
+                if note.as_ref().is_some_and(|n| n.len() > MAX_TEXT) {
+                    return Err(TaskError::Invalid(format!(
+                        "note is longer than {MAX_TEXT} bytes"
+                    )));
+                }
+                check_len("result", json_len(result))?;
+            }
+            Change::Claim { worker } => {
+                if worker.as_ref().is_some_and(|w| w.len() > 128) {
+                    return Err(TaskError::Invalid("worker is at most 128 bytes".into()));
+                }
+            }
         }
         let (id, who) = (id.to_string(), who.to_string());
         self.ask(|r| Cmd::Change(id, who, c, r)).await?
@@ -561,6 +615,8 @@ mod tests {
             "t1-2@x",
             "../x@y",
             &format!("t1700000000000-zzzzzzzz@{p}"),
+            // 23 bytes, but a multi-byte character where the dash should be.
+            &format!("t170000000000é-0a1b2c3@{p}"),
         ] {
             assert_eq!(owner_of(bad), None, "{bad}");
         }

@@ -276,6 +276,25 @@ pub async fn create(ctx: &DaemonCtx, caller: &Caller, a: CreateArgs) -> CallTool
     )
 }
 
+/// A peer may only see (and act on) tasks for it, open ones, or ones it claimed: anything
+/// else is "not found" to it.
+async fn visible(ctx: &DaemonCtx, caller: &Caller, id: &str) -> Result<(), CallToolResult> {
+    let Caller::Peer { id: peer, .. } = caller else {
+        return Ok(());
+    };
+    match ctx.tasks().get(id).await {
+        Ok(Some(t))
+            if t.assignee == *peer
+                || t.assignee == "*"
+                || t.claimed_by.as_deref() == Some(peer.as_str()) =>
+        {
+            Ok(())
+        }
+        Ok(_) => Err(err(TaskError::NotFound(id.to_string()))),
+        Err(e) => Err(err(e)),
+    }
+}
+
 async fn change(
     ctx: &DaemonCtx,
     caller: &Caller,
@@ -287,7 +306,16 @@ async fn change(
     match route(ctx, caller, id) {
         Err(r) => r,
         Ok(Some(owner)) => super::forward(ctx, &owner, tool, args).await,
-        Ok(None) => match ctx.tasks().change(id, &who(ctx, caller), c).await {
+        Ok(None) => match visible(ctx, caller, id).await {
+            Err(r) => r,
+            Ok(()) => apply_here(ctx, caller, id, c).await,
+        },
+    }
+}
+
+async fn apply_here(ctx: &DaemonCtx, caller: &Caller, id: &str, c: Change) -> CallToolResult {
+    {
+        match ctx.tasks().change(id, &who(ctx, caller), c).await {
             Ok(t) => {
                 let v = view(t, &names(ctx).await);
                 success(
@@ -296,7 +324,7 @@ async fn change(
                 )
             }
             Err(e) => err(e),
-        },
+        }
     }
 }
 
@@ -383,7 +411,12 @@ pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResu
         Err(r) => return r,
         Ok(o) => o,
     };
-    let max = if owner.is_some() { 110 } else { 300 };
+    // An RPC gives up at 120 s: a wait that crosses the mesh (either way) stays under it.
+    let max = if owner.is_some() || matches!(caller, Caller::Peer { .. }) {
+        110
+    } else {
+        300
+    };
     if timeout > max {
         return ToolError::new(
             ErrorCode::InvalidArguments,
@@ -393,6 +426,9 @@ pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResu
     }
     if let Some(owner) = owner {
         return super::forward(ctx, &owner, "loopsy_task_wait", &a).await;
+    }
+    if let Err(r) = visible(ctx, caller, &a.id).await {
+        return r;
     }
     let until = a.until_status.unwrap_or(TaskStatus::Completed);
     let mut changes = ctx.tasks().changes();
