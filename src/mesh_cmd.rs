@@ -299,6 +299,12 @@ pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<E
             for a in me["listen_addrs"].as_array().into_iter().flatten() {
                 anstream::println!("  listening {}", a.as_str().unwrap_or_default());
             }
+            let m = &me["messages"];
+            anstream::println!(
+                "  messages  {} unread in the inbox, {} waiting to be delivered",
+                m["unread"].as_u64().unwrap_or(0),
+                m["outbox"].as_u64().unwrap_or(0)
+            );
             anstream::println!();
             print_peers(
                 peers["peers"]

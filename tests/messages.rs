@@ -138,6 +138,9 @@ fn messages_arrive_once_with_delivery_and_read_acks() {
         .unwrap()
         .len();
     assert_eq!(unread, 205, "200 unread from the burst plus the 5 queued");
+    let st = tool(&mut mb, "loopsy_status", json!({}));
+    assert_eq!(st["messages"]["unread"], 205, "{st}");
+    assert_eq!(st["messages"]["inbox"], 206, "{st}");
     let all: HashSet<String> = inbox_all(&mut mb)
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_string())

@@ -33,6 +33,19 @@ pub struct StatusOut {
     pub http_url: Option<String>,
     /// The data dir.
     pub data_dir: String,
+    /// The message store.
+    pub messages: MessageCounts,
+}
+
+/// How many messages wait where.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct MessageCounts {
+    /// Sent, not yet acknowledged by their recipients (retried until they are).
+    pub outbox: usize,
+    /// In the inbox.
+    pub inbox: usize,
+    /// In the inbox and not yet acknowledged as read.
+    pub unread: usize,
 }
 
 /// Gather the status.
@@ -42,6 +55,16 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
         .info()
         .await
         .map_err(|e| ToolError::new(ErrorCode::Unavailable, e.to_string()))?;
+    let messages = ctx
+        .messages()
+        .counts()
+        .await
+        .map(|(outbox, inbox, unread)| MessageCounts {
+            outbox,
+            inbox,
+            unread,
+        })
+        .unwrap_or_default();
     Ok(StatusOut {
         name: ctx.name().to_string(),
         peer_id: info.peer_id.to_string(),
@@ -53,6 +76,7 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
         listen_addrs: info.listen_addrs.iter().map(|a| a.to_string()).collect(),
         http_url: ctx.http_addr().map(|a| format!("http://{a}/mcp")),
         data_dir: ctx.home().root().display().to_string(),
+        messages,
     })
 }
 

@@ -186,7 +186,7 @@ enum Cmd {
         oneshot::Sender<Vec<SentStatus>>,
     ),
     PendingPeers(oneshot::Sender<Vec<PeerId>>),
-    Counts(oneshot::Sender<(usize, usize)>),
+    Counts(oneshot::Sender<(usize, usize, usize)>),
 }
 
 /// A cloneable handle to the message store.
@@ -607,7 +607,13 @@ impl Owner {
                 let _ = r.send(peers);
             }
             Cmd::Counts(r) => {
-                let _ = r.send((self.state.pending(), self.state.inbox.len()));
+                let unread = self
+                    .state
+                    .inbox
+                    .values()
+                    .filter(|i| i.read_at.is_none())
+                    .count();
+                let _ = r.send((self.state.pending(), self.state.inbox.len(), unread));
             }
         }
     }
@@ -802,8 +808,8 @@ impl MsgHandle {
         self.ask(Cmd::PendingPeers).await
     }
 
-    /// (messages waiting in the outbox, messages in the inbox).
-    pub async fn counts(&self) -> Result<(usize, usize), MsgError> {
+    /// (messages waiting in the outbox, messages in the inbox, unread ones).
+    pub async fn counts(&self) -> Result<(usize, usize, usize), MsgError> {
         self.ask(Cmd::Counts).await
     }
 
