@@ -41,6 +41,41 @@ pub fn stored_files(data: &[u8]) {
     }
 }
 
+/// Message batches and answers from a peer (`/loopsy/msg/1`), and every envelope in them
+/// opened as a receiver would.
+pub fn message_frames(data: &[u8]) {
+    use crate::msg::WireItem;
+    let _ = crate::msg::deliver::decode_outcomes(data);
+    if let Ok(items) = crate::msg::deliver::decode_batch(data) {
+        let peer = libp2p::PeerId::random();
+        for it in items {
+            if let WireItem::Msg(s) = it {
+                let _ = s.open(&peer, 64 * 1024);
+            }
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(env) = serde_json::from_str::<crate::msg::Envelope>(text)
+    {
+        let _ = env.check(64 * 1024);
+    }
+}
+
+/// The message and task journals' records and snapshots (CBOR), and task ids.
+pub fn stored_journals(data: &[u8]) {
+    let _ = ciborium::from_reader::<crate::msg::state::Op, _>(data);
+    if let Ok(mut st) = ciborium::from_reader::<crate::msg::state::State, _>(data) {
+        st.reindex();
+        let _ = st.expired(u64::MAX);
+        let _ = st.gc(u64::MAX);
+    }
+    let _ = ciborium::from_reader::<crate::task::Task, _>(data);
+    let _ = ciborium::from_reader::<Vec<crate::task::Task>, _>(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::task::owner_of(text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +98,38 @@ mod tests {
         out.push(br#"{"op":"push","path":"a","size":1,"id":"ab","overwrite":false}"#.to_vec());
         out.push(br#"{"version":1,"peers":{}}"#.to_vec());
         out.push(b"[mesh]\nlisten_port = 1\n".to_vec());
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let env = crate::msg::Envelope {
+            id: crate::msg::envelope::new_id(1_700_000_000_000),
+            from: key.public().to_peer_id().to_string(),
+            to: "*".into(),
+            ts: 1_700_000_000_000,
+            kind: crate::msg::MsgType::Chat,
+            body: "hi".into(),
+            ttl_s: 60,
+            reply_to: None,
+            thread: Some("t".into()),
+        };
+        if let Ok(signed) = crate::msg::Signed::sign(&env, &key) {
+            let frame = crate::msg::deliver::encode_batch(&[
+                crate::msg::WireItem::Msg(signed),
+                crate::msg::WireItem::Read(env.id.clone(), 5),
+            ]);
+            out.push(frame[4..].to_vec());
+        }
+        use erased::Ser;
+        out.push(
+            vec![
+                crate::msg::Outcome::Ok,
+                crate::msg::Outcome::Later("x".into()),
+            ]
+            .cbor(),
+        );
+        out.push(crate::msg::state::Op::Delivered(vec![("a".into(), "b".into())], 1).cbor());
+        out.push(
+            br#"t1700000000000-0a1b2c3d@12D3KooWLBFcLBhie1LML5rDhrXaDAP5NwLUu5mcdRjSLFoGcuEf"#
+                .to_vec(),
+        );
         out
     }
 
@@ -105,6 +172,8 @@ mod tests {
             rpc_messages(&data);
             file_header(&data);
             stored_files(&data);
+            message_frames(&data);
+            stored_journals(&data);
         }
     }
 }

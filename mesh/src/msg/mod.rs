@@ -4,7 +4,7 @@
 
 pub mod deliver;
 pub mod envelope;
-mod state;
+pub(crate) mod state;
 mod store;
 
 pub use envelope::{Envelope, Invalid, MsgType, Signed, TO_ALL};
