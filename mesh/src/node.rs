@@ -182,7 +182,7 @@ pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
     streams: libp2p_stream::Control,
-    connected: tokio::sync::watch::Receiver<u64>,
+    connected: tokio::sync::watch::Receiver<(u64, Option<PeerId>)>,
 }
 
 impl std::fmt::Debug for Command {
@@ -229,7 +229,8 @@ impl NodeHandle {
     }
 
     /// Changes whenever a trusted peer connects (a first or an additional connection).
-    pub fn connected(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// The value is a counter and the peer that connected last.
+    pub fn connected(&self) -> tokio::sync::watch::Receiver<(u64, Option<PeerId>)> {
         self.connected.clone()
     }
 
@@ -392,7 +393,7 @@ pub async fn spawn(
     let streams = swarm.behaviour().streams.new_control();
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
-    let (connected_tx, connected) = tokio::sync::watch::channel(0u64);
+    let (connected_tx, connected) = tokio::sync::watch::channel((0u64, None));
     let task = crate::node_task::NodeTask::new(swarm, rx, in_tx, cfg, trust, connected_tx);
     tokio::spawn(task.run(early));
     Ok((

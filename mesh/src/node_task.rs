@@ -115,7 +115,7 @@ pub(crate) struct NodeTask {
     /// When a reconnect last brought every backed-off redial forward.
     last_wake: Option<Instant>,
     /// Bumped when a trusted peer comes online.
-    connected: tokio::sync::watch::Sender<u64>,
+    connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
 }
 
 impl NodeTask {
@@ -125,7 +125,7 @@ impl NodeTask {
         inbound: mpsc::Sender<InboundCall>,
         cfg: NodeConfig,
         trust: Trust,
-        connected: tokio::sync::watch::Sender<u64>,
+        connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
     ) -> Self {
         let now = Instant::now();
         let redial = trust
@@ -552,7 +552,10 @@ impl NodeTask {
             }
             // Every new connection counts: a peer that restarted reconnects while its old
             // connection may still look alive, and work stuck on that one should move over.
-            self.connected.send_modify(|g| *g = g.wrapping_add(1));
+            self.connected.send_modify(|(g, p)| {
+                *g = g.wrapping_add(1);
+                *p = Some(peer);
+            });
         }
     }
 

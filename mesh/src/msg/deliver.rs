@@ -229,10 +229,9 @@ pub async fn serve(node: NodeHandle, msgs: MsgHandle) {
 /// Drain everything pending for `peer` over one stream. Ok(true): all done; Ok(false): the
 /// peer asked us to come back later.
 async fn drain(node: &NodeHandle, msgs: &MsgHandle, peer: PeerId) -> Result<bool, String> {
-    let mut batch = msgs
-        .pending_for(peer, MAX_BATCH)
-        .await
-        .map_err(|e| e.to_string())?;
+    // One item first: a peer that is going to say "later" (no permission, inbox full) costs
+    // one message, not a 2 MiB batch, every retry.
+    let mut batch = msgs.pending_for(peer, 1).await.map_err(|e| e.to_string())?;
     if batch.is_empty() {
         return Ok(true);
     }
@@ -246,14 +245,23 @@ async fn drain(node: &NodeHandle, msgs: &MsgHandle, peer: PeerId) -> Result<bool
     .map_err(|e| e.to_string())?;
     loop {
         let (items, ids): (Vec<WireItem>, Vec<String>) = batch.into_iter().unzip();
-        // One deadline for the whole exchange: a half-open connection must not hold the
-        // worker (and so this peer's deliveries) for minutes.
-        let bytes = tokio::time::timeout(IDLE, async {
+        // One deadline for the whole exchange, so a half-open connection cannot hold the
+        // worker for minutes; it grows with the batch (at least 64 KiB/s), so a slow link
+        // still gets a big batch through.
+        let size: usize = items
+            .iter()
+            .map(|i| match i {
+                WireItem::Msg(s) => s.env.len() + s.sig.len() + s.key.len(),
+                WireItem::Read(id, _) => id.len() + 16,
+            })
+            .sum();
+        let deadline = IDLE + Duration::from_millis((size / 64) as u64);
+        let bytes = tokio::time::timeout(deadline, async {
             write_frame(&mut s, &items).await?;
             read_frame(&mut s).await
         })
         .await
-        .map_err(|_| "no answer within 10 s".to_string())?
+        .map_err(|_| format!("no answer within {} s", deadline.as_secs()))?
         .map_err(|e| e.to_string())?
         .ok_or("the peer closed the stream")?;
         let outcomes: Vec<Outcome> =
@@ -353,7 +361,15 @@ pub async fn deliver(node: NodeHandle, msgs: MsgHandle) {
                         let r = tokio::select! {
                             r = drain(&node, &msgs, peer) => r,
                             _ = async {
-                                let _ = conn.changed().await;
+                                // Only this peer's new connections count.
+                                loop {
+                                    if conn.changed().await.is_err() {
+                                        std::future::pending::<()>().await;
+                                    }
+                                    if conn.borrow_and_update().1 == Some(peer) {
+                                        break;
+                                    }
+                                }
                                 tokio::time::sleep(Duration::from_secs(1)).await;
                             } => {
                                 debug!("a connection came up mid-delivery: retrying on it");

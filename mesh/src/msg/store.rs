@@ -270,7 +270,10 @@ impl Owner {
     /// Rewrite the journal as one snapshot of the state.
     fn compact(&mut self) -> Result<(), MsgError> {
         let full = encode(&self.state)?;
-        self.log.compact(&full)?;
+        if let Err(e) = self.log.compact(&full) {
+            self.dirty = true;
+            return Err(e.into());
+        }
         self.dirty = false;
         // Next compaction once the log has grown as much again as the snapshot.
         self.compact_at = (full.len() as u64).max(4 << 20);
@@ -367,7 +370,7 @@ impl Owner {
                 continue;
             }
             let k = (env.id.clone(), sender.clone());
-            if self.state.inbox.contains_key(&k) || !in_batch.insert(k) {
+            if self.state.inbox.contains_key(&k) || in_batch.contains(&k) {
                 out.push(Outcome::Ok); // a retry: already here, exactly once
                 continue;
             }
@@ -378,6 +381,7 @@ impl Owner {
                 )));
                 continue;
             }
+            in_batch.insert(k);
             room -= 1;
             out.push(Outcome::Ok);
             fresh.push(InboxItem {
