@@ -43,8 +43,24 @@ async fn write_frame<S: futures::AsyncWrite + Unpin, T: serde::Serialize>(
 
 /// Read one frame's bytes; `Ok(None)` on a clean end of stream.
 async fn read_frame<S: futures::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Option<Vec<u8>>> {
+    read_frame_within(s, None).await
+}
+
+/// Read one frame, waiting at most `idle` for it to start and then as long as its size
+/// needs at 64 KiB/s (a slow link still gets a big frame through).
+async fn read_frame_within<S: futures::AsyncRead + Unpin>(
+    s: &mut S,
+    idle: Option<Duration>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer went quiet");
     let mut len = [0u8; 4];
-    match s.read_exact(&mut len).await {
+    let head = match idle {
+        Some(d) => tokio::time::timeout(d, s.read_exact(&mut len))
+            .await
+            .map_err(|_| timed_out())?,
+        None => s.read_exact(&mut len).await,
+    };
+    match head {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
@@ -57,7 +73,15 @@ async fn read_frame<S: futures::AsyncRead + Unpin>(s: &mut S) -> std::io::Result
         ));
     }
     let mut buf = vec![0u8; len];
-    s.read_exact(&mut buf).await?;
+    match idle {
+        Some(d) => {
+            let d = d + Duration::from_millis((len / 64) as u64);
+            tokio::time::timeout(d, s.read_exact(&mut buf))
+                .await
+                .map_err(|_| timed_out())??;
+        }
+        None => s.read_exact(&mut buf).await?,
+    }
     Ok(Some(buf))
 }
 
@@ -197,14 +221,16 @@ pub async fn serve(node: NodeHandle, msgs: MsgHandle) {
                     return;
                 }
                 loop {
-                    let bytes = match tokio::time::timeout(IDLE, read_frame(&mut stream)).await {
-                        Ok(Ok(Some(b))) => b,
-                        Ok(Ok(None)) | Err(_) => return,
-                        Ok(Err(e)) => {
+                    let bytes = match read_frame_within(&mut stream, Some(IDLE)).await {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return,
+                        // An oversize frame is the peer's fault; a cut connection is not.
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                             msgs.count_dropped("malformed");
                             debug!(error = %e, "bad message frame");
                             return;
                         }
+                        Err(_) => return,
                     };
                     let items = match decode_batch(&bytes) {
                         Ok(i) => i,
