@@ -89,7 +89,7 @@ pub struct InboxOut {
     /// Messages, oldest first.
     pub messages: Vec<InboxMessage>,
     /// Messages refused since the daemon started, by reason (bad_signature, malformed,
-    /// oversize, not_permitted, untrusted).
+    /// oversize, not_permitted, untrusted, misaddressed, bad_timestamp).
     pub dropped: std::collections::BTreeMap<String, u64>,
 }
 
