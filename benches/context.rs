@@ -3,15 +3,14 @@
 //! two daemons, and loading and writing a 100,000-key document. `--quick`: fewer runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::io::Write;
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
 
-use common::{Mcp, loopsy, ok, pct};
+use common::{Mcp, loopsy, ok, paired_on_loopback, pct};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -20,35 +19,8 @@ fn main() {
         .prefix("lc")
         .tempdir_in("/tmp")
         .unwrap();
-    let homes: Vec<_> = ["a", "b"].iter().map(|n| tmp.path().join(n)).collect();
-    for (h, name) in homes.iter().zip(["alpha", "beta"]) {
-        ok(&mut loopsy(h, &["init", "--name", name]));
-        std::fs::write(
-            h.join("config.toml"),
-            format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n"),
-        )
-        .unwrap();
-        ok(&mut loopsy(h, &["start"]));
-    }
-    let (a, b) = (&homes[0], &homes[1]);
-    let mut pair = loopsy(a, &["pair", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(pair.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let t: Value = serde_json::from_str(&line).unwrap();
-    ok(&mut loopsy(
-        b,
-        &[
-            "pair",
-            t["addrs"][0].as_str().unwrap(),
-            "--code",
-            t["code"].as_str().unwrap(),
-        ],
-    ));
-    pair.wait().unwrap();
+    let (a, b) = &paired_on_loopback(tmp.path(), "");
+    let homes = [a, b];
     let mut ma = Mcp::new(a);
     let mut mb = Mcp::new(b);
 

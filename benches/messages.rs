@@ -7,16 +7,15 @@
 //! on each side. `--quick`: fewer messages.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
 
-use common::{Mcp, loopsy, ok, pct};
+use common::{Mcp, loopsy, ok, paired_on_loopback, pct};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -67,35 +66,7 @@ fn main() {
         .prefix("lm")
         .tempdir_in("/tmp")
         .unwrap();
-    let homes: Vec<_> = ["a", "b"].iter().map(|n| tmp.path().join(n)).collect();
-    for (h, name) in homes.iter().zip(["alpha", "beta"]) {
-        ok(&mut loopsy(h, &["init", "--name", name]));
-        std::fs::write(
-            h.join("config.toml"),
-            format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[messages]\noutbox_max = 50000\n"),
-        )
-        .unwrap();
-        ok(&mut loopsy(h, &["start"]));
-    }
-    let (a, b) = (&homes[0], &homes[1]);
-    let mut pair = loopsy(a, &["pair", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(pair.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let t: Value = serde_json::from_str(&line).unwrap();
-    ok(&mut loopsy(
-        b,
-        &[
-            "pair",
-            t["addrs"][0].as_str().unwrap(),
-            "--code",
-            t["code"].as_str().unwrap(),
-        ],
-    ));
-    pair.wait().unwrap();
+    let (a, b) = &paired_on_loopback(tmp.path(), "[messages]\noutbox_max = 50000\n");
     let mut ma = Mcp::new(a);
     let mut mb = Mcp::new(b);
 

@@ -9,43 +9,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{McpPipe, TestHome, pair, started_on_fixed_port, wait_until};
+use common::{agent, counts, inbox_all, pair, started_on_fixed_port, tool, wait_until};
 use serde_json::{Value, json};
-
-fn tool(m: &mut McpPipe, name: &str, args: Value) -> Value {
-    let r = m.call_tool(name, args);
-    assert_eq!(r["result"]["isError"], false, "{name}: {r}");
-    r["result"]["structuredContent"].clone()
-}
-
-fn agent(h: &TestHome) -> McpPipe {
-    let mut m = h.mcp();
-    m.initialize();
-    m
-}
-
-/// Every inbox message (paging through), oldest first.
-fn inbox_all(m: &mut McpPipe) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    loop {
-        let mut args = json!({"unread_only": false, "limit": 1000});
-        if let Some(last) = out.last() {
-            args["after"] = last["id"].clone();
-        }
-        let page = tool(m, "loopsy_check_inbox", args)["messages"]
-            .as_array()
-            .unwrap()
-            .clone();
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
-}
-
-fn counts(m: &mut McpPipe, peer: &str) -> Value {
-    tool(m, "loopsy_check_ack", json!({"peer": peer}))["counts"].clone()
-}
 
 #[test]
 fn messages_arrive_once_with_delivery_and_read_acks() {

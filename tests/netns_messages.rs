@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{McpPipe, NetnsLab, TestHome, kill9, pair, wait_until};
+use common::{
+    McpPipe, NetnsLab, TestHome, agent, counts, inbox_all, kill9, pair, tool, wait_until,
+};
 use serde_json::{Value, json};
 
 fn started(ns: &str, name: &str) -> TestHome {
@@ -24,40 +26,6 @@ fn started(ns: &str, name: &str) -> TestHome {
     .unwrap();
     h.ok(&["start"]);
     h
-}
-
-fn agent(h: &TestHome) -> McpPipe {
-    let mut m = h.mcp();
-    m.initialize();
-    m
-}
-
-fn tool(m: &mut McpPipe, name: &str, args: Value) -> Value {
-    let r = m.call_tool(name, args);
-    assert_eq!(r["result"]["isError"], false, "{name}: {r}");
-    r["result"]["structuredContent"].clone()
-}
-
-fn inbox_all(m: &mut McpPipe) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    loop {
-        let mut args = json!({"unread_only": false, "limit": 1000});
-        if let Some(last) = out.last() {
-            args["after"] = last["id"].clone();
-        }
-        let page = tool(m, "loopsy_check_inbox", args)["messages"]
-            .as_array()
-            .unwrap()
-            .clone();
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
-}
-
-fn counts(m: &mut McpPipe, peer: &str) -> Value {
-    tool(m, "loopsy_check_ack", json!({"peer": peer}))["counts"].clone()
 }
 
 fn online_peers(h: &TestHome) -> usize {

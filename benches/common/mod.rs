@@ -120,3 +120,40 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
 pub fn median(v: &mut [f64]) -> f64 {
     pct(v, 0.5)
 }
+
+/// Two daemons on loopback ("alpha" in `<dir>/a`, "beta" in `<dir>/b`), each with `extra`
+/// appended to its config.toml, started and paired. Returns their homes.
+pub fn paired_on_loopback(dir: &Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let homes: Vec<_> = ["a", "b"].iter().map(|n| dir.join(n)).collect();
+    for (h, name) in homes.iter().zip(["alpha", "beta"]) {
+        ok(&mut loopsy(h, &["init", "--name", name]));
+        std::fs::write(
+            h.join("config.toml"),
+            format!(
+                "[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n{extra}"
+            ),
+        )
+        .unwrap();
+        ok(&mut loopsy(h, &["start"]));
+    }
+    let (a, b) = (homes[0].clone(), homes[1].clone());
+    let mut pair = loopsy(&a, &["pair", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(pair.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let t: Value = serde_json::from_str(&line).unwrap();
+    ok(&mut loopsy(
+        &b,
+        &[
+            "pair",
+            t["addrs"][0].as_str().unwrap(),
+            "--code",
+            t["code"].as_str().unwrap(),
+        ],
+    ));
+    pair.wait().unwrap();
+    (a, b)
+}

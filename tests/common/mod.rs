@@ -433,3 +433,41 @@ pub fn peers(h: &TestHome) -> Vec<Value> {
         .unwrap()
         .clone()
 }
+
+/// A tool call that must succeed; its structured content.
+pub fn tool(m: &mut McpPipe, name: &str, args: Value) -> Value {
+    let r = m.call_tool(name, args);
+    assert_eq!(r["result"]["isError"], false, "{name}: {r}");
+    r["result"]["structuredContent"].clone()
+}
+
+/// `loopsy mcp` on `h`, initialized.
+pub fn agent(h: &TestHome) -> McpPipe {
+    let mut m = h.mcp();
+    m.initialize();
+    m
+}
+
+/// Every inbox message (paging through), oldest first.
+pub fn inbox_all(m: &mut McpPipe) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    loop {
+        let mut args = json!({"unread_only": false, "limit": 1000});
+        if let Some(last) = out.last() {
+            args["after"] = last["id"].clone();
+        }
+        let page = tool(m, "loopsy_check_inbox", args)["messages"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// Sent messages to `peer` by status (`loopsy_check_ack` counts).
+pub fn counts(m: &mut McpPipe, peer: &str) -> Value {
+    tool(m, "loopsy_check_ack", json!({"peer": peer}))["counts"].clone()
+}
