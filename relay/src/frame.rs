@@ -1,14 +1,16 @@
 //! Binary frames multiplexed over the daemon's single relay WebSocket.
 //!
-//! Layout: `kind: u8 | channel: u32 BE | payload`. The channel names one phone connection; the
-//! payload is ciphertext end to end, so the relay routes on the header alone. Lengths are
-//! checked before anything is allocated.
+//! Layout: `kind: u8 | channel: u32 BE | payload`. The channel names one phone connection; a
+//! `Data` payload is one end-to-end ciphertext message, so the relay routes on the header alone.
+//! Lengths are checked before anything is allocated.
 
-/// Largest frame (header + payload) on the wire: under Cloudflare's 1 MiB WebSocket message
-/// limit with room to spare. Larger messages are chunked by the sender.
-pub const MAX_FRAME: usize = 256 * 1024;
+/// Largest payload: one Noise message (65535 bytes). Terminal output and control messages are
+/// chunked under it by the end-to-end layer, far under Cloudflare's 1 MiB WebSocket limit.
+pub const MAX_PAYLOAD: usize = 65535;
 /// Header bytes before the payload.
 pub const HEADER_LEN: usize = 5;
+/// Largest frame (header + payload) on the wire.
+pub const MAX_FRAME: usize = HEADER_LEN + MAX_PAYLOAD;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub enum FrameKind {
     Ping = 4,
     /// Keep-alive answer.
     Pong = 5,
+    /// A relay notice for the daemon: JSON `{"type": "phone-revoked", "phone_id"}` or
+    /// `{"type": "error", "message"}` (e.g. a frame the relay refused).
+    Notice = 6,
 }
 
 impl FrameKind {
@@ -34,6 +39,7 @@ impl FrameKind {
             3 => Self::Close,
             4 => Self::Ping,
             5 => Self::Pong,
+            6 => Self::Notice,
             _ => return None,
         })
     }
@@ -65,6 +71,15 @@ pub enum FrameError {
 }
 
 impl Frame {
+    /// A frame of `kind` on `channel`.
+    pub fn new(kind: FrameKind, channel: u32, payload: Vec<u8>) -> Self {
+        Self {
+            kind,
+            channel,
+            payload,
+        }
+    }
+
     /// Serialise; refuses payloads that would exceed [`MAX_FRAME`].
     pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
         let len = HEADER_LEN + self.payload.len();
@@ -108,6 +123,7 @@ mod tests {
             FrameKind::Close,
             FrameKind::Ping,
             FrameKind::Pong,
+            FrameKind::Notice,
         ] {
             let f = Frame {
                 kind,
