@@ -60,6 +60,15 @@ pub enum Command {
     /// `wait`, `ack`, `status`.
     #[command(subcommand)]
     Msg(MsgCommand),
+    /// The phone relay (your own Cloudflare Worker): `configure <url>`, `status`, `deploy`, `dev`.
+    #[command(subcommand)]
+    Relay(RelayCommand),
+    /// Your phone: `loopsy mobile pair` shows a QR code and a short code to type on the phone.
+    #[command(subcommand)]
+    Mobile(MobileCommand),
+    /// The phones this laptop trusts: `list`, `revoke <id>`.
+    #[command(subcommand)]
+    Phone(PhoneCommand),
     /// Terminal sessions here (or on a peer): `loopsy sessions`, `--json`.
     Sessions(SessionsArgs),
     /// Start a shell (or `-- cmd args…`) in a new session, here or on --peer, and attach to it.
@@ -118,6 +127,77 @@ pub enum Command {
         sessions: std::path::PathBuf,
         /// The session id.
         #[arg(long)]
+        id: String,
+    },
+}
+
+/// `loopsy relay`
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// Register this laptop with a relay and connect to it (phones paired with an earlier
+    /// relay must pair again).
+    Configure {
+        /// The relay's base URL (https://…; http:// only for a relay on this machine).
+        url: String,
+        /// Read the relay's registration secret from stdin (one line). Also read from
+        /// LOOPSY_RELAY_REGISTRATION_SECRET. Never given as an argument.
+        #[arg(long)]
+        registration_secret_stdin: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The relay link: connected or not, and why.
+    Status(JsonFlag),
+    /// Build the relay Worker and deploy it to your Cloudflare account with wrangler, set its
+    /// pair-token secret (through stdin), and configure this laptop to use it.
+    Deploy {
+        /// Worker name (default: loopsy-relay).
+        #[arg(long, default_value = "loopsy-relay")]
+        name: String,
+        /// A custom domain for the Worker (it must be on your Cloudflare account).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Build the bundle into DIR and stop (no account needed).
+        #[arg(long, value_name = "DIR")]
+        dry_run: Option<PathBuf>,
+    },
+    /// Run the relay Worker on this machine under `wrangler dev` (to try the phone app
+    /// without a Cloudflare account); stops with Ctrl-C.
+    Dev {
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        /// Listen on all interfaces (so a phone on the LAN can reach it).
+        #[arg(long)]
+        lan: bool,
+    },
+}
+
+/// `loopsy mobile`
+#[derive(Debug, Subcommand)]
+pub enum MobileCommand {
+    /// Show a QR code (a link to your relay's app) and a short code: scan it with the phone,
+    /// then type the code there. The code is checked by this laptop, not the relay.
+    Pair {
+        /// Seconds the link and code stay valid (30 to 3600).
+        #[arg(long, default_value_t = 300)]
+        ttl: u64,
+        /// Machine-readable output (link, code, expiry).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `loopsy phone`
+#[derive(Debug, Subcommand)]
+pub enum PhoneCommand {
+    /// The phones this laptop trusts.
+    List(JsonFlag),
+    /// Revoke a phone: it can no longer connect (this laptop's list decides, whatever the
+    /// relay does), and the relay closes its connections.
+    Revoke {
+        /// The phone's id from `loopsy phone list`.
         id: String,
     },
 }

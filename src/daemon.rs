@@ -100,6 +100,15 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         messages,
         tasks,
     );
+    // The phone relay link (idle until `loopsy relay configure` has run).
+    let phones = loopsy_mcp::phone::PhoneHub::open(
+        home,
+        std::time::Duration::from_secs(cfg.relay.heartbeat_s),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("cannot load the phone relay settings")?;
+    ctx.set_phones(phones.clone());
+    phones.spawn(ctx.clone());
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
     tokio::spawn(loopsy_mcp::attach::serve(ctx.clone()));
     tokio::spawn(loopsy_mesh::context::sync::serve(

@@ -13,6 +13,7 @@ mod logs;
 mod mcp_install;
 mod mesh_cmd;
 mod msg_cmd;
+mod relay_cmd;
 mod service;
 mod session_cmd;
 mod setup;
@@ -21,7 +22,10 @@ mod ui;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, CtxCommand, KeyCommand, McpAction, MeshCommand, MsgCommand, PeersCommand};
+use cli::{
+    Cli, Command, CtxCommand, KeyCommand, McpAction, MeshCommand, MobileCommand, MsgCommand,
+    PeersCommand, PhoneCommand, RelayCommand,
+};
 use loopsy_mesh::Home;
 use serde_json::json;
 
@@ -174,6 +178,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Msg(MsgCommand::Status { id, peer, json }) => {
             msg_cmd::status(&home, id.as_deref(), peer.as_deref(), json)
         }
+        Command::Relay(RelayCommand::Configure {
+            url,
+            registration_secret_stdin,
+            json,
+        }) => relay_cmd::configure(&home, &url, registration_secret_stdin, json),
+        Command::Relay(RelayCommand::Status(a)) => relay_cmd::status(&home, a.json),
+        Command::Relay(RelayCommand::Deploy {
+            name,
+            domain,
+            dry_run,
+        }) => relay_cmd::deploy(&home, &name, domain.as_deref(), dry_run.as_deref()),
+        Command::Relay(RelayCommand::Dev { port, lan }) => relay_cmd::dev(&home, port, lan),
+        Command::Mobile(MobileCommand::Pair { ttl, json }) => {
+            relay_cmd::mobile_pair(&home, ttl, json)
+        }
+        Command::Phone(PhoneCommand::List(a)) => relay_cmd::phone_list(&home, a.json),
+        Command::Phone(PhoneCommand::Revoke { id }) => relay_cmd::phone_revoke(&home, &id),
         Command::Sessions(a) => session_cmd::list(&home, a.peer.as_deref(), a.json),
         Command::Shell(a) => session_cmd::shell(
             &home,

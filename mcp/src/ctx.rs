@@ -87,6 +87,7 @@ struct Inner {
     started: Instant,
     started_unix: u64,
     http_addr: OnceLock<SocketAddr>,
+    phones: OnceLock<crate::phone::PhoneHub>,
     shutdown: CancellationToken,
 }
 
@@ -125,6 +126,7 @@ impl DaemonCtx {
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
                 http_addr: OnceLock::new(),
+                phones: OnceLock::new(),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -193,6 +195,14 @@ impl DaemonCtx {
     /// Record the HTTP endpoint's address (once).
     pub fn set_http_addr(&self, addr: SocketAddr) {
         let _ = self.inner.http_addr.set(addr);
+    }
+    /// The phone relay side, once the daemon has set it up.
+    pub fn phones(&self) -> Option<&crate::phone::PhoneHub> {
+        self.inner.phones.get()
+    }
+    /// Set the phone relay side (once).
+    pub fn set_phones(&self, hub: crate::phone::PhoneHub) {
+        let _ = self.inner.phones.set(hub);
     }
     /// Cancelled when the daemon begins to shut down.
     pub fn shutdown_token(&self) -> &CancellationToken {

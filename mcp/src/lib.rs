@@ -8,6 +8,7 @@ pub mod control;
 pub mod ctx;
 pub mod http;
 pub mod listener;
+pub mod phone;
 pub mod resources;
 pub mod server;
 pub mod tool_error;

@@ -30,6 +30,7 @@ use crate::tools::exec::{
 use crate::tools::files::{self, ListArgs, ListOut, TransferArgs, TransferOut};
 use crate::tools::messages;
 use crate::tools::peers::{self, ListPeersArgs, PeerStatusArgs, PeersOut};
+use crate::tools::phone;
 use crate::tools::progress::Reporter;
 use crate::tools::sessions;
 use crate::tools::status::{self, StatusArgs, StatusOut};
@@ -549,6 +550,37 @@ impl LoopsyServer {
         Parameters(a): Parameters<context::ImportArgs>,
     ) -> CallToolResult {
         context::import(&self.ctx, a).await
+    }
+
+    #[tool(description = "The phone relay link: state, relay URL, device id, last error, phone connections.", output_schema = schema_for_output::<crate::phone::LinkStatus>())]
+    async fn loopsy_relay_status(&self, Parameters(_): Parameters<NoArgs>) -> CallToolResult {
+        phone::relay_status(&self.ctx).await
+    }
+
+    #[tool(description = "Re-read relay.json (written by `loopsy relay configure`) and reconnect; waits up to 10 s for the link.", output_schema = schema_for_output::<crate::phone::LinkStatus>())]
+    async fn loopsy_relay_reload(&self, Parameters(_): Parameters<NoArgs>) -> CallToolResult {
+        phone::relay_reload(&self.ctx).await
+    }
+
+    #[tool(description = "Open a phone pairing: a link for the QR code and a short code the phone must type.", output_schema = schema_for_output::<crate::phone::PairOut>())]
+    async fn loopsy_mobile_pair(
+        &self,
+        Parameters(a): Parameters<phone::MobilePairArgs>,
+    ) -> CallToolResult {
+        phone::mobile_pair(&self.ctx, a).await
+    }
+
+    #[tool(description = "The phones this laptop trusts, with their live connections at the relay.", output_schema = schema_for_output::<crate::phone::PhonesOut>())]
+    async fn loopsy_phone_list(&self, Parameters(_): Parameters<NoArgs>) -> CallToolResult {
+        phone::phone_list(&self.ctx).await
+    }
+
+    #[tool(description = "Revoke a phone: here (which alone stops it) and at the relay.", output_schema = schema_for_output::<crate::phone::RevokeOut>())]
+    async fn loopsy_phone_revoke(
+        &self,
+        Parameters(a): Parameters<phone::PhoneArgs>,
+    ) -> CallToolResult {
+        phone::phone_revoke(&self.ctx, a).await
     }
 
     #[tool(description = "Approve an agent's auto-approve request by id (without id: list the pending ones).", output_schema = schema_for_output::<sessions::ApprovalsOut>())]

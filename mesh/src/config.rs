@@ -35,6 +35,8 @@ pub struct Config {
     pub context: ContextConfig,
     /// Messages between agents.
     pub messages: MessagesConfig,
+    /// The phone relay link.
+    pub relay: RelayConfig,
     /// The daemon's own log.
     pub log: LogConfig,
 }
@@ -176,6 +178,21 @@ impl Default for SessionsConfig {
             scrollback_bytes: 2 * 1024 * 1024,
             auto_approve: Vec::new(),
         }
+    }
+}
+
+/// `[relay]` (the relay's URL and this device's credentials live in `relay.json`, written by
+/// `loopsy relay configure`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Seconds between heartbeats on the relay WebSocket; two missed answers end it.
+    pub heartbeat_s: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self { heartbeat_s: 15 }
     }
 }
 
@@ -398,6 +415,12 @@ impl Config {
                 message: format!("{k:?} has no auto-approve flag; use claude, codex or gemini"),
             });
         }
+        if !(1..=300).contains(&self.relay.heartbeat_s) {
+            return Err(ConfigError::Invalid {
+                field: "relay.heartbeat_s",
+                message: "must be between 1 and 300".into(),
+            });
+        }
         if self.exec.max_concurrent == 0 || self.exec.default_timeout_s == 0 {
             return Err(ConfigError::Invalid {
                 field: "exec",
@@ -582,6 +605,11 @@ name = "{name}"
 # [messages.groups]
 # Named groups of peers: `loopsy msg send group:reviewers …` sends to each member.
 # Example: reviewers = ["kai", "leo"]
+
+[relay]
+# Seconds between heartbeats on the phone relay's WebSocket (1-300); two missed answers end
+# the connection, which is then re-opened. The relay URL is set by `loopsy relay configure`.
+# heartbeat_s = 15
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

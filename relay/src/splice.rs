@@ -168,10 +168,16 @@ pub fn may_open_channel(phone_channels: usize, all_channels: usize) -> Result<()
     Ok(())
 }
 
-/// A phone connected on `channel` (after authentication).
+/// A phone connected on `channel` (after authentication). Its first message from the relay
+/// always says whether the laptop is there: it starts its handshake on `device-online`.
 pub fn on_phone_connect(phone_id: &str, channel: u32, device_online: bool) -> Vec<Action> {
     if device_online {
-        announce_channels(&[(phone_id.to_string(), channel)])
+        let mut out = announce_channels(&[(phone_id.to_string(), channel)]);
+        out.push(Action::NoticeToChannel(
+            channel,
+            notice("device-online", "the laptop is online"),
+        ));
+        out
     } else {
         vec![Action::NoticeToChannel(
             channel,

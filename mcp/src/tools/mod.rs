@@ -8,6 +8,7 @@ pub mod exec;
 pub mod files;
 pub mod messages;
 pub mod peers;
+pub mod phone;
 pub mod progress;
 pub mod remote;
 pub mod sessions;

@@ -545,27 +545,22 @@ impl Device {
     }
 
     fn take_tap(&self) -> Result<Response, ApiError> {
-        #[derive(Deserialize)]
-        struct Row {
-            dir: String,
-            data: Vec<u8>,
-        }
         use base64::Engine;
-        let rows: Vec<Row> = self
+        let cursor = self
             .sql()
             .exec("SELECT dir, data FROM tap ORDER BY n", None)
-            .and_then(|c| c.to_array())
             .map_err(http::internal)?;
+        let mut out = Vec::new();
+        for row in cursor.raw() {
+            let row = row.map_err(http::internal)?;
+            if let [SqlStorageValue::String(dir), SqlStorageValue::Blob(data)] = &row[..] {
+                out.push(serde_json::json!({
+                    "dir": dir,
+                    "data": base64::engine::general_purpose::STANDARD.encode(data),
+                }));
+            }
+        }
         let _ = self.sql().exec("DELETE FROM tap", None);
-        let out: Vec<serde_json::Value> = rows
-            .into_iter()
-            .map(|r| {
-                serde_json::json!({
-                    "dir": r.dir,
-                    "data": base64::engine::general_purpose::STANDARD.encode(r.data),
-                })
-            })
-            .collect();
         http::json(200, &out)
     }
 

@@ -1,0 +1,138 @@
+//! A phone connection as a live client of a terminal session: attach to the session host's
+//! socket, pass output out (a reader task feeds a small queue, so a phone that stops
+//! acknowledging makes the host skip it forward to a fresh screen instead of blocking the
+//! PTY), and pass input and resizes in.
+
+use std::time::Duration;
+
+use loopsy_relay::app::OUTPUT_WINDOW;
+use loopsy_term::proto::{Kind, encode_resize, read_frame, write_frame};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::DaemonCtx;
+
+/// Output frames queued between the host reader and the channel.
+const QUEUE: usize = 8;
+/// How long one write into the host may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the host sent.
+#[derive(Debug)]
+pub enum HostEvent {
+    /// Terminal output.
+    Output(Vec<u8>),
+    /// The program ended.
+    Exit(Option<i32>),
+    /// The host went away.
+    Closed(String),
+}
+
+/// A live attachment.
+pub struct Attachment {
+    /// The session as attached (JSON).
+    pub info: serde_json::Value,
+    tx: loopsy_term::client::Tx,
+    events: mpsc::Receiver<HostEvent>,
+    reader: JoinHandle<()>,
+    sent: u64,
+    acked: u64,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Attachment {
+    /// Attach to `session` (id or name) at `cols`×`rows`; `Err((code, message))` if refused.
+    pub async fn open(
+        ctx: &DaemonCtx,
+        session: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Self, (String, String)> {
+        let (_, sock) = ctx
+            .sessions()
+            .socket(session)
+            .await
+            .map_err(|e| (e.code().to_string(), e.to_string()))?;
+        let att = loopsy_term::client::attach(&sock, cols, rows)
+            .await
+            .map_err(|e| ("unavailable".to_string(), format!("cannot attach: {e}")))?;
+        let info = serde_json::to_value(&att.info).unwrap_or_default();
+        let (etx, events) = mpsc::channel(QUEUE);
+        let mut rx = att.rx;
+        let reader = tokio::spawn(async move {
+            loop {
+                let ev = match read_frame(&mut rx).await {
+                    Ok(Some(f)) if f.kind == Kind::Output => HostEvent::Output(f.data),
+                    Ok(Some(f)) if f.kind == Kind::Exit => {
+                        let code = serde_json::from_slice::<serde_json::Value>(&f.data)
+                            .ok()
+                            .and_then(|v| v["code"].as_i64())
+                            .and_then(|c| i32::try_from(c).ok());
+                        let _ = etx.send(HostEvent::Exit(code)).await;
+                        return;
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => HostEvent::Closed("the session host closed".into()),
+                    Err(e) => HostEvent::Closed(format!("the session host: {e}")),
+                };
+                let end = matches!(ev, HostEvent::Closed(_));
+                if etx.send(ev).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Self {
+            info,
+            tx: att.tx,
+            events,
+            reader,
+            sent: 0,
+            acked: 0,
+        })
+    }
+
+    /// Whether more output may be sent before the phone acknowledges.
+    pub fn window_open(&self) -> bool {
+        self.sent.saturating_sub(self.acked) < OUTPUT_WINDOW
+    }
+
+    /// The next event from the host.
+    pub async fn next(&mut self) -> HostEvent {
+        self.events
+            .recv()
+            .await
+            .unwrap_or_else(|| HostEvent::Closed("the session host closed".into()))
+    }
+
+    /// Count output sent.
+    pub fn sent(&mut self, n: usize) {
+        self.sent += n as u64;
+    }
+
+    /// The phone has received `bytes` in all (cumulative; never goes back).
+    pub fn acked(&mut self, bytes: u64) {
+        self.acked = self.acked.max(bytes.min(self.sent));
+    }
+
+    async fn write(&mut self, kind: Kind, data: &[u8]) -> Result<(), String> {
+        tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut self.tx, kind, data))
+            .await
+            .map_err(|_| "the session host stopped reading input".to_string())?
+            .map_err(|e| format!("the session host: {e}"))
+    }
+
+    /// Type into the session.
+    pub async fn input(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.write(Kind::Input, bytes).await
+    }
+
+    /// Resize the session.
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), String> {
+        self.write(Kind::Resize, &encode_resize(cols, rows)).await
+    }
+}

@@ -1,0 +1,383 @@
+//! The daemon's one WebSocket to its relay: connect with the device bearer in the
+//! subprotocol, heartbeat, reconnect with jittered backoff, and multiplex phone channels over
+//! it. This task owns the socket and the channel table; channels hold a sender for frames.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use loopsy_relay::e2e::KeyPair;
+use loopsy_relay::frame::{Frame, FrameKind, MAX_FRAME};
+use loopsy_relay::subprotocol::{BEARER_PREFIX, VERSION_PREFIX};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::channel::{self, ChannelCtx};
+use super::creds::Creds;
+use super::relay_api::ws_url;
+use crate::DaemonCtx;
+
+/// Frames waiting to go out on the socket.
+const OUT_CAPACITY: usize = 256;
+/// Ciphertexts waiting for one channel.
+const INBOX_CAPACITY: usize = 64;
+/// How long a connect (TCP + TLS + upgrade) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First retry delay.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest retry delay while the outage is young.
+const BACKOFF_SHORT_CAP: Duration = Duration::from_secs(3);
+/// Longest retry delay after a long outage, or when the relay refuses this device.
+const BACKOFF_LONG_CAP: Duration = Duration::from_secs(30);
+/// An outage older than this backs off to the long cap.
+const SHORT_PHASE: Duration = Duration::from_secs(120);
+
+/// The link's state, for `loopsy relay status`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// `unconfigured`, `connecting`, `connected` or `offline`.
+    pub state: String,
+    /// The relay's URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// This device's id there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Why the last connection ended or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Successful connections since the daemon started.
+    pub connects: u64,
+    /// Phone connections open now.
+    pub channels: usize,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+}
+
+impl LinkStatus {
+    fn new(state: &str, creds: Option<&Creds>) -> Self {
+        Self {
+            state: state.into(),
+            url: creds.map(|c| c.url.clone()),
+            device_id: creds.map(|c| c.device_id.clone()),
+            last_error: None,
+            connects: 0,
+            channels: 0,
+            since: now_s(),
+        }
+    }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What the link needs.
+pub struct LinkCtx {
+    /// The daemon.
+    pub ctx: DaemonCtx,
+    /// The hub (credentials, phones).
+    pub hub: super::PhoneHub,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Status out.
+    pub status: watch::Sender<LinkStatus>,
+    /// Bumped when the credentials change.
+    pub reconfigured: watch::Receiver<u64>,
+}
+
+enum Ended {
+    /// Try again after a backoff.
+    Retry(String),
+    /// The relay refused this device: back off long.
+    Refused(String),
+    /// New credentials: reconnect at once.
+    Reconfigured,
+    /// The daemon is stopping.
+    Shutdown,
+}
+
+/// Run the link until the daemon stops.
+pub async fn run(mut l: LinkCtx) {
+    let mut delay = BACKOFF_MIN;
+    let mut outage_started: Option<Instant> = None;
+    loop {
+        let creds = l.hub.creds();
+        let Some(creds) = creds else {
+            l.status.send_replace(LinkStatus::new("unconfigured", None));
+            tokio::select! {
+                _ = l.reconfigured.changed() => continue,
+                () = l.ctx.shutdown_token().cancelled() => return,
+            }
+        };
+        let key = match creds.keypair() {
+            Ok(k) => Arc::new(k),
+            Err(e) => {
+                warn!("{e}");
+                set_error(&l.status, &creds, "offline", &e);
+                tokio::select! {
+                    _ = l.reconfigured.changed() => continue,
+                    () = l.ctx.shutdown_token().cancelled() => return,
+                }
+            }
+        };
+        l.status.send_modify(|s| {
+            s.state = "connecting".into();
+            s.url = Some(creds.url.clone());
+            s.device_id = Some(creds.device_id.clone());
+            s.since = now_s();
+        });
+        let ended = connect_and_serve(&mut l, &creds, key)
+            .instrument(info_span!("relay", url = %creds.url))
+            .await;
+        let (why, cap) = match ended {
+            Ended::Shutdown => return,
+            Ended::Reconfigured => {
+                delay = BACKOFF_MIN;
+                outage_started = None;
+                continue;
+            }
+            Ended::Retry(why) => {
+                let young = outage_started.get_or_insert_with(Instant::now).elapsed() < SHORT_PHASE;
+                (
+                    why,
+                    if young {
+                        BACKOFF_SHORT_CAP
+                    } else {
+                        BACKOFF_LONG_CAP
+                    },
+                )
+            }
+            Ended::Refused(why) => {
+                outage_started.get_or_insert_with(Instant::now);
+                (why, BACKOFF_LONG_CAP)
+            }
+        };
+        set_error(&l.status, &creds, "offline", &why);
+        // Jitter: anywhere in [delay/2, delay], so many daemons do not retry in step.
+        let wait = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        debug!(?wait, "relay link down: {why}");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = l.reconfigured.changed() => { delay = BACKOFF_MIN; outage_started = None; continue; }
+            () = l.ctx.shutdown_token().cancelled() => return,
+        }
+        delay = (delay * 2).min(cap);
+        if let Some(t) = outage_started
+            && delay == BACKOFF_SHORT_CAP
+            && t.elapsed() >= SHORT_PHASE
+        {
+            delay = BACKOFF_LONG_CAP;
+        }
+    }
+}
+
+fn set_error(status: &watch::Sender<LinkStatus>, creds: &Creds, state: &str, why: &str) {
+    status.send_modify(|s| {
+        if s.state != state {
+            s.since = now_s();
+        }
+        s.state = state.into();
+        s.url = Some(creds.url.clone());
+        s.device_id = Some(creds.device_id.clone());
+        s.last_error = Some(why.to_string());
+        s.channels = 0;
+    });
+}
+
+async fn connect_and_serve(l: &mut LinkCtx, creds: &Creds, key: Arc<KeyPair>) -> Ended {
+    let url = ws_url(
+        &creds.url,
+        &format!("/v1/device/{}/connect", creds.device_id),
+    );
+    let mut req = match url.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => return Ended::Refused(format!("bad relay URL: {e}")),
+    };
+    let offer = format!("{VERSION_PREFIX}1, {BEARER_PREFIX}{}", creds.device_secret);
+    match offer.parse() {
+        Ok(v) => {
+            req.headers_mut().insert("Sec-WebSocket-Protocol", v);
+        }
+        Err(_) => return Ended::Refused("the device secret is not a valid header value".into()),
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME + 1024))
+        .max_frame_size(Some(MAX_FRAME + 1024));
+    let connecting = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+    let ws = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match r {
+            Err(_) => return Ended::Retry("connect timed out".into()),
+            Ok(Err(tungstenite::Error::Http(resp))) => {
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).chars().take(300).collect::<String>())
+                    .unwrap_or_default();
+                let msg = serde_json::from_str::<loopsy_relay::api::ApiError>(&body)
+                    .map(|e| e.message)
+                    .unwrap_or(body);
+                let why = format!("the relay refused this device ({status}): {msg}");
+                return if matches!(status, 401 | 403 | 404) {
+                    Ended::Refused(format!("{why}; run `loopsy relay configure <url>` again"))
+                } else {
+                    Ended::Retry(why)
+                };
+            }
+            Ok(Err(e)) => return Ended::Retry(e.to_string()),
+            Ok(Ok((ws, _resp))) => ws,
+        },
+        _ = l.reconfigured.changed() => return Ended::Reconfigured,
+        () = l.ctx.shutdown_token().cancelled() => return Ended::Shutdown,
+    };
+    info!("connected to the relay");
+    l.status.send_modify(|s| {
+        s.state = "connected".into();
+        s.last_error = None;
+        s.connects += 1;
+        s.since = now_s();
+    });
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(OUT_CAPACITY);
+    let mut channels: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut beat = tokio::time::interval(l.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let cc = ChannelCtx {
+        ctx: l.ctx.clone(),
+        store: l.hub.store().clone(),
+        key,
+        device_id: creds.device_id.clone(),
+        out: out_tx.clone(),
+    };
+    let ended = loop {
+        tokio::select! {
+            m = stream.next() => {
+                let m = match m {
+                    None => break Ended::Retry("the relay closed the connection".into()),
+                    Some(Err(e)) => break Ended::Retry(format!("relay connection: {e}")),
+                    Some(Ok(m)) => m,
+                };
+                last_heard = Instant::now();
+                match m {
+                    Message::Binary(b) => {
+                        if let Err(e) = on_frame(&cc, &mut channels, &b).await {
+                            warn!("{e}");
+                        }
+                        l.status.send_if_modified(|s| {
+                            let n = channels.len();
+                            (s.channels != n).then(|| s.channels = n).is_some()
+                        });
+                    }
+                    Message::Close(f) => {
+                        let why = f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
+                        break Ended::Retry(format!("the relay closed the connection {why}"));
+                    }
+                    Message::Text(_) => warn!("text message from the relay ignored"),
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+            Some(f) = out_rx.recv() => {
+                if f.kind == FrameKind::Close {
+                    channels.remove(&f.channel);
+                }
+                match f.encode() {
+                    Ok(b) => if let Err(e) = sink.send(Message::Binary(b.into())).await {
+                        break Ended::Retry(format!("relay connection: {e}"));
+                    },
+                    Err(e) => warn!("frame not sent: {e}"),
+                }
+            }
+            _ = beat.tick() => {
+                if last_heard.elapsed() > l.heartbeat * 2 + Duration::from_millis(500) {
+                    break Ended::Retry("no answer to heartbeats".into());
+                }
+                if let Err(e) = sink.send(Message::Ping(Vec::new().into())).await {
+                    break Ended::Retry(format!("relay connection: {e}"));
+                }
+            }
+            _ = l.reconfigured.changed() => break Ended::Reconfigured,
+            () = l.ctx.shutdown_token().cancelled() => {
+                let _ = sink.send(Message::Close(None)).await;
+                break Ended::Shutdown;
+            }
+        }
+    };
+    // Every channel's end-to-end state dies with the link; phones re-handshake on reconnect.
+    channels.clear();
+    ended
+}
+
+/// One frame from the relay.
+async fn on_frame(
+    cc: &ChannelCtx,
+    channels: &mut HashMap<u32, mpsc::Sender<Vec<u8>>>,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let f = Frame::decode(bytes).map_err(|e| format!("frame from the relay refused: {e}"))?;
+    match f.kind {
+        FrameKind::Open => {
+            let phone_id = String::from_utf8(f.payload).unwrap_or_default();
+            if !loopsy_relay::route::valid_id(&phone_id) {
+                return Err("open frame with a malformed phone id".into());
+            }
+            let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+            channels.insert(f.channel, tx);
+            let cc = cc.clone();
+            let ch = f.channel;
+            tokio::spawn(
+                channel::run(cc, ch, phone_id.clone(), rx)
+                    .instrument(info_span!("phone", phone = %phone_id, channel = ch)),
+            );
+        }
+        FrameKind::Data => match channels.get(&f.channel) {
+            Some(tx) => {
+                if tx.send(f.payload).await.is_err() {
+                    channels.remove(&f.channel);
+                }
+            }
+            None => {
+                let _ = cc
+                    .out
+                    .send(Frame::new(
+                        FrameKind::Close,
+                        f.channel,
+                        b"unknown channel".to_vec(),
+                    ))
+                    .await;
+            }
+        },
+        FrameKind::Close => {
+            channels.remove(&f.channel);
+        }
+        FrameKind::Notice => {
+            let v: serde_json::Value = serde_json::from_slice(&f.payload).unwrap_or_default();
+            match v["type"].as_str() {
+                Some("phone-revoked") => {
+                    if let Some(p) = v["phone_id"].as_str() {
+                        info!(phone = p, "the relay says this phone revoked itself");
+                        if let Err(e) = cc.store.remove(p) {
+                            warn!("cannot forget phone {p}: {e}");
+                        }
+                    }
+                }
+                _ => warn!("relay notice: {v}"),
+            }
+        }
+        FrameKind::Ping => {
+            let _ = cc.out.send(Frame::new(FrameKind::Pong, 0, f.payload)).await;
+        }
+        FrameKind::Pong => {}
+    }
+    Ok(())
+}

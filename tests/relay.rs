@@ -1,0 +1,568 @@
+//! The phone relay end to end, against the real Worker under `wrangler dev` (workerd) and a real
+//! daemon: register, pair (token + code), connect, a shell session over the end-to-end channel,
+//! reconnect to the same screen; the relay sees only ciphertext; attacks are refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+#[path = "common/relay.rs"]
+mod relay_support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::{TestHome, wait_until};
+use loopsy_relay::app::Control;
+use loopsy_relay::e2e::KeyPair;
+use relay_support::{PhoneConn, Wrangler, redeem, redeem_with};
+use serde_json::{Value, json};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A daemon on loopback (heartbeat `hb` s) configured to use the relay `w`.
+fn daemon_on(w: &Wrangler, name: &str, hb: u64) -> TestHome {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", name]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        format!(
+            "[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[relay]\nheartbeat_s = {hb}\n"
+        ),
+    )
+    .unwrap();
+    h.ok(&["start"]);
+    let out = h.ok(&["relay", "configure", &w.url(), "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"]["state"], "connected", "{out}\n{}", w.log());
+    h
+}
+
+fn relay_state(h: &TestHome) -> Value {
+    serde_json::from_str(&h.ok(&["relay", "status", "--json"])).unwrap()
+}
+
+/// `loopsy mobile pair --json`: (link, code, pair id from the link's token).
+fn pair_link(h: &TestHome) -> (String, String) {
+    let v: Value = serde_json::from_str(&h.ok(&["mobile", "pair", "--json"])).unwrap();
+    (
+        v["link"].as_str().unwrap().to_string(),
+        v["code"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A phone paired with `h` through the relay: redeem, connect, hello with the code.
+async fn paired_phone(h: &TestHome) -> (relay_support::PhoneCreds, PhoneConn) {
+    let (link, code) = pair_link(h);
+    let creds = redeem(&link).await;
+    let mut conn = PhoneConn::connect(&creds).await.unwrap();
+    let w = conn.hello(Some((&creds.pair_id, &code))).await.unwrap();
+    assert!(
+        matches!(&w, Control::Welcome { paired: true, phone_id, .. } if *phone_id == creds.phone_id),
+        "{w:?}"
+    );
+    (creds, conn)
+}
+
+fn session_id(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn phone_shell_through_the_relay_end_to_end_and_blind() {
+    let w = Wrangler::start(None);
+    let h = daemon_on(&w, "lap", 15);
+    let rt = rt();
+    rt.block_on(async {
+        let (creds, mut phone) = paired_phone(&h).await;
+        // A shell on the laptop, started and driven from the phone.
+        let (ok, s) = phone
+            .call(
+                "loopsy_session_start",
+                json!({"name": "phone-sh", "cols": 100, "rows": 30}),
+            )
+            .await
+            .unwrap();
+        assert!(ok, "{s}");
+        let id = session_id(&s);
+        let info = phone.attach(&id, 100, 30).await.unwrap();
+        assert_eq!(info["id"], id.as_str());
+        // Markers typed (split, so the echo and the output differ) and printed.
+        phone
+            .input(b"echo hi-$((6*7))-TYPEDMARKER\r")
+            .await
+            .unwrap();
+        phone
+            .wait_output("hi-42-TYPEDMARKER", Duration::from_secs(10))
+            .await
+            .unwrap();
+        phone
+            .input(b"printf 'PRINTED%sMARKER\\n' -SECRET-\r")
+            .await
+            .unwrap();
+        phone
+            .wait_output("PRINTED-SECRET-MARKER", Duration::from_secs(10))
+            .await
+            .unwrap();
+        // The session list, as a tool call over the channel.
+        let (ok, list) = phone.call("loopsy_session_list", json!({})).await.unwrap();
+        assert!(ok);
+        assert!(
+            list["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["id"] == id.as_str())
+        );
+        // A tool phones may not use.
+        let (ok, v) = phone
+            .call("loopsy_execute", json!({"command": "true"}))
+            .await
+            .unwrap();
+        assert!(!ok);
+        assert_eq!(v["code"], "permission_denied", "{v}");
+
+        // Disconnect, reconnect: same session, screen intact.
+        phone.close().await;
+        let mut again = PhoneConn::connect(&creds).await.unwrap();
+        let w2 = again.hello(None).await.unwrap();
+        assert!(
+            matches!(w2, Control::Welcome { paired: false, .. }),
+            "{w2:?}"
+        );
+        again.attach(&id, 100, 30).await.unwrap();
+        again
+            .wait_output("PRINTED-SECRET-MARKER", Duration::from_secs(10))
+            .await
+            .unwrap();
+        again.input(b"echo again-$((1+1))\r").await.unwrap();
+        again
+            .wait_output("again-2", Duration::from_secs(10))
+            .await
+            .unwrap();
+        again.close().await;
+    });
+
+    // Blindness: every frame that passed through the Durable Object, and everything it
+    // stored, holds none of the markers.
+    let device_id = relay_state(&h)["device_id"].as_str().unwrap().to_string();
+    let secret: Value =
+        serde_json::from_slice(&std::fs::read(h.path().join("relay.json")).unwrap()).unwrap();
+    let (status, body) = relay_support::http(
+        "POST",
+        &format!("{}/v1/device/{device_id}/tap", w.url()),
+        &[(
+            "Authorization",
+            &format!("Bearer {}", secret["device_secret"].as_str().unwrap()),
+        )],
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let frames: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert!(frames.len() > 10, "only {} frames tapped", frames.len());
+    let mut tapped = Vec::new();
+    for f in &frames {
+        tapped.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(f["data"].as_str().unwrap())
+                .unwrap(),
+        );
+    }
+    let stored = relay_support::tree_bytes(&w.state_dir());
+    assert!(!stored.is_empty());
+    for marker in [
+        "TYPEDMARKER",
+        "PRINTED-SECRET-MARKER",
+        "SECRET",
+        "echo hi",
+        "printf",
+        "loopsy_session_start",
+        "phone-sh",
+    ] {
+        for (what, bytes) in [("tapped frames", &tapped), ("relay storage", &stored)] {
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                "{marker:?} found in the {what}"
+            );
+        }
+    }
+}
+
+/// The device's id and secret, as `loopsy relay configure` stored them.
+fn device_creds(h: &TestHome) -> (String, String) {
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(h.path().join("relay.json")).unwrap()).unwrap();
+    (
+        v["device_id"].as_str().unwrap().to_string(),
+        v["device_secret"].as_str().unwrap().to_string(),
+    )
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Redeem a raw token at the relay (the body a phone would send); (status, error code).
+async fn redeem_token(w: &Wrangler, device: &str, token: &str) -> (u16, String) {
+    let key = KeyPair::generate().unwrap();
+    let link = format!(
+        "{}/app#pair={token}.{}",
+        w.url(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32])
+    );
+    match redeem_with(&link, key, "attacker").await {
+        Ok(_) => (200, String::new()),
+        Err((s, v)) if s != 0 => (s, v["error"].as_str().unwrap_or_default().to_string()),
+        Err(_) => {
+            // Not even a well-formed link: send it raw.
+            let (s, b) = relay_support::http(
+                "POST",
+                &format!("{}/v1/device/{device}/redeem", w.url()),
+                &[],
+                Some(&json!({"token": token, "phone_key": "A".repeat(43)}).to_string()),
+            )
+            .unwrap();
+            let v: Value = serde_json::from_str(&b).unwrap_or_default();
+            (s, v["error"].as_str().unwrap_or_default().to_string())
+        }
+    }
+}
+
+fn token_of(link: &str) -> String {
+    loopsy_relay::link::PairLink::parse(link).unwrap().token
+}
+
+#[test]
+fn relay_refuses_bad_tokens_codes_keys_and_frames() {
+    let w = Wrangler::start(None);
+    let h = daemon_on(&w, "lap", 15);
+    let (device, device_secret) = device_creds(&h);
+    let rt = rt();
+    rt.block_on(async {
+        // A good token works once; reused, forged, tampered and expired ones are refused.
+        let (link, _) = pair_link(&h);
+        assert_eq!(redeem_token(&w, &device, &token_of(&link)).await.0, 200);
+        assert_eq!(
+            redeem_token(&w, &device, &token_of(&link)).await,
+            (409, "conflict".into())
+        );
+        let forged = loopsy_relay::token::issue(
+            b"not-the-relay-key-not-the-relay-key!!",
+            &device,
+            "00112233445566778899aabbccddeeff",
+            now_s() + 300,
+        )
+        .unwrap();
+        assert_eq!(
+            redeem_token(&w, &device, &forged).await,
+            (401, "token_invalid".into())
+        );
+        let (link2, _) = pair_link(&h);
+        let mut t = token_of(&link2).into_bytes();
+        t[10] = if t[10] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(t).unwrap();
+        let (s, code) = redeem_token(&w, &device, &tampered).await;
+        assert!(s == 401 || s == 400, "{s} {code}");
+        let expired = loopsy_relay::token::issue(
+            relay_support::TOKEN_KEY.as_bytes(),
+            &device,
+            "00112233445566778899aabbccddeef0",
+            now_s() - 5,
+        )
+        .unwrap();
+        assert_eq!(
+            redeem_token(&w, &device, &expired).await,
+            (401, "token_expired".into())
+        );
+        // The untouched second link still works (a success ends the failure streak).
+        let link2_creds = redeem(&link2).await;
+
+        // Wrong codes: refused by the laptop, three strikes close the pairing for good.
+        let (link3, code3) = pair_link(&h);
+        let c3 = redeem(&link3).await;
+        let wrong = if code3 == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for expect in [
+            "wrong_code",
+            "wrong_code",
+            "too_many_attempts",
+            "pair_failed",
+        ] {
+            let mut p = PhoneConn::connect(&c3).await.unwrap();
+            let attempt = if expect == "pair_failed" {
+                code3.as_str()
+            } else {
+                wrong
+            };
+            let r = p.hello(Some((&c3.pair_id, attempt))).await.unwrap();
+            assert!(
+                matches!(&r, Control::Error { code, fatal: true, .. } if code == expect),
+                "{expect}: {r:?}"
+            );
+            p.wait_closed(Duration::from_secs(5)).await.unwrap();
+        }
+        // A redeemed-but-unpaired phone with a valid relay secret and no code: unknown.
+        let mut p = PhoneConn::connect(&link2_creds).await.unwrap();
+        let r = p.hello(None).await.unwrap();
+        assert!(
+            matches!(&r, Control::Error { code, .. } if code == "unknown_phone"),
+            "{r:?}"
+        );
+
+        // A paired phone's relay secret with another static key: unknown to the laptop.
+        let (good, conn) = paired_phone(&h).await;
+        conn.close().await;
+        let other = KeyPair::generate().unwrap();
+        let mut p = PhoneConn::connect_with_key(&good, &other).await.unwrap();
+        let r = p.hello(None).await.unwrap();
+        assert!(
+            matches!(&r, Control::Error { code, .. } if code == "unknown_phone"),
+            "{r:?}"
+        );
+
+        // Replayed and reordered ciphertext end the connection; the session is untouched.
+        let mut p = PhoneConn::connect(&good).await.unwrap();
+        assert!(matches!(
+            p.hello(None).await.unwrap(),
+            Control::Welcome { .. }
+        ));
+        let (ok, _) = p.call("loopsy_status", json!({})).await.unwrap();
+        assert!(ok);
+        let replay = p.sent[0].clone();
+        p.send_raw(replay).await.unwrap();
+        let how = p.wait_closed(Duration::from_secs(5)).await.unwrap();
+        assert!(how.contains("4004"), "{how}");
+        let mut p = PhoneConn::connect(&good).await.unwrap();
+        assert!(matches!(
+            p.hello(None).await.unwrap(),
+            Control::Welcome { .. }
+        ));
+        // Sealed in order, sent swapped.
+        let first = p.seal(&Control::Ping { n: 1 });
+        let second = p.seal(&Control::Ping { n: 2 });
+        p.send_raw(second).await.unwrap();
+        p.send_raw(first).await.unwrap();
+        let how = p.wait_closed(Duration::from_secs(5)).await.unwrap();
+        assert!(how.contains("4004"), "{how}");
+
+        // Oversize frames: closed by the relay before they reach the laptop.
+        let mut p = PhoneConn::connect(&good).await.unwrap();
+        p.send_raw(vec![0u8; 70_000]).await.unwrap();
+        let how = p.wait_closed(Duration::from_secs(5)).await.unwrap();
+        assert!(how.contains("1009"), "{how}");
+        // Text other than "ping": closed with a protocol error.
+        let mut p = PhoneConn::connect(&good).await.unwrap();
+        use futures::SinkExt;
+        p.ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            "hello?".into(),
+        ))
+        .await
+        .unwrap();
+        let how = p.wait_closed(Duration::from_secs(5)).await.unwrap();
+        assert!(how.contains("4400"), "{how}");
+
+        // Bearer in the query string, or a protocol version the relay does not speak.
+        let url = relay_support::phone_url(&good).replace("ws://", "http://");
+        let (s, b) = relay_support::http(
+            "GET",
+            &format!("{url}?token={}", good.phone_secret),
+            &[("Upgrade", "websocket")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s, 400, "{b}");
+        assert!(b.contains("credential_in_url"), "{b}");
+        let e = relay_support::open_ws(
+            &relay_support::phone_url(&good),
+            &format!("loopsy.v9, loopsy.bearer.{}", good.phone_secret),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("400"), "{e}");
+        let e = relay_support::open_ws(
+            &relay_support::phone_url(&good),
+            "loopsy.v1, loopsy.bearer.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("403"), "{e}");
+
+        // Revoked on the laptop: the live connection ends, and the relay refuses new ones.
+        let mut live = PhoneConn::connect(&good).await.unwrap();
+        assert!(matches!(
+            live.hello(None).await.unwrap(),
+            Control::Welcome { .. }
+        ));
+        h.ok(&["phone", "revoke", &good.phone_id]);
+        let how = live.wait_closed(Duration::from_secs(5)).await.unwrap();
+        assert!(how.contains("4003") || how.contains("revoked"), "{how}");
+        let e = PhoneConn::connect(&good).await.err().unwrap_or_default();
+        assert!(e.contains("403"), "{e}");
+
+        // A relay that still accepts a phone the laptop revoked: the laptop refuses it.
+        let (q, qc) = paired_phone(&h).await;
+        qc.close().await;
+        h.ok(&["stop"]);
+        let phones = h.path().join("phones.json");
+        let list: Vec<Value> = serde_json::from_slice(&std::fs::read(&phones).unwrap()).unwrap();
+        let kept: Vec<Value> = list
+            .into_iter()
+            .filter(|p| p["phone_id"] != q.phone_id.as_str())
+            .collect();
+        std::fs::write(&phones, serde_json::to_vec(&kept).unwrap()).unwrap();
+        h.ok(&["start"]);
+        wait_until("relay link back", Duration::from_secs(10), || {
+            relay_state(&h)["state"] == "connected"
+        });
+        let mut p = PhoneConn::connect(&q).await.unwrap();
+        let r = p.hello(None).await.unwrap();
+        assert!(
+            matches!(&r, Control::Error { code, .. } if code == "unknown_phone"),
+            "{r:?}"
+        );
+
+        // Five bad tokens in a row lock redemption for this device, good tokens included.
+        let (link4, _) = pair_link(&h);
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(redeem_token(&w, &device, &forged).await.0);
+        }
+        assert_eq!(statuses, vec![401; 5]);
+        let (s, code) = redeem_token(&w, &device, &token_of(&link4)).await;
+        assert_eq!((s, code.as_str()), (429, "rate_limited"));
+
+        // A frame kind the relay does not know, from the device side: refused with a notice.
+        let dev_url = format!(
+            "{}/v1/device/{device}/connect",
+            w.url().replace("http://", "ws://")
+        );
+        let mut dev = relay_support::open_ws(
+            &dev_url,
+            &format!("loopsy.v1, loopsy.bearer.{device_secret}"),
+        )
+        .await
+        .unwrap();
+        use futures::StreamExt;
+        dev.send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![9u8, 0, 0, 0, 1].into(),
+        ))
+        .await
+        .unwrap();
+        let notice = loop {
+            match tokio::time::timeout(Duration::from_secs(5), dev.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b)))) => {
+                    let f = loopsy_relay::Frame::decode(&b).unwrap();
+                    if f.kind == loopsy_relay::FrameKind::Notice {
+                        break String::from_utf8_lossy(&f.payload).into_owned();
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no notice: {other:?}"),
+            }
+        };
+        assert!(notice.contains("unknown frame kind 9"), "{notice}");
+    });
+}
+
+#[test]
+fn registration_needs_the_secret_and_is_rate_limited() {
+    let secret = "operator-chosen registration secret";
+    let w = Wrangler::start(Some(secret));
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "lap"]);
+    // Without it: refused before anything is stored, and the CLI says how to give it.
+    let err = h.fails(&["relay", "configure", &w.url()]);
+    assert!(err.contains("--registration-secret-stdin"), "{err}");
+    assert!(!h.path().join("relay.json").exists());
+    // A wrong one, through stdin.
+    let mut c = h.cmd(&[
+        "relay",
+        "configure",
+        &w.url(),
+        "--registration-secret-stdin",
+    ]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"wrong secret\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong registration secret"));
+    // The right one.
+    let mut c = h.cmd(&[
+        "relay",
+        "configure",
+        &w.url(),
+        "--registration-secret-stdin",
+        "--json",
+    ]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{secret}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(h.path().join("relay.json"))
+            .unwrap()
+            .permissions(),
+    ) & 0o777;
+    assert_eq!(mode, 0o600);
+    // The secret never reached the arguments or the stored file.
+    let stored = std::fs::read_to_string(h.path().join("relay.json")).unwrap();
+    assert!(!stored.contains(secret));
+    // Wrong secrets from one address lock it out (kept in a Durable Object, not a cache).
+    let url = format!("{}/v1/register", w.url());
+    let mut last = 0;
+    for _ in 0..12 {
+        last = relay_support::http(
+            "POST",
+            &url,
+            &[("X-Loopsy-Registration-Secret", "nope")],
+            None,
+        )
+        .unwrap()
+        .0;
+    }
+    assert_eq!(last, 429);
+    let (s, _) = relay_support::http(
+        "POST",
+        &url,
+        &[("X-Loopsy-Registration-Secret", secret)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 429, "locked out even with the right secret");
+}
