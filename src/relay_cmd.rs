@@ -331,12 +331,17 @@ fn render_config(
     let template = std::fs::read_to_string(src.join("relay/worker/wrangler.toml"))?;
     let main = src.join("relay/worker/build/index.js");
     let mut out = String::new();
+    let mut section = String::new();
     for line in template.lines() {
-        if line.starts_with("name = ") {
+        if line.starts_with('[') {
+            section = line.to_string();
+        }
+        let top = section.is_empty();
+        if top && line.starts_with("name = ") {
             out.push_str(&format!("name = {name:?}\n"));
-        } else if line.starts_with("main = ") {
+        } else if top && line.starts_with("main = ") {
             out.push_str(&format!("main = {:?}\n", main.display().to_string()));
-        } else if line.starts_with("[build]") || line.starts_with("command = ") {
+        } else if section == "[build]" {
             // Built already.
         } else {
             out.push_str(line);

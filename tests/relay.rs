@@ -42,8 +42,10 @@ fn daemon_on(w: &Wrangler, name: &str, hb: u64) -> TestHome {
     h
 }
 
+/// `loopsy relay status --json` (which exits 3 while the link is down).
 fn relay_state(h: &TestHome) -> Value {
-    serde_json::from_str(&h.ok(&["relay", "status", "--json"])).unwrap()
+    let o = h.run(&["relay", "status", "--json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or_default()
 }
 
 /// `loopsy mobile pair --json`: (link, code, pair id from the link's token).
@@ -565,4 +567,128 @@ fn registration_needs_the_secret_and_is_rate_limited() {
     )
     .unwrap();
     assert_eq!(s, 429, "locked out even with the right secret");
+}
+
+/// Poll the daemon's relay state until `want`, returning how long it took.
+fn time_until_state(h: &TestHome, want: &str, timeout: Duration) -> Duration {
+    let t = std::time::Instant::now();
+    wait_until(&format!("relay state {want}"), timeout, || {
+        relay_state(h)["state"] == want
+    });
+    t.elapsed()
+}
+
+#[test]
+fn relay_restart_and_cut_network_keep_the_session() {
+    let mut w = Wrangler::start(None);
+    let proxy = relay_support::CutProxy::start(w.port);
+    // The laptop reaches the relay through a link that can be cut; heartbeats every second.
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "lap"]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        "[node]\nname = \"lap\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[relay]\nheartbeat_s = 1\n",
+    )
+    .unwrap();
+    h.ok(&["start"]);
+    h.ok(&["relay", "configure", &proxy.url()]);
+    time_until_state(&h, "connected", Duration::from_secs(10));
+    let rt = rt();
+    rt.block_on(async {
+        let (mut creds, mut phone) = paired_phone(&h).await;
+        // The phone's own network is fine: it talks to the relay directly.
+        creds.relay = w.url();
+        let (ok, s) = phone
+            .call(
+                "loopsy_session_start",
+                json!({"name": "keep", "cols": 80, "rows": 24}),
+            )
+            .await
+            .unwrap();
+        assert!(ok, "{s}");
+        let id = session_id(&s);
+        phone.attach(&id, 80, 24).await.unwrap();
+        phone.input(b"echo before-$((2+3))\r").await.unwrap();
+        phone
+            .wait_output("before-5", Duration::from_secs(10))
+            .await
+            .unwrap();
+        phone.close().await;
+
+        // A silent cut: the daemon notices by its heartbeats and reconnects once the network
+        // is back, within 5 s of that.
+        proxy.cut(true);
+        time_until_state(&h, "offline", Duration::from_secs(10));
+        proxy.cut(false);
+        let took = time_until_state(&h, "connected", Duration::from_secs(10));
+        eprintln!("reconnected {took:?} after the network came back");
+        assert!(took <= Duration::from_secs(5), "took {took:?}");
+        let mut p = PhoneConn::connect(&creds).await.unwrap();
+        assert!(matches!(
+            p.hello(None).await.unwrap(),
+            Control::Welcome { .. }
+        ));
+        p.attach(&id, 80, 24).await.unwrap();
+        p.wait_output("before-5", Duration::from_secs(10))
+            .await
+            .unwrap();
+        p.input(b"echo after-cut-$((3+4))\r").await.unwrap();
+        p.wait_output("after-cut-7", Duration::from_secs(10))
+            .await
+            .unwrap();
+
+        // The relay killed and started again (same state): the daemon is back within 5 s of
+        // the relay, the phone reconnects to the same session and screen.
+        w.kill();
+        let how = p.wait_closed(Duration::from_secs(10)).await.unwrap();
+        eprintln!("phone connection ended: {how}");
+        time_until_state(&h, "offline", Duration::from_secs(10));
+        w.restart();
+        let took = time_until_state(&h, "connected", Duration::from_secs(10));
+        eprintln!("reconnected {took:?} after the relay came back");
+        assert!(took <= Duration::from_secs(5), "took {took:?}");
+        let mut p = PhoneConn::connect(&creds).await.unwrap();
+        assert!(matches!(
+            p.hello(None).await.unwrap(),
+            Control::Welcome { .. }
+        ));
+        p.attach(&id, 80, 24).await.unwrap();
+        p.wait_output("after-cut-7", Duration::from_secs(10))
+            .await
+            .unwrap();
+        p.input(b"echo after-restart-$((4+5))\r").await.unwrap();
+        p.wait_output("after-restart-9", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let (ok, list) = p.call("loopsy_session_list", json!({})).await.unwrap();
+        assert!(ok);
+        assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "{list}");
+    });
+}
+
+#[test]
+fn deploy_dry_run_builds_a_small_bundle() {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "lap"]);
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("dist");
+    h.ok(&["relay", "deploy", "--dry-run", dir.to_str().unwrap()]);
+    let mut total = 0usize;
+    let mut gz = 0usize;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".js") || name.ends_with(".wasm") {
+            let bytes = std::fs::read(e.path()).unwrap();
+            total += bytes.len();
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut enc, &bytes).unwrap();
+            gz += enc.finish().unwrap().len();
+        }
+    }
+    eprintln!("bundle: {total} bytes, {gz} gzipped");
+    assert!(total > 100_000, "no bundle in {}", dir.display());
+    assert!(
+        gz <= 300 * 1024,
+        "bundle is {gz} bytes gzipped (limit 300 KiB)"
+    );
 }

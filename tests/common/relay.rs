@@ -601,3 +601,106 @@ pub fn tree_bytes(dir: &Path) -> Vec<u8> {
     }
     out
 }
+
+/// A TCP proxy to `upstream` that can cut the network silently: while cut, nothing is
+/// forwarded (connections stay open, packets go nowhere), and connections from before the cut
+/// stay dead afterwards, as after a real outage.
+pub struct CutProxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl CutProxy {
+    pub fn start(upstream: u16) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Even: forwarding, generation = value; odd: cut.
+        let state = Arc::new(AtomicU64::new(0));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let st = state.clone();
+        rt.spawn(async move {
+            loop {
+                let Ok((down, _)) = listener.accept().await else {
+                    return;
+                };
+                let generation = st.load(Ordering::SeqCst);
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let alive = move || {
+                        let now = st.load(Ordering::SeqCst);
+                        now == generation && now % 2 == 0
+                    };
+                    if !alive() {
+                        // Accepted during the cut: hold it, forward nothing.
+                        let _hold = down;
+                        std::future::pending::<()>().await;
+                        return;
+                    }
+                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut dr, mut dw) = down.into_split();
+                    let (mut ur, mut uw) = up.into_split();
+                    let a1 = alive.clone();
+                    let t1 = tokio::spawn(async move { pipe(&mut dr, &mut uw, a1).await });
+                    let t2 = tokio::spawn(async move { pipe(&mut ur, &mut dw, alive).await });
+                    let _ = tokio::join!(t1, t2);
+                });
+            }
+        });
+        Self {
+            port,
+            state,
+            _rt: rt,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cut (true) or restore (false) the network.
+    pub fn cut(&self, cut: bool) {
+        use std::sync::atomic::Ordering;
+        let now = self.state.load(Ordering::SeqCst);
+        if (now % 2 == 1) != cut {
+            self.state.store(now + 1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn pipe(
+    r: &mut tokio::net::tcp::OwnedReadHalf,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    alive: impl Fn() -> bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !alive() {
+            // Swallow everything from now on, like a dead link (the socket stays open).
+            loop {
+                if matches!(r.read(&mut buf).await, Ok(0) | Err(_)) {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
