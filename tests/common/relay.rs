@@ -637,7 +637,7 @@ impl CutProxy {
                 tokio::spawn(async move {
                     let alive = move || {
                         let now = st.load(Ordering::SeqCst);
-                        now == generation && now % 2 == 0
+                        now == generation && now.is_multiple_of(2)
                     };
                     if !alive() {
                         // Accepted during the cut: hold it, forward nothing.
@@ -673,7 +673,7 @@ impl CutProxy {
     pub fn cut(&self, cut: bool) {
         use std::sync::atomic::Ordering;
         let now = self.state.load(Ordering::SeqCst);
-        if (now % 2 == 1) != cut {
+        if !now.is_multiple_of(2) != cut {
             self.state.store(now + 1, Ordering::SeqCst);
         }
     }
