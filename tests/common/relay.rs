@@ -673,7 +673,7 @@ impl CutProxy {
     pub fn cut(&self, cut: bool) {
         use std::sync::atomic::Ordering;
         let now = self.state.load(Ordering::SeqCst);
-        if !now.is_multiple_of(2) != cut {
+        if now.is_multiple_of(2) == cut {
             self.state.store(now + 1, Ordering::SeqCst);
         }
     }
