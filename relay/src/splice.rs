@@ -398,7 +398,7 @@ mod tests {
             Action::CloseDevice(close::REPLACED, _)
         ));
         assert!(
-            matches!(&on_phone_connect("p", 2, true)[..], [Action::ToDevice(b)] if Frame::decode(b).map(|f| (f.kind, f.payload)) == Ok((FrameKind::Open, b"p".to_vec())))
+            matches!(&on_phone_connect("p", 2, true)[..], [Action::ToDevice(b), Action::NoticeToChannel(2, n)] if Frame::decode(b).map(|f| (f.kind, f.payload)) == Ok((FrameKind::Open, b"p".to_vec())) && n.contains("device-online"))
         );
         assert!(matches!(
             &on_phone_connect("p", 2, false)[..],

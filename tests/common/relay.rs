@@ -566,6 +566,34 @@ impl PhoneConn {
         Ok(())
     }
 
+    /// Consume output until `marker` shows up (keeping only a short tail in memory); returns
+    /// the bytes consumed. For long floods and latency loops.
+    pub async fn until(&mut self, marker: &[u8], timeout: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + timeout;
+        let mut n = 0u64;
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            if !self.output.is_empty() {
+                let chunk = std::mem::take(&mut self.output);
+                n += chunk.len() as u64;
+                tail.extend_from_slice(&chunk);
+                if tail.windows(marker.len()).any(|w| w == marker) {
+                    return Ok(n);
+                }
+                let keep = tail.len().saturating_sub(marker.len());
+                tail.drain(..keep);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "no {:?} within {timeout:?}",
+                    String::from_utf8_lossy(marker)
+                ));
+            }
+            self.pump(left.min(Duration::from_millis(200))).await?;
+        }
+    }
+
     /// Wait until the connection ends; returns how.
     pub async fn wait_closed(&mut self, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;

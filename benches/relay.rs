@@ -1,0 +1,284 @@
+//! Phone relay benchmarks (`scripts/bench`), against the real Worker under `wrangler dev` on
+//! loopback, each with its baseline from the same run: keystroke-to-echo through the relay
+//! with end-to-end encryption against a direct local attach; terminal throughput through the
+//! relay against a direct attach; what an idle relay link costs the daemon (RSS, wake-ups)
+//! against the same daemon before it had one; and the Worker bundle's size.
+//! `--quick`: 20 MiB instead of 100 MiB, fewer runs, shorter idle windows.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use loopsy_term::proto::{Kind, read_frame, write_frame};
+use serde_json::{Value, json};
+
+mod common;
+#[path = "../tests/common/relay.rs"]
+mod relay_support;
+
+use common::{Mcp, loopsy, median, ok, pct};
+use relay_support::{PhoneConn, Wrangler};
+
+/// Sum of context switches over every thread of `pid` (each one is a wake-up).
+fn wakeups(pid: u64) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in s.lines() {
+            if let Some(v) = l
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn rss_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wake-ups per second and RSS over an idle window.
+fn idle(pid: u64, secs: u64) -> (f64, u64) {
+    let w0 = wakeups(pid);
+    std::thread::sleep(Duration::from_secs(secs));
+    let w1 = wakeups(pid);
+    ((w1 - w0) as f64 / secs as f64, rss_kib(pid))
+}
+
+fn write_lines(path: &Path, bytes: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let line: Vec<u8> = (0..79)
+        .map(|i| b'a' + (i % 26) as u8)
+        .chain([b'\n'])
+        .collect();
+    for _ in 0..bytes / 80 {
+        f.write_all(&line).unwrap();
+    }
+}
+
+async fn until(rx: &mut loopsy_term::client::Rx, marker: &[u8]) -> u64 {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let f = read_frame(rx).await.unwrap().expect("host closed");
+        if f.kind != Kind::Output {
+            continue;
+        }
+        n += f.data.len() as u64;
+        tail.extend_from_slice(&f.data);
+        if tail.windows(marker.len()).any(|w| w == marker) {
+            return n;
+        }
+        let keep = tail.len().saturating_sub(marker.len());
+        tail.drain(..keep);
+    }
+}
+
+fn gz_len(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&bytes).unwrap();
+    enc.finish().unwrap().len()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (mib, runs, idle_s) = if quick {
+        (20u64, 100, 10)
+    } else {
+        (100u64, 300, 30)
+    };
+    let heartbeat_s = 5;
+    let tmp = tempfile::Builder::new()
+        .prefix("lr")
+        .tempdir_in("/tmp")
+        .unwrap();
+
+    // Bundle size (what `loopsy relay deploy` uploads).
+    let build = relay_support::root().join("relay/worker/build");
+    let wasm_gz = gz_len(&build.join("index_bg.wasm"));
+    let js_gz = gz_len(&build.join("index.js"));
+
+    let w = Wrangler::start(None);
+    let home = tmp.path().join("h");
+    ok(&mut loopsy(&home, &["init", "--name", "bench"]));
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "[node]\nname = \"bench\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[relay]\nheartbeat_s = {heartbeat_s}\n"
+        ),
+    )
+    .unwrap();
+    ok(&mut loopsy(&home, &["start"]));
+    let pid: u64 = std::fs::read_to_string(home.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // 1. Idle cost of the relay link: the same daemon before and after it has one.
+    std::thread::sleep(Duration::from_secs(3));
+    let (wake_before, rss_before) = idle(pid, idle_s);
+    ok(&mut loopsy(&home, &["relay", "configure", &w.url()]));
+    std::thread::sleep(Duration::from_secs(3));
+    let (wake_after, rss_after) = idle(pid, idle_s);
+
+    // A phone, paired, and a session to drive.
+    let mut mcp = Mcp::new(&home);
+    let pair: Value =
+        serde_json::from_str(&ok(&mut loopsy(&home, &["mobile", "pair", "--json"]))).unwrap();
+    let link = pair["link"].as_str().unwrap().to_string();
+    let code = pair["code"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let creds = rt.block_on(relay_support::redeem(&link));
+    let sock = |id: &str| home.join("sessions").join(id).join("host.sock");
+    let start = |mcp: &mut Mcp, script: &str| -> String {
+        let s = mcp.tool(
+            "loopsy_session_start",
+            json!({"kind":"custom","command":"/bin/sh","args":["-c", script],"cols":80,"rows":24}),
+        );
+        s["id"].as_str().unwrap().to_string()
+    };
+
+    // 2. Keystroke to echo into `cat`: through the relay (E2E) and through a direct attach.
+    let id = start(&mut mcp, "exec cat");
+    let (mut relay_ms, mut connect_ms) = rt.block_on(async {
+        let t0 = Instant::now();
+        let mut p = PhoneConn::connect(&creds).await.unwrap();
+        let w = p.hello(Some((&creds.pair_id, &code))).await.unwrap();
+        assert!(
+            matches!(w, loopsy_relay::app::Control::Welcome { .. }),
+            "{w:?}"
+        );
+        let connect = t0.elapsed().as_secs_f64() * 1e3;
+        p.attach(&id, 80, 24).await.unwrap();
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            p.input(b"x").await.unwrap();
+            p.until(b"x", Duration::from_secs(10)).await.unwrap();
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        p.close().await;
+        // Reconnects (new socket, new handshake, hello): what a phone pays after sleep.
+        let mut c = vec![connect];
+        for _ in 0..20 {
+            let t0 = Instant::now();
+            let mut p = PhoneConn::connect(&creds).await.unwrap();
+            p.hello(None).await.unwrap();
+            c.push(t0.elapsed().as_secs_f64() * 1e3);
+            p.close().await;
+        }
+        (v, c)
+    });
+    let mut direct_ms = rt.block_on(async {
+        let mut a = loopsy_term::client::attach(&sock(&id), 80, 24)
+            .await
+            .unwrap();
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            write_frame(&mut a.tx, Kind::Input, b"x").await.unwrap();
+            until(&mut a.rx, b"x").await;
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        v
+    });
+
+    // 3. Throughput: `cat` a file through a session, to a direct attach and to the phone.
+    let flood = tmp.path().join("flood.txt");
+    write_lines(&flood, mib << 20);
+    let script = format!("read go; cat {}; echo END-OF-FLOOD", flood.display());
+    let id = start(&mut mcp, &script);
+    let direct_s = rt.block_on(async {
+        let mut a = loopsy_term::client::attach(&sock(&id), 80, 24)
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        write_frame(&mut a.tx, Kind::Input, b"go\r").await.unwrap();
+        until(&mut a.rx, b"END-OF-FLOOD").await;
+        t0.elapsed().as_secs_f64()
+    });
+    let id = start(&mut mcp, &script);
+    let (relay_s, delivered) = rt.block_on(async {
+        let mut p = PhoneConn::connect(&creds).await.unwrap();
+        p.hello(None).await.unwrap();
+        p.attach(&id, 80, 24).await.unwrap();
+        p.until(b"\x1b", Duration::from_secs(5)).await.ok();
+        let t0 = Instant::now();
+        p.input(b"go\r").await.unwrap();
+        let n = p
+            .until(b"END-OF-FLOOD", Duration::from_secs(600))
+            .await
+            .unwrap();
+        (t0.elapsed().as_secs_f64(), n)
+    });
+    let file_mib = mib as f64;
+
+    let med_relay = median(&mut relay_ms);
+    let med_direct = median(&mut direct_ms);
+    println!(
+        "\n## Phone relay (`cargo bench --bench relay`{})\n",
+        if quick { " -- --quick" } else { "" }
+    );
+    println!(
+        "Worker under `wrangler dev` (workerd) on loopback; daemon heartbeat {heartbeat_s} s.\n"
+    );
+    println!(
+        "| measure | loopsy through the relay | baseline (same run) | ratio / delta | target |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| keystroke → echo, median (p99) | {med_relay:.2} ms ({:.2}) | direct local attach {med_direct:.2} ms ({:.2}) | +{:.2} ms | ≤ +5 ms |",
+        pct(&mut relay_ms, 0.99),
+        pct(&mut direct_ms, 0.99),
+        med_relay - med_direct
+    );
+    println!(
+        "| terminal output, {mib} MiB `cat` | {:.1} MiB/s ({:.1} MiB delivered) | direct attach {:.1} MiB/s | {:.2}× | ≥ 20 MiB/s |",
+        file_mib / relay_s,
+        delivered as f64 / (1 << 20) as f64,
+        file_mib / direct_s,
+        direct_s / relay_s
+    );
+    println!(
+        "| phone connect + handshake + hello, median | {:.1} ms | — | — | — |",
+        median(&mut connect_ms)
+    );
+    println!(
+        "| idle daemon RSS | {:.1} MiB with the link | {:.1} MiB before | +{:.2} MiB | ≤ +2 MB |",
+        rss_after as f64 / 1024.0,
+        rss_before as f64 / 1024.0,
+        (rss_after as f64 - rss_before as f64) / 1024.0
+    );
+    println!(
+        "| idle wake-ups (context switches, all threads) | {:.2}/s with the link | {:.2}/s before | +{:.2} per {heartbeat_s} s heartbeat | ≤ 1 per heartbeat |",
+        wake_after,
+        wake_before,
+        (wake_after - wake_before) * heartbeat_s as f64
+    );
+    println!(
+        "| Worker bundle, gzipped | {:.0} KiB (wasm {:.0} + js {:.0}) | Free plan limit 3072 KiB | {:.2}× of the limit | ≤ 300 KiB |",
+        (wasm_gz + js_gz) as f64 / 1024.0,
+        wasm_gz as f64 / 1024.0,
+        js_gz as f64 / 1024.0,
+        (wasm_gz + js_gz) as f64 / (3072.0 * 1024.0)
+    );
+    let _ = loopsy(&home, &["stop"]).status();
+}
