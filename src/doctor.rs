@@ -198,7 +198,46 @@ pub fn run_checks(home: &Home, fix: bool) -> Vec<Check> {
     if std::fs::symlink_metadata(home.socket()).is_ok() {
         out.push(private_file("socket", &home.socket(), PRIVATE_FILE, fix));
     }
+    relay_checks(home, fix, &mut out);
     out
+}
+
+/// The phone relay's files and link, once a relay is configured.
+fn relay_checks(home: &Home, fix: bool, out: &mut Vec<Check>) {
+    let relay = loopsy_mcp::phone::creds::path(home);
+    if !relay.exists() {
+        return;
+    }
+    out.push(private_file("relay", &relay, PRIVATE_FILE, fix));
+    let phones = home.root().join("phones.json");
+    if phones.exists() {
+        out.push(private_file("phones", &phones, PRIVATE_FILE, fix));
+    }
+    let Ok(s) = crate::client::Session::connect(home) else {
+        return;
+    };
+    match s.call("loopsy_relay_status", serde_json::json!({})) {
+        Ok(v) if v["state"] == "connected" => out.push(check(
+            "relay link",
+            Level::Ok,
+            format!("connected to {}", v["url"].as_str().unwrap_or("?")),
+            None,
+        )),
+        Ok(v) => out.push(check(
+            "relay link",
+            Level::Warn,
+            format!(
+                "{} ({}): {}",
+                v["state"].as_str().unwrap_or("?"),
+                v["url"].as_str().unwrap_or("?"),
+                v["last_error"].as_str().unwrap_or("no reason given")
+            ),
+            Some(
+                "check that the relay is up (`curl <url>/health`); if it was redeployed or reset, run `loopsy relay configure <url>` again".into(),
+            ),
+        )),
+        Err(e) => out.push(check("relay link", Level::Warn, e.to_string(), None)),
+    }
 }
 
 /// `loopsy doctor`

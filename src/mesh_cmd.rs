@@ -305,6 +305,26 @@ pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<E
                 m["unread"].as_u64().unwrap_or(0),
                 m["outbox"].as_u64().unwrap_or(0)
             );
+            let r = &me["relay"];
+            match (r["state"].as_str(), r["url"].as_str()) {
+                (Some("connected"), Some(u)) => anstream::println!(
+                    "  relay     {} to {u}, {} phone connections",
+                    ui::paint(OK, "connected"),
+                    r["phones_connected"].as_u64().unwrap_or(0)
+                ),
+                (Some(st), Some(u)) => anstream::println!(
+                    "  relay     {} {u}{}",
+                    ui::paint(ui::WARN, st),
+                    r["last_error"]
+                        .as_str()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+                _ => anstream::println!(
+                    "  relay     {}",
+                    ui::paint(DIM, "none (`loopsy relay configure <url>`)")
+                ),
+            }
             anstream::println!();
             print_peers(
                 peers["peers"]

@@ -618,7 +618,7 @@ fn relay_restart_and_cut_network_keep_the_session() {
         // A silent cut: the daemon notices by its heartbeats and reconnects once the network
         // is back, within 5 s of that.
         proxy.cut(true);
-        time_until_state(&h, "offline", Duration::from_secs(10));
+        time_until_state(&h, "offline", Duration::from_secs(20));
         proxy.cut(false);
         let took = time_until_state(&h, "connected", Duration::from_secs(10));
         eprintln!("reconnected {took:?} after the network came back");
@@ -690,5 +690,166 @@ fn deploy_dry_run_builds_a_small_bundle() {
     assert!(
         gz <= 300 * 1024,
         "bundle is {gz} bytes gzipped (limit 300 KiB)"
+    );
+}
+
+#[test]
+fn phone_self_revoke_connect_lockout_and_hibernation() {
+    let w = Wrangler::start(None);
+    let h = daemon_on(&w, "lap", 15);
+    let rt = rt();
+    rt.block_on(async {
+        let (creds, mut phone) = paired_phone(&h).await;
+        let (ok, s) = phone
+            .call("loopsy_session_start", json!({"name": "idle"}))
+            .await
+            .unwrap();
+        assert!(ok, "{s}");
+        let id = session_id(&s);
+        phone.attach(&id, 80, 24).await.unwrap();
+        // Idle long enough for local workerd to evict the Durable Object (about 10 s): the
+        // sockets survive hibernation by their tags, and traffic flows again at once.
+        let constructed = || {
+            let (device, secret) = device_creds(&h);
+            let (s, b) = relay_support::http(
+                "POST",
+                &format!("{}/v1/device/{device}/tap", w.url()),
+                &[("Authorization", &format!("Bearer {secret}"))],
+                None,
+            )
+            .unwrap();
+            assert_eq!(s, 200, "{b}");
+            let frames: Vec<Value> = serde_json::from_str(&b).unwrap();
+            frames.iter().filter(|f| f["dir"] == "constructed").count()
+        };
+        let _ = constructed();
+        std::thread::sleep(Duration::from_secs(12));
+        phone.input(b"echo woke-$((5*5))\r").await.unwrap();
+        phone
+            .wait_output("woke-25", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(
+            constructed() >= 1,
+            "the Durable Object was not evicted while idle"
+        );
+        phone.close().await;
+
+        // Wrong phone secrets, ten in a row, lock that phone's connects for a while.
+        let url = relay_support::phone_url(&creds);
+        for _ in 0..10 {
+            let e = relay_support::open_ws(
+                &url,
+                "loopsy.v1, loopsy.bearer.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+            assert!(e.contains("403"), "{e}");
+        }
+        let e = PhoneConn::connect(&creds).await.err().unwrap_or_default();
+        assert!(e.contains("429"), "{e}");
+
+        // A second phone revokes itself with its own bearer: the relay forgets it and tells
+        // the laptop, which forgets it too.
+        let (second, conn) = paired_phone(&h).await;
+        conn.close().await;
+        let phones = |h: &TestHome| -> Vec<String> {
+            let v: Value = serde_json::from_str(&h.ok(&["phone", "list", "--json"])).unwrap();
+            v["phones"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["phone_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert!(phones(&h).contains(&second.phone_id));
+        let (s, b) = relay_support::http(
+            "DELETE",
+            &format!(
+                "{}/v1/device/{}/phones/{}",
+                w.url(),
+                second.device_id,
+                second.phone_id
+            ),
+            &[("Authorization", &format!("Bearer {}", second.phone_secret))],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s, 200, "{b}");
+        wait_until(
+            "the laptop forgets the phone",
+            Duration::from_secs(5),
+            || !phones(&h).contains(&second.phone_id),
+        );
+        let e = PhoneConn::connect(&second).await.err().unwrap_or_default();
+        assert!(e.contains("403"), "{e}");
+        // Another phone's bearer cannot revoke it.
+        let (third, conn) = paired_phone(&h).await;
+        conn.close().await;
+        let (s, _) = relay_support::http(
+            "DELETE",
+            &format!(
+                "{}/v1/device/{}/phones/{}",
+                w.url(),
+                third.device_id,
+                third.phone_id
+            ),
+            &[("Authorization", &format!("Bearer {}", second.phone_secret))],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s, 403);
+    });
+}
+
+#[test]
+fn relay_dev_serves_the_worker_locally() {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "lap"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = std::process::Command::new("setsid");
+    c.arg(common::bin())
+        .arg("--home")
+        .arg(h.path())
+        .args(["relay", "dev", "--port", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        relay_support::http_get(&format!("{url}/health")).is_ok_and(|b| b.contains("loopsy-relay"))
+    });
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    if up {
+        // A laptop can register with it and pair (its pair-token key was generated, 0600).
+        h.ok(&["start"]);
+        h.ok(&["relay", "configure", &url]);
+        let v: Value = serde_json::from_str(&h.ok(&["mobile", "pair", "--json"])).unwrap();
+        assert!(
+            v["link"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{url}/app#pair="))
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(h.path().join("relay-dev/.dev.vars"))
+                .unwrap()
+                .permissions(),
+        ) & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    assert!(
+        up,
+        "loopsy relay dev did not serve {url}/health within 60 s"
     );
 }

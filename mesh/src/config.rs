@@ -186,7 +186,8 @@ impl Default for SessionsConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
-    /// Seconds between heartbeats on the relay WebSocket; two missed answers end it.
+    /// Seconds between checks of the relay connection (kernel keepalive every heartbeat, a
+    /// WebSocket ping every fourth).
     pub heartbeat_s: u64,
 }
 
@@ -607,8 +608,9 @@ name = "{name}"
 # Example: reviewers = ["kai", "leo"]
 
 [relay]
-# Seconds between heartbeats on the phone relay's WebSocket (1-300); two missed answers end
-# the connection, which is then re-opened. The relay URL is set by `loopsy relay configure`.
+# How often the phone relay's connection is checked, in seconds (1-300): the kernel probes it
+# every heartbeat, the daemon pings every fourth; a dead connection is re-opened. The relay
+# URL is set by `loopsy relay configure`.
 # heartbeat_s = 15
 
 [log]

@@ -46,6 +46,12 @@ impl Wrangler {
     /// Start the Worker (built by scripts/build-worker) with the test tap on and, if given,
     /// a registration secret.
     pub fn start(registration_secret: Option<&str>) -> Self {
+        Self::start_with(registration_secret, true)
+    }
+
+    /// As [`Wrangler::start`]; `tap` records every frame for the blindness test (benchmarks
+    /// run without it: it writes each frame to SQLite).
+    pub fn start_with(registration_secret: Option<&str>, tap: bool) -> Self {
         let worker = root().join("relay/worker");
         let main = worker.join("build/index.js");
         assert!(
@@ -57,12 +63,20 @@ impl Wrangler {
             .prefix("lw")
             .tempdir_in("/tmp")
             .expect("tempdir");
+        // A private copy of the bundle: wrangler watches it, and a rebuild elsewhere must not
+        // reload (and disconnect) this relay mid-test.
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir(&bundle).unwrap();
+        for f in ["index.js", "index_bg.wasm"] {
+            std::fs::copy(worker.join("build").join(f), bundle.join(f)).unwrap();
+        }
+        let main = bundle.join("index.js");
         let config = format!(
             r#"name = "loopsy-relay-test"
 main = {main:?}
 compatibility_date = "2026-11-01"
 [vars]
-LOOPSY_TEST_TAP = "1"
+LOOPSY_TEST_TAP = "{tap}"
 [[durable_objects.bindings]]
 name = "DEVICE"
 class_name = "Device"
@@ -73,7 +87,8 @@ class_name = "Limiter"
 tag = "v1"
 new_sqlite_classes = ["Device", "Limiter"]
 "#,
-            main = main.display().to_string()
+            main = main.display().to_string(),
+            tap = if tap { "1" } else { "0" }
         );
         std::fs::write(dir.path().join("wrangler.toml"), config).unwrap();
         let mut vars = format!("PAIR_TOKEN_SECRET={TOKEN_KEY:?}\n");
@@ -294,7 +309,8 @@ pub async fn open_ws(url: &str, protocols: &str) -> Result<Ws, tungstenite::Erro
     let mut req = url.into_client_request()?;
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    // Nagle off, as a browser does for WebSockets: keystrokes go out at once.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
     Ok(ws)
 }
 

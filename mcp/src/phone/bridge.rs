@@ -13,7 +13,9 @@ use tokio::task::JoinHandle;
 use crate::DaemonCtx;
 
 /// Output frames queued between the host reader and the channel.
-const QUEUE: usize = 8;
+const QUEUE: usize = 32;
+/// Output joined into one event at most (one end-to-end message's worth).
+const COALESCE: usize = loopsy_relay::app::MAX_BODY;
 /// How long one write into the host may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,6 +37,8 @@ pub struct Attachment {
     tx: loopsy_term::client::Tx,
     events: mpsc::Receiver<HostEvent>,
     reader: JoinHandle<()>,
+    /// An event taken while coalescing output, handed out next.
+    stash: Option<HostEvent>,
     sent: u64,
     acked: u64,
 }
@@ -91,6 +95,7 @@ impl Attachment {
             tx: att.tx,
             events,
             reader,
+            stash: None,
             sent: 0,
             acked: 0,
         })
@@ -101,12 +106,33 @@ impl Attachment {
         self.sent.saturating_sub(self.acked) < OUTPUT_WINDOW
     }
 
-    /// The next event from the host.
+    /// The next event from the host; output already queued behind it is joined on (up to one
+    /// end-to-end message), so a busy terminal goes out in few large frames, not many small.
     pub async fn next(&mut self) -> HostEvent {
-        self.events
-            .recv()
-            .await
-            .unwrap_or_else(|| HostEvent::Closed("the session host closed".into()))
+        let ev = match self.stash.take() {
+            Some(e) => e,
+            None => self
+                .events
+                .recv()
+                .await
+                .unwrap_or_else(|| HostEvent::Closed("the session host closed".into())),
+        };
+        let HostEvent::Output(mut buf) = ev else {
+            return ev;
+        };
+        while buf.len() < COALESCE {
+            match self.events.try_recv() {
+                Ok(HostEvent::Output(more)) if buf.len() + more.len() <= COALESCE => {
+                    buf.extend_from_slice(&more)
+                }
+                Ok(other) => {
+                    self.stash = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        HostEvent::Output(buf)
     }
 
     /// Count output sent.

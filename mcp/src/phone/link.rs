@@ -37,6 +37,33 @@ const BACKOFF_SHORT_CAP: Duration = Duration::from_secs(3);
 const BACKOFF_LONG_CAP: Duration = Duration::from_secs(30);
 /// An outage older than this backs off to the long cap.
 const SHORT_PHASE: Duration = Duration::from_secs(120);
+/// Heartbeats per WebSocket ping. Between pings the kernel watches the path (TCP keepalive
+/// probes every heartbeat, and TCP_USER_TIMEOUT for unacknowledged data), which costs the
+/// daemon no wake-up; the ping (answered by the relay's edge, not the Durable Object) keeps
+/// frames flowing for proxies and catches a relay that stopped answering above TCP.
+const BEATS_PER_PING: u32 = 4;
+
+/// Let the kernel watch the relay connection: keepalive probes after one idle heartbeat,
+/// and an abort when data or probes go unacknowledged for about two.
+fn tune_socket(s: &tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>, heartbeat: Duration) {
+    let tcp = match s {
+        tokio_tungstenite::MaybeTlsStream::Plain(t) => t,
+        tokio_tungstenite::MaybeTlsStream::Rustls(t) => t.get_ref().0,
+        _ => return,
+    };
+    let sock = socket2::SockRef::from(tcp);
+    let interval = (heartbeat / 3).max(Duration::from_secs(1));
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(heartbeat)
+        .with_interval(interval)
+        .with_retries(3);
+    if let Err(e) = sock.set_tcp_keepalive(&ka) {
+        debug!("TCP keepalive not set: {e}");
+    }
+    if let Err(e) = sock.set_tcp_user_timeout(Some(heartbeat + interval * 3)) {
+        debug!("TCP_USER_TIMEOUT not set: {e}");
+    }
+}
 
 /// The link's state, for `loopsy relay status`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -240,6 +267,7 @@ async fn connect_and_serve(l: &mut LinkCtx, creds: &Creds, key: Arc<KeyPair>) ->
         _ = l.reconfigured.changed() => return Ended::Reconfigured,
         () = l.ctx.shutdown_token().cancelled() => return Ended::Shutdown,
     };
+    tune_socket(ws.get_ref(), l.heartbeat);
     info!("connected to the relay");
     l.status.send_modify(|s| {
         s.state = "connected".into();
@@ -250,9 +278,11 @@ async fn connect_and_serve(l: &mut LinkCtx, creds: &Creds, key: Arc<KeyPair>) ->
     let (mut sink, mut stream) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Frame>(OUT_CAPACITY);
     let mut channels: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let mut beat = tokio::time::interval(l.heartbeat);
+    let ping_every = l.heartbeat * BEATS_PER_PING;
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
     let cc = ChannelCtx {
         ctx: l.ctx.clone(),
         store: l.hub.store().clone(),
@@ -299,12 +329,14 @@ async fn connect_and_serve(l: &mut LinkCtx, creds: &Creds, key: Arc<KeyPair>) ->
                 }
             }
             _ = beat.tick() => {
-                if last_heard.elapsed() > l.heartbeat * 2 + Duration::from_millis(500) {
+                // The last ping went unanswered for a whole period: the link is dead.
+                if ping_sent.is_some_and(|t| last_heard < t) {
                     break Ended::Retry("no answer to heartbeats".into());
                 }
                 if let Err(e) = sink.send(Message::Ping(Vec::new().into())).await {
                     break Ended::Retry(format!("relay connection: {e}"));
                 }
+                ping_sent = Some(Instant::now());
             }
             _ = l.reconfigured.changed() => break Ended::Reconfigured,
             () = l.ctx.shutdown_token().cancelled() => {

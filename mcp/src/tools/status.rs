@@ -35,6 +35,21 @@ pub struct StatusOut {
     pub data_dir: String,
     /// The message store.
     pub messages: MessageCounts,
+    /// The phone relay link.
+    pub relay: RelayBrief,
+}
+
+/// The phone relay link in brief.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RelayBrief {
+    /// `unconfigured`, `connecting`, `connected` or `offline`.
+    pub state: String,
+    /// The relay's URL, when one is configured.
+    pub url: Option<String>,
+    /// Phone connections open now.
+    pub phones_connected: usize,
+    /// Why the link is down, when it is.
+    pub last_error: Option<String>,
 }
 
 /// How many messages wait where.
@@ -77,6 +92,18 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
         http_url: ctx.http_addr().map(|a| format!("http://{a}/mcp")),
         data_dir: ctx.home().root().display().to_string(),
         messages,
+        relay: ctx
+            .phones()
+            .map(|h| {
+                let l = h.status();
+                RelayBrief {
+                    state: l.state,
+                    url: l.url,
+                    phones_connected: l.channels,
+                    last_error: l.last_error,
+                }
+            })
+            .unwrap_or_default(),
     })
 }
 

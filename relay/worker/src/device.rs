@@ -79,7 +79,10 @@ impl DurableObject for Device {
         {
             state.set_websocket_auto_response(&pair);
         }
-        Self { state, env }
+        let me = Self { state, env };
+        // Tests: note each construction, to show the object was evicted and came back.
+        me.tap("constructed", &[]);
+        me
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
