@@ -189,6 +189,22 @@ pub fn on_phone_connect(phone_id: &str, channel: u32, device_online: bool) -> Ve
     }
 }
 
+/// The fast path for the common case: a well-formed `Data` frame from the daemon, as its
+/// channel and payload (a view into `bytes`, so the adapter forwards without copying). Anything
+/// else goes through [`on_device_binary`].
+pub fn data_route(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    if bytes.len() > crate::frame::MAX_FRAME {
+        return None;
+    }
+    let (header, payload) = bytes.split_first_chunk::<{ crate::frame::HEADER_LEN }>()?;
+    (header[0] == FrameKind::Data as u8).then(|| {
+        (
+            u32::from_be_bytes([header[1], header[2], header[3], header[4]]),
+            payload,
+        )
+    })
+}
+
 /// A binary message from the daemon.
 pub fn on_device_binary(bytes: &[u8], channel_open: impl Fn(u32) -> bool) -> Vec<Action> {
     let frame = match Frame::decode(bytes) {
@@ -317,6 +333,18 @@ mod tests {
         );
         assert_eq!(socket_of(&["p:abc".into()]), None);
         assert_eq!(socket_of(&["p:abc".into(), "c:x".into()]), None);
+    }
+
+    #[test]
+    fn data_fast_path() {
+        assert_eq!(data_route(&data(9, b"ct")), Some((9, &b"ct"[..])));
+        assert_eq!(data_route(&data(9, b"")), Some((9, &b""[..])));
+        let close = Frame::new(FrameKind::Close, 9, vec![])
+            .encode()
+            .unwrap_or_default();
+        assert_eq!(data_route(&close), None);
+        assert_eq!(data_route(&[2, 0, 0]), None);
+        assert_eq!(data_route(&vec![2; MAX_PAYLOAD + 100]), None);
     }
 
     #[test]

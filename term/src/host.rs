@@ -77,6 +77,9 @@ impl Shared {
         self.ring.push(bytes);
         self.info.output_bytes = self.ring.end();
         self.info.last_activity_ms = now_ms();
+        // A skipped client that has caught up resumes now, not at the next tick: a busy
+        // terminal would otherwise pause a merely slower client for up to a tick each time.
+        self.resync();
         self.clients.retain_mut(|c| {
             if c.lagging {
                 return true;
@@ -99,7 +102,11 @@ impl Shared {
 
     /// Give stalled clients that drained their queue a fresh snapshot.
     fn resync(&mut self) {
-        if !self.clients.iter().any(|c| c.lagging) {
+        if !self
+            .clients
+            .iter()
+            .any(|c| c.lagging && c.tx.capacity() >= CLIENT_QUEUE / 2)
+        {
             return;
         }
         let snap = self.snapshot();

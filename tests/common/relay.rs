@@ -342,6 +342,8 @@ pub struct PhoneConn {
     received: u64,
     acked: u64,
     next_call: u64,
+    /// Binary messages received (for benchmarks).
+    pub msgs: u64,
 }
 
 impl PhoneConn {
@@ -406,6 +408,7 @@ impl PhoneConn {
             received: 0,
             acked: 0,
             next_call: 1,
+            msgs: 0,
         })
     }
 
@@ -452,6 +455,7 @@ impl PhoneConn {
             Ok(None) => Err("connection ended".into()),
             Ok(Some(Err(e))) => Err(format!("connection: {e}")),
             Ok(Some(Ok(WsMessage::Binary(b)))) => {
+                self.msgs += 1;
                 let plain = self.chan.open(&b).map_err(|e| e.to_string())?;
                 match self.dec.push(&plain).map_err(|e| e.to_string())? {
                     Some(Message::Output(o)) => {

@@ -135,6 +135,21 @@ impl Attachment {
         HostEvent::Output(buf)
     }
 
+    /// Join more output onto `buf` until it is a full message or `deadline` passes (used while
+    /// output is streaming, so a busy terminal goes out in few large messages).
+    pub async fn fill(&mut self, buf: &mut Vec<u8>, deadline: tokio::time::Instant) {
+        while buf.len() < COALESCE && self.stash.is_none() {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(HostEvent::Output(more))) if buf.len() + more.len() <= COALESCE => {
+                    buf.extend_from_slice(&more)
+                }
+                Ok(Some(other)) => self.stash = Some(other),
+                Ok(None) => self.stash = Some(HostEvent::Closed("the session host closed".into())),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Count output sent.
     pub fn sent(&mut self, n: usize) {
         self.sent += n as u64;

@@ -20,6 +20,10 @@ use crate::{Caller, DaemonCtx};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tool calls one connection may have running.
 const MAX_CALLS: usize = 8;
+/// Output within this long of the previous is "streaming".
+const STREAMING: Duration = Duration::from_millis(5);
+/// How long streaming output is held back to fill a message.
+const HOLD: Duration = Duration::from_millis(3);
 
 /// What every channel shares.
 #[derive(Clone)]
@@ -179,6 +183,9 @@ async fn serve(
     let (results_tx, mut results_rx) = mpsc::channel::<Control>(MAX_CALLS);
     let calls_running = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS));
     let mut attach: Option<Attachment> = None;
+    // When output last went out: output that follows closely is streaming, and is held back a
+    // moment to go out in fewer, larger messages (the relay's cost is per message).
+    let mut last_output = std::time::Instant::now() - STREAMING;
     loop {
         let window_open = attach.as_ref().is_some_and(Attachment::window_open);
         tokio::select! {
@@ -208,11 +215,15 @@ async fn serve(
             Some(r) = results_rx.recv() => io.control(&r).await?,
             ev = async { match attach.as_mut() { Some(a) => a.next().await, None => std::future::pending().await } }, if window_open => {
                 match ev {
-                    HostEvent::Output(b) => {
+                    HostEvent::Output(mut b) => {
                         if let Some(a) = attach.as_mut() {
+                            if last_output.elapsed() < STREAMING {
+                                a.fill(&mut b, tokio::time::Instant::now() + HOLD).await;
+                            }
                             a.sent(b.len());
                         }
                         io.output(&b).await?;
+                        last_output = std::time::Instant::now();
                     }
                     HostEvent::Exit(code) => {
                         attach = None;

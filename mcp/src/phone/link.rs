@@ -23,8 +23,10 @@ use super::creds::Creds;
 use super::relay_api::ws_url;
 use crate::DaemonCtx;
 
-/// Frames waiting to go out on the socket.
-const OUT_CAPACITY: usize = 256;
+/// Frames waiting to go out on the socket. Small on purpose: when the relay is the
+/// bottleneck, output backs up in the channels instead, where it is joined into full-size
+/// messages (the relay's cost is per message, not per byte).
+const OUT_CAPACITY: usize = 16;
 /// Ciphertexts waiting for one channel.
 const INBOX_CAPACITY: usize = 64;
 /// How long a connect (TCP + TLS + upgrade) may take.

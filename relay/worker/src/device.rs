@@ -63,6 +63,8 @@ fn int(v: u64) -> SqlStorageValue {
 pub struct Device {
     state: State,
     env: Env,
+    /// `LOOPSY_TEST_TAP = "1"` (read once; it cannot change while the object lives).
+    tapping: bool,
 }
 
 impl DurableObject for Device {
@@ -79,7 +81,15 @@ impl DurableObject for Device {
         {
             state.set_websocket_auto_response(&pair);
         }
-        let me = Self { state, env };
+        let tapping = env
+            .var("LOOPSY_TEST_TAP")
+            .map(|v| v.to_string() == "1")
+            .unwrap_or(false);
+        let me = Self {
+            state,
+            env,
+            tapping,
+        };
         // Tests: note each construction, to show the object was evicted and came back.
         me.tap("constructed", &[]);
         me
@@ -101,6 +111,16 @@ impl DurableObject for Device {
         let actions = match (splice::socket_of(&tags), message) {
             (Some(Socket::Device), WebSocketIncomingMessage::Binary(b)) => {
                 self.tap("device", &b);
+                // Terminal output is most of the traffic: one lookup, no copy.
+                if let Some((ch, payload)) = splice::data_route(&b) {
+                    let socks = self.state.get_websockets_with_tag(&splice::channel_tag(ch));
+                    if !socks.is_empty() {
+                        for ws in socks {
+                            let _ = ws.send_with_bytes(payload);
+                        }
+                        return Ok(());
+                    }
+                }
                 splice::on_device_binary(&b, |ch| self.channel_open(ch))
             }
             (Some(Socket::Device), WebSocketIncomingMessage::String(_)) => splice::on_device_text(),
@@ -181,10 +201,7 @@ impl Device {
     }
 
     fn tapping(&self) -> bool {
-        self.env
-            .var("LOOPSY_TEST_TAP")
-            .map(|v| v.to_string() == "1")
-            .unwrap_or(false)
+        self.tapping
     }
 
     /// Test builds only: record what passed through, to prove it was ciphertext.
