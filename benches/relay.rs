@@ -171,7 +171,7 @@ fn main() {
     let (mib, runs, idle_s) = if quick {
         (20u64, 100, 10)
     } else {
-        (100u64, 300, 30)
+        (100u64, 300, 60)
     };
     let heartbeat_s = 5;
     let tmp = tempfile::Builder::new()
@@ -391,5 +391,13 @@ fn main() {
         js_gz as f64 / 1024.0,
         (wasm_gz + js_gz) as f64 / (3072.0 * 1024.0)
     );
+    // Session hosts outlive their daemon on purpose; this run's must not outlive it.
+    for s in mcp.tool("loopsy_session_list", json!({}))["sessions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        mcp.tool("loopsy_session_stop", json!({"id": s["id"]}));
+    }
     let _ = loopsy(&home, &["stop"]).status();
 }
