@@ -108,7 +108,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)
     .context("cannot load the phone relay settings")?;
     ctx.set_phones(phones.clone());
-    phones.spawn(ctx.clone());
+    phones.spawn(ctx.clone()).map_err(anyhow::Error::msg)?;
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
     tokio::spawn(loopsy_mcp::attach::serve(ctx.clone()));
     tokio::spawn(loopsy_mesh::context::sync::serve(

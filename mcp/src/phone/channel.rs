@@ -22,6 +22,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CALLS: usize = 8;
 /// Output within this long of the previous is "streaming".
 const STREAMING: Duration = Duration::from_millis(5);
+/// Output chunks at least this big (a full PTY read) may be streaming.
+const STREAMING_CHUNK: usize = 2048;
 /// How long streaming output is held back to fill a message.
 const HOLD: Duration = Duration::from_millis(3);
 
@@ -38,6 +40,8 @@ pub struct ChannelCtx {
     pub device_id: String,
     /// Frames to the relay.
     pub out: mpsc::Sender<Frame>,
+    /// The daemon's runtime (phone connections run there, not on the link's thread).
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// Sealing and sending on one channel.
@@ -217,7 +221,9 @@ async fn serve(
                 match ev {
                     HostEvent::Output(mut b) => {
                         if let Some(a) = attach.as_mut() {
-                            if last_output.elapsed() < STREAMING {
+                            // Streaming: a big chunk right after other output. Keystroke
+                            // echoes and prompts are small and go out at once.
+                            if b.len() >= STREAMING_CHUNK && last_output.elapsed() < STREAMING {
                                 a.fill(&mut b, tokio::time::Instant::now() + HOLD).await;
                             }
                             a.sent(b.len());

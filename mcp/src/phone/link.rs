@@ -122,6 +122,8 @@ pub struct LinkCtx {
     pub status: watch::Sender<LinkStatus>,
     /// Bumped when the credentials change.
     pub reconfigured: watch::Receiver<u64>,
+    /// The daemon's runtime, where phone connections run (the link has a thread of its own).
+    pub runtime: tokio::runtime::Handle,
 }
 
 enum Ended {
@@ -291,6 +293,7 @@ async fn connect_and_serve(l: &mut LinkCtx, creds: &Creds, key: Arc<KeyPair>) ->
         key,
         device_id: creds.device_id.clone(),
         out: out_tx.clone(),
+        runtime: l.runtime.clone(),
     };
     let ended = loop {
         tokio::select! {
@@ -367,10 +370,9 @@ async fn on_frame(
             }
             let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
             channels.insert(f.channel, tx);
-            let cc = cc.clone();
             let ch = f.channel;
-            tokio::spawn(
-                channel::run(cc, ch, phone_id.clone(), rx)
+            cc.runtime.spawn(
+                channel::run(cc.clone(), ch, phone_id.clone(), rx)
                     .instrument(info_span!("phone", phone = %phone_id, channel = ch)),
             );
         }

@@ -128,16 +128,27 @@ impl PhoneHub {
         })
     }
 
-    /// Start the relay link (it waits while no relay is configured).
-    pub fn spawn(&self, ctx: DaemonCtx) {
+    /// Start the relay link (it waits while no relay is configured). The link runs on a
+    /// thread of its own with a single-threaded runtime: an idle link then costs one wake-up
+    /// for the ping and one for its answer, instead of rousing the daemon's worker pool.
+    pub fn spawn(&self, ctx: DaemonCtx) -> Result<(), String> {
         let l = link::LinkCtx {
             ctx,
             hub: self.clone(),
             heartbeat: self.inner.heartbeat,
             status: self.inner.status.clone(),
             reconfigured: self.inner.reconfigured.subscribe(),
+            runtime: tokio::runtime::Handle::current(),
         };
-        tokio::spawn(link::run(l));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the relay link's runtime: {e}"))?;
+        std::thread::Builder::new()
+            .name("loopsy-relay".into())
+            .spawn(move || rt.block_on(link::run(l)))
+            .map(|_| ())
+            .map_err(|e| format!("cannot start the relay link's thread: {e}"))
     }
 
     /// The current credentials.
