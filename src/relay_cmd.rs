@@ -301,7 +301,17 @@ fn wrangler(src: &Path) -> anyhow::Result<Command> {
 }
 
 fn build_worker(src: &Path) -> anyhow::Result<()> {
-    anstream::eprintln!("{}", ui::paint(DIM, "building the relay Worker…"));
+    anstream::eprintln!(
+        "{}",
+        ui::paint(DIM, "building the phone app and the relay Worker…")
+    );
+    let st = Command::new(src.join("scripts/build-app"))
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run scripts/build-app")?;
+    if !st.success() {
+        bail!("building the phone app failed (see above)");
+    }
     let st = Command::new(src.join("scripts/build-worker"))
         .stdout(Stdio::null())
         .status()
@@ -337,7 +347,10 @@ fn render_config(
             section = line.to_string();
         }
         let top = section.is_empty();
-        if top && line.starts_with("name = ") {
+        if section == "[assets]" && line.starts_with("directory = ") {
+            let dist = src.join("relay/app/dist");
+            out.push_str(&format!("directory = {:?}\n", dist.display().to_string()));
+        } else if top && line.starts_with("name = ") {
             out.push_str(&format!("name = {name:?}\n"));
         } else if top && line.starts_with("main = ") {
             out.push_str(&format!("main = {:?}\n", main.display().to_string()));

@@ -15,6 +15,7 @@ pub mod secret;
 pub mod splice;
 pub mod subprotocol;
 pub mod token;
+pub mod web;
 
 #[cfg(feature = "e2e")]
 pub mod app;

@@ -71,12 +71,28 @@ impl Wrangler {
             std::fs::copy(worker.join("build").join(f), bundle.join(f)).unwrap();
         }
         let main = bundle.join("index.js");
+        let app = root().join("relay/app/dist");
+        assert!(
+            app.join("app/app.js").is_file(),
+            "{} is missing: run scripts/build-app (scripts/test does)",
+            app.display()
+        );
+        let assets = dir.path().join("assets/app");
+        std::fs::create_dir_all(&assets).unwrap();
+        for f in std::fs::read_dir(app.join("app")).unwrap().flatten() {
+            std::fs::copy(f.path(), assets.join(f.file_name())).unwrap();
+        }
         let config = format!(
             r#"name = "loopsy-relay-test"
 main = {main:?}
 compatibility_date = "2026-11-01"
 [vars]
 LOOPSY_TEST_TAP = "{tap}"
+[assets]
+directory = {assets:?}
+binding = "ASSETS"
+run_worker_first = true
+html_handling = "none"
 [[durable_objects.bindings]]
 name = "DEVICE"
 class_name = "Device"
@@ -88,7 +104,8 @@ tag = "v1"
 new_sqlite_classes = ["Device", "Limiter"]
 "#,
             main = main.display().to_string(),
-            tap = if tap { "1" } else { "0" }
+            tap = if tap { "1" } else { "0" },
+            assets = dir.path().join("assets").display().to_string()
         );
         std::fs::write(dir.path().join("wrangler.toml"), config).unwrap();
         let mut vars = format!("PAIR_TOKEN_SECRET={TOKEN_KEY:?}\n");

@@ -44,7 +44,7 @@ async fn handle(req: Request, env: &Env) -> Result<Response, ApiError> {
                 registration_secret: registration_secret(env).is_some(),
             },
         ),
-        Route::App(file) => assets::serve(&file),
+        Route::App(file) => assets::serve(env, &url.origin().ascii_serialization(), &file).await,
         Route::Register => register(req, env).await,
         other => {
             let device = other.device().unwrap_or_default();

@@ -1,0 +1,182 @@
+// The terminal view: xterm.js, fitted to the space above the on-screen keyboard, with a key
+// bar (Esc, Tab, Ctrl, Alt, arrows, PgUp/PgDn, paste), a compose box for IME, autocorrect and
+// voice (the text is sent whole on Enter, so keyboards that re-send composed text cannot
+// double it), and voice input where the browser has the Web Speech API.
+
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import { el } from "./ui.js";
+
+const KEYS = [
+  ["Esc", "\x1b"],
+  ["Tab", "\t"],
+  ["Ctrl", "ctrl"],
+  ["Alt", "alt"],
+  ["←", "left"],
+  ["↑", "up"],
+  ["↓", "down"],
+  ["→", "right"],
+  ["PgUp", "\x1b[5~"],
+  ["PgDn", "\x1b[6~"],
+  ["Paste", "paste"],
+];
+
+/** Ctrl applied to one typed character (Ctrl-C → \x03), as terminals do. */
+export function ctrl(ch) {
+  const c = ch.toUpperCase().charCodeAt(0);
+  if (c >= 64 && c <= 95) return String.fromCharCode(c - 64);
+  if (ch === " ") return "\x00";
+  if (ch === "?") return "\x7f";
+  return ch;
+}
+
+/**
+ * Mount a terminal for `conn` into `root`; returns {dispose}.
+ */
+export function mountTerminal(root, conn) {
+  const term = new Terminal({
+    fontSize: 13,
+    scrollback: 5000,
+    cursorBlink: true,
+    convertEol: false,
+    theme: { background: "#11131a", foreground: "#e6e6e6" },
+  });
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  const box = el("div", { id: "term" });
+  const mods = { ctrl: false, alt: false };
+  const modButtons = {};
+
+  const send = (data) => {
+    let d = data;
+    if (mods.ctrl && d.length === 1) d = ctrl(d);
+    if (mods.alt) d = "\x1b" + d;
+    if (mods.ctrl || mods.alt) {
+      mods.ctrl = mods.alt = false;
+      for (const b of Object.values(modButtons)) b.classList.remove("on");
+    }
+    conn.input(d);
+  };
+
+  const arrow = (k) => {
+    const app = term.modes.applicationCursorKeysMode;
+    const code = { up: "A", down: "B", right: "C", left: "D" }[k];
+    return (app ? "\x1bO" : "\x1b[") + code;
+  };
+
+  const bar = el("div", { id: "keybar" });
+  for (const [label, what] of KEYS) {
+    const b = el("button", { type: "button", className: "key", "data-key": label }, label);
+    b.addEventListener("pointerdown", (e) => e.preventDefault()); // keep the keyboard up
+    b.addEventListener("click", async () => {
+      if (what === "ctrl" || what === "alt") {
+        mods[what] = !mods[what];
+        b.classList.toggle("on", mods[what]);
+        return;
+      }
+      if (what === "paste") {
+        try {
+          const text = await navigator.clipboard.readText();
+          if (text) {
+            const bracketed = term.modes.bracketedPasteMode;
+            conn.input(bracketed ? `\x1b[200~${text}\x1b[201~` : text);
+          }
+        } catch {
+          compose.focus();
+        }
+        return;
+      }
+      send(["up", "down", "left", "right"].includes(what) ? arrow(what) : what);
+    });
+    if (what === "ctrl" || what === "alt") modButtons[what] = b;
+    bar.append(b);
+  }
+
+  const compose = el("textarea", {
+    id: "compose",
+    rows: 1,
+    placeholder: "Type here (sent on Enter)",
+    autocapitalize: "off",
+    autocomplete: "off",
+    spellcheck: false,
+    enterKeyHint: "send",
+  });
+  const sendCompose = () => {
+    const text = compose.value;
+    compose.value = "";
+    send(text + "\r");
+  };
+  compose.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      sendCompose();
+    }
+  });
+  const sendButton = el("button", { type: "button", id: "send" }, "Send");
+  sendButton.addEventListener("click", sendCompose);
+  const row = el("div", { id: "composer" }, compose, sendButton);
+
+  const Speech = window.SpeechRecognition || window.webkitSpeechRecognition;
+  if (Speech) {
+    const mic = el("button", { type: "button", id: "mic", title: "Voice input" }, "🎤");
+    let rec = null;
+    mic.addEventListener("click", () => {
+      if (rec) {
+        rec.stop();
+        return;
+      }
+      rec = new Speech();
+      rec.lang = navigator.language;
+      rec.interimResults = true;
+      rec.continuous = false;
+      const before = compose.value;
+      rec.onresult = (ev) => {
+        let text = "";
+        for (const r of ev.results) text += r[0].transcript;
+        compose.value = before + text; // lands in the box for editing, not sent
+      };
+      rec.onend = () => {
+        rec = null;
+        mic.classList.remove("on");
+        compose.focus();
+      };
+      rec.onerror = (ev) => {
+        compose.placeholder = `voice: ${ev.error}`;
+      };
+      mic.classList.add("on");
+      rec.start();
+    });
+    row.append(mic);
+  }
+
+  root.append(box, bar, row);
+  term.open(box);
+  term.onData((d) => send(d));
+  term.onResize(({ cols, rows }) => conn.resize(cols, rows));
+
+  const refit = () => {
+    const vv = window.visualViewport;
+    if (vv) document.documentElement.style.setProperty("--vh", `${vv.height}px`);
+    try {
+      fit.fit();
+    } catch {
+      // not laid out yet
+    }
+  };
+  window.visualViewport?.addEventListener("resize", refit);
+  window.addEventListener("resize", refit);
+  refit();
+
+  return {
+    term,
+    size: () => ({ cols: term.cols, rows: term.rows }),
+    write: (bytes, done) => term.write(bytes, done),
+    reset: () => term.reset(),
+    focus: () => term.focus(),
+    dispose() {
+      window.visualViewport?.removeEventListener("resize", refit);
+      window.removeEventListener("resize", refit);
+      term.dispose();
+    },
+  };
+}
