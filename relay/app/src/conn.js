@@ -45,6 +45,8 @@ export class Connection {
       if (document.visibilityState === "visible") this.kick();
     });
     window.addEventListener("online", () => this.kick());
+    // The phone lost its network: say so now rather than after the next missed ping.
+    window.addEventListener("offline", () => this.ws?.close(4000, "offline"));
   }
 
   set(state, detail) {

