@@ -69,6 +69,16 @@ pub enum Command {
     /// The phones this laptop trusts: `list`, `revoke <id>`.
     #[command(subcommand)]
     Phone(PhoneCommand),
+    /// Open the local dashboard (the phone app, served by the daemon on 127.0.0.1): sessions,
+    /// peers, messages and context in a browser on this machine.
+    Dashboard {
+        /// Print the link instead of opening a browser.
+        #[arg(long)]
+        no_open: bool,
+        /// Print the link as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Terminal sessions here (or on a peer): `loopsy sessions`, `--json`.
     Sessions(SessionsArgs),
     /// Start a shell (or `-- cmd args…`) in a new session, here or on --peer, and attach to it.

@@ -195,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Phone(PhoneCommand::List(a)) => relay_cmd::phone_list(&home, a.json),
         Command::Phone(PhoneCommand::Revoke { id }) => relay_cmd::phone_revoke(&home, &id),
+        Command::Dashboard { no_open, json } => relay_cmd::dashboard(&home, no_open, json),
         Command::Sessions(a) => session_cmd::list(&home, a.peer.as_deref(), a.json),
         Command::Shell(a) => session_cmd::shell(
             &home,

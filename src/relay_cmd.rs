@@ -494,3 +494,39 @@ pub fn dev(home: &Home, port: u16, lan: bool) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+/// `loopsy dashboard`
+pub fn dashboard(home: &Home, no_open: bool, json_out: bool) -> anyhow::Result<ExitCode> {
+    crate::lifecycle::ensure_running(home)?;
+    let s = Session::connect(home)?;
+    let v = s.call("loopsy_dashboard", json!({}))?;
+    let url = v["url"].as_str().unwrap_or_default().to_string();
+    if json_out {
+        ui::print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let opened = !no_open
+        && std::io::stdout().is_terminal()
+        && Command::new(opener)
+            .arg(&url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if opened {
+        anstream::println!(
+            "{} opened the dashboard in your browser",
+            ui::paint(OK, "ok")
+        );
+    } else {
+        anstream::println!(
+            "Open this in a browser on this machine (once; it pairs that tab):\n  {url}"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

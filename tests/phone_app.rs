@@ -28,6 +28,7 @@ fn the_phone_app_pairs_opens_a_shell_and_survives_going_offline() {
     h.ok(&["start"]);
     h.ok(&["relay", "configure", &w.url()]);
     let v: Value = serde_json::from_str(&h.ok(&["mobile", "pair", "--json"])).unwrap();
+    let dash: Value = serde_json::from_str(&h.ok(&["dashboard", "--json"])).unwrap();
     let out_dir = relay_support::root().join("target/test-artifacts/phone-app");
     let _ = std::fs::remove_dir_all(&out_dir);
     let out = std::process::Command::new(node())
@@ -35,6 +36,7 @@ fn the_phone_app_pairs_opens_a_shell_and_survives_going_offline() {
         .env("LINK", v["link"].as_str().unwrap())
         .env("CODE", v["code"].as_str().unwrap())
         .env("OUT_DIR", &out_dir)
+        .env("DASHBOARD", dash["url"].as_str().unwrap())
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -50,7 +52,14 @@ fn the_phone_app_pairs_opens_a_shell_and_survives_going_offline() {
         w.log()
     );
     eprintln!("browser: {report}");
-    for shot in ["1-pair", "3-shell", "4-less", "6-offline", "7-back"] {
+    for shot in [
+        "1-pair",
+        "3-shell",
+        "4-less",
+        "6-offline",
+        "7-back",
+        "8-dashboard",
+    ] {
         assert!(
             out_dir.join(format!("{shot}.png")).is_file(),
             "no {shot}.png"
@@ -58,7 +67,14 @@ fn the_phone_app_pairs_opens_a_shell_and_survives_going_offline() {
     }
     // The laptop paired the phone, and the shell the phone opened runs here.
     let phones: Value = serde_json::from_str(&h.ok(&["phone", "list", "--json"])).unwrap();
-    assert_eq!(phones["phones"].as_array().unwrap().len(), 1, "{phones}");
+    let labels: Vec<&str> = phones["phones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 2, "the phone and the dashboard tab: {phones}");
+    assert!(labels.contains(&"dashboard"), "{phones}");
     let sessions: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
     assert!(
         sessions

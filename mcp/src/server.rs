@@ -22,6 +22,7 @@ use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::tools::admin::{
     self, CapsArgs, NoArgs, PairOpenArgs, PairWithArgs, PeerAddArgs, PeerArgs, RenameArgs,
 };
+use crate::tools::commands;
 use crate::tools::context;
 use crate::tools::exec::{
     self, ExecuteArgs, ExecuteOut, JobArgs, JobListArgs, JobOutputArgs, JobView, JobWaitArgs,
@@ -411,6 +412,49 @@ impl LoopsyServer {
     }
 
     #[tool(
+        description = "The kinds of session that can start here (or on `peer`): shell, and each agent with whether it is installed and its auto-approve flag.",
+        output_schema = schema_for_output::<sessions::KindsOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_session_kinds(
+        &self,
+        Parameters(a): Parameters<sessions::ListArgs>,
+    ) -> CallToolResult {
+        sessions::kinds(&self.ctx, &self.caller, a).await
+    }
+
+    #[tool(
+        description = "Saved commands to start as sessions (the phone app's \"your commands\"): id, label, command, args, cwd.",
+        output_schema = schema_for_output::<commands::CommandsOut>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn loopsy_command_list(&self, Parameters(_): Parameters<NoArgs>) -> CallToolResult {
+        commands::list(&self.ctx).await
+    }
+
+    #[tool(
+        description = "Save a command (new, or the one with `id`): label, command, args?, cwd?.",
+        output_schema = schema_for_output::<commands::CommandsOut>()
+    )]
+    async fn loopsy_command_save(
+        &self,
+        Parameters(a): Parameters<commands::SaveArgs>,
+    ) -> CallToolResult {
+        commands::save(&self.ctx, a).await
+    }
+
+    #[tool(
+        description = "Delete a saved command by id.",
+        output_schema = schema_for_output::<commands::CommandsOut>()
+    )]
+    async fn loopsy_command_remove(
+        &self,
+        Parameters(a): Parameters<commands::RemoveArgs>,
+    ) -> CallToolResult {
+        commands::remove(&self.ctx, a).await
+    }
+
+    #[tool(
         description = "Terminal sessions here (or on `peer`), newest first: id, name, kind, command, size, state, exit code, last activity, attached clients.",
         output_schema = schema_for_output::<sessions::SessionsOut>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
@@ -568,6 +612,14 @@ impl LoopsyServer {
         Parameters(a): Parameters<phone::MobilePairArgs>,
     ) -> CallToolResult {
         phone::mobile_pair(&self.ctx, a).await
+    }
+
+    #[tool(description = "Start (once) the local dashboard on 127.0.0.1 and return a one-time link for one browser tab.", output_schema = schema_for_output::<phone::DashboardOut>())]
+    async fn loopsy_dashboard(
+        &self,
+        Parameters(a): Parameters<phone::DashboardArgs>,
+    ) -> CallToolResult {
+        phone::dashboard(&self.ctx, a).await
     }
 
     #[tool(description = "The phones this laptop trusts, with their live connections at the relay.", output_schema = schema_for_output::<crate::phone::PhonesOut>())]

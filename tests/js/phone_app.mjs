@@ -159,10 +159,13 @@ try {
   await page.click("#term");
   const cdp = await context.newCDPSession(page);
   await page.keyboard.type("echo ");
+  // A keyboard's composition, at a typing pace (a real IME does not fire all at once).
   for (const partial of ["i", "im", "ime", "imet", "imetx"]) {
     await cdp.send("Input.imeSetComposition", { text: partial, selectionStart: partial.length, selectionEnd: partial.length });
+    await page.waitForTimeout(40);
   }
   await cdp.send("Input.insertText", { text: "imetext" });
+  await page.waitForTimeout(100);
   await page.keyboard.press("Enter");
   const ime = await waitText("the composed word", (s) => /^imetext$/m.test(s));
   check(!ime.includes("imetextimetext") && !ime.includes("imetximetext"), "no doubled text from the IME");
@@ -172,8 +175,10 @@ try {
   await page.keyboard.type("echo ");
   for (const partial of ["b", "bo", "box", "boxw"]) {
     await cdp.send("Input.imeSetComposition", { text: partial, selectionStart: partial.length, selectionEnd: partial.length });
+    await page.waitForTimeout(40);
   }
   await cdp.send("Input.insertText", { text: "boxword" });
+  await page.waitForTimeout(100);
   await page.press("#compose", "Enter");
   const boxed = await waitText("the composed box word", (s) => /^boxword$/m.test(s));
   check(!boxed.includes("boxwordboxword"), "no doubled text from the compose box");
@@ -196,6 +201,24 @@ try {
 
   step = "origins";
   check(foreign.length === 0, `requests left the relay's origin: ${foreign.join(", ")}`);
+
+  if (process.env.DASHBOARD) {
+    step = "the local dashboard";
+    const dash = await context.newPage();
+    const dashForeign = [];
+    const dashOrigin = new URL(process.env.DASHBOARD).origin;
+    dash.on("request", (r) => {
+      const u = new URL(r.url());
+      if (u.origin !== dashOrigin && u.origin.replace(/^ws/, "http") !== dashOrigin) dashForeign.push(r.url());
+    });
+    const resp = await dash.goto(process.env.DASHBOARD);
+    check(/wasm-unsafe-eval/.test(resp.headers()["content-security-policy"] || ""), "the dashboard's CSP");
+    await dash.waitForSelector("#sessions li.session", { timeout: 20000 });
+    results.dashboard_sessions = await dash.$$eval("#sessions li.session", (l) => l.length);
+    check(results.dashboard_sessions >= 1, "the dashboard lists the running session");
+    await dash.screenshot({ path: `${OUT_DIR}/8-dashboard.png`, fullPage: true });
+    check(dashForeign.length === 0, `the dashboard made requests elsewhere: ${dashForeign.join(", ")}`);
+  }
   results.console_errors = consoleErrors;
   results.ok = true;
   console.log(JSON.stringify(results));

@@ -9,13 +9,19 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::audit::AuditRecord;
-use crate::tools::{peers, sessions, status};
+use crate::tools::{commands, context, messages, peers, sessions, status};
 use crate::{Caller, DaemonCtx};
 
 /// What a phone may call.
-pub const PHONE_TOOLS: [&str; 8] = [
+pub const PHONE_TOOLS: [&str; 14] = [
     "loopsy_status",
     "loopsy_list_peers",
+    "loopsy_context_list",
+    "loopsy_check_inbox",
+    "loopsy_session_kinds",
+    "loopsy_command_list",
+    "loopsy_command_save",
+    "loopsy_command_remove",
     "loopsy_session_list",
     "loopsy_session_start",
     "loopsy_session_stop",
@@ -53,6 +59,12 @@ pub async fn call(ctx: &DaemonCtx, caller: &Caller, tool: &str, args: Value) -> 
             Err(e) => e.into_result(),
         },
         "loopsy_list_peers" => peers::list(ctx).await,
+        "loopsy_context_list" => run!(args, |a| context::list(ctx, caller, a)),
+        "loopsy_check_inbox" => run!(args, |a| messages::inbox(ctx, caller, a)),
+        "loopsy_session_kinds" => run!(args, |a| sessions::kinds(ctx, caller, a)),
+        "loopsy_command_list" => commands::list(ctx).await,
+        "loopsy_command_save" => run!(args, |a| commands::save(ctx, a)),
+        "loopsy_command_remove" => run!(args, |a| commands::remove(ctx, a)),
         "loopsy_session_list" => run!(args, |a| sessions::list(ctx, caller, a)),
         "loopsy_session_start" => run!(args, |a| sessions::start(ctx, caller, a)),
         "loopsy_session_stop" => run!(args, |a| sessions::stop(ctx, caller, a)),

@@ -42,6 +42,8 @@ pub struct ChannelCtx {
     pub out: mpsc::Sender<Frame>,
     /// The daemon's runtime (phone connections run there, not on the link's thread).
     pub runtime: tokio::runtime::Handle,
+    /// The label phones paired here are trusted under (instead of what they call themselves).
+    pub label: Option<&'static str>,
 }
 
 /// Sealing and sending on one channel.
@@ -159,7 +161,7 @@ async fn serve(
             &proof.code,
             phone_id,
             &remote,
-            label.as_deref().unwrap_or("phone"),
+            cc.label.or(label.as_deref()).unwrap_or("phone"),
         ) {
             Ok(()) => paired = true,
             Err(e) => {

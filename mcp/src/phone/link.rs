@@ -294,6 +294,7 @@ async fn connect_and_serve(l: &mut LinkCtx, creds: &Creds, key: Arc<KeyPair>) ->
         device_id: creds.device_id.clone(),
         out: out_tx.clone(),
         runtime: l.runtime.clone(),
+        label: None,
     };
     let ended = loop {
         tokio::select! {

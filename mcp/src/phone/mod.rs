@@ -7,6 +7,7 @@ pub mod calls;
 pub mod channel;
 pub mod creds;
 pub mod link;
+pub mod local;
 pub mod relay_api;
 pub mod store;
 
@@ -73,6 +74,8 @@ pub struct RevokeOut {
 }
 
 struct Inner {
+    dashboard: tokio::sync::OnceCell<local::Dashboard>,
+    ctx: std::sync::OnceLock<DaemonCtx>,
     creds_path: std::path::PathBuf,
     creds: RwLock<Option<Creds>>,
     store: PhoneStore,
@@ -100,6 +103,8 @@ impl PhoneHub {
         let creds_path = creds::path(home);
         let c = creds::load(&creds_path)?;
         let store = PhoneStore::open(home.root().join("phones.json"))?;
+        // Dashboard tabs paired with an earlier run cannot come back (new key, new port).
+        store.forget_label(local::LABEL)?;
         let api = RelayApi::new().map_err(|e| e.to_string())?;
         let state = if c.is_some() {
             "connecting"
@@ -117,6 +122,8 @@ impl PhoneHub {
         };
         Ok(Self {
             inner: Arc::new(Inner {
+                dashboard: tokio::sync::OnceCell::new(),
+                ctx: std::sync::OnceLock::new(),
                 creds_path,
                 creds: RwLock::new(c),
                 store,
@@ -132,6 +139,7 @@ impl PhoneHub {
     /// thread of its own with a single-threaded runtime: an idle link then costs one wake-up
     /// for the ping and one for its answer, instead of rousing the daemon's worker pool.
     pub fn spawn(&self, ctx: DaemonCtx) -> Result<(), String> {
+        let _ = self.inner.ctx.set(ctx.clone());
         let l = link::LinkCtx {
             ctx,
             hub: self.clone(),
@@ -158,6 +166,23 @@ impl PhoneHub {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The local dashboard (started on first use) and a one-tab pairing link for it.
+    pub async fn dashboard_link(&self, ttl_s: u64) -> Result<String, String> {
+        let ctx = self
+            .inner
+            .ctx
+            .get()
+            .cloned()
+            .ok_or("the daemon is still starting")?;
+        let store = self.inner.store.clone();
+        let d = self
+            .inner
+            .dashboard
+            .get_or_try_init(|| local::Dashboard::start(ctx, store, 0, local::app_dir()))
+            .await?;
+        d.link(ttl_s)
     }
 
     /// The trusted phones.

@@ -245,6 +245,17 @@ impl PhoneStore {
         Ok(true)
     }
 
+    /// Forget every phone trusted under `label`.
+    pub fn forget_label(&self, label: &str) -> Result<(), String> {
+        let mut s = self.lock();
+        let before = s.phones.len();
+        s.phones.retain(|p| p.label != label);
+        if s.phones.len() != before {
+            self.save(&s)?;
+        }
+        Ok(())
+    }
+
     /// Forget every phone (a new relay means new phone ids).
     pub fn clear(&self) -> Result<(), String> {
         let mut s = self.lock();

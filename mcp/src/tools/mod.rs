@@ -3,6 +3,7 @@
 //! run the very same code.
 
 pub mod admin;
+pub mod commands;
 pub mod context;
 pub mod exec;
 pub mod files;

@@ -132,3 +132,31 @@ pub async fn phone_revoke(ctx: &DaemonCtx, a: PhoneArgs) -> CallToolResult {
         Err(e) => ToolError::new(ErrorCode::NotFound, e).into_result(),
     }
 }
+
+/// `loopsy_dashboard` arguments.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardArgs {
+    /// Seconds the link stays valid (default 300).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+/// The dashboard's one-tab link.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DashboardOut {
+    /// Open this in a browser on this machine (it carries a one-time pairing, use it once).
+    pub url: String,
+}
+
+/// `loopsy_dashboard`
+pub async fn dashboard(ctx: &DaemonCtx, a: DashboardArgs) -> CallToolResult {
+    let h = match hub(ctx) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match h.dashboard_link(a.ttl_s.unwrap_or(300)).await {
+        Ok(url) => success(url.clone(), &DashboardOut { url }),
+        Err(e) => ToolError::new(ErrorCode::Unavailable, e).into_result(),
+    }
+}

@@ -264,6 +264,46 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
     }
 }
 
+/// One kind of session.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct KindView {
+    /// `shell`, `claude`, `codex`, `gemini`, `opencode`.
+    pub kind: String,
+    /// Whether it can start here (shell always; agents when their program is on PATH).
+    pub installed: bool,
+    /// The flag `auto_approve` would add (it needs the user's confirmation on this machine).
+    pub auto_approve_flag: Option<String>,
+}
+
+/// The kinds of session this machine can start.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct KindsOut {
+    /// Shell first, then the agents.
+    pub kinds: Vec<KindView>,
+}
+
+/// `loopsy_session_kinds`
+pub async fn kinds(ctx: &DaemonCtx, caller: &Caller, a: ListArgs) -> CallToolResult {
+    let _ = local_or_return!(ctx, caller, "loopsy_session_kinds", a, Capability::Pty);
+    let installed = SessionKind::installed_agents(std::env::var_os("PATH").as_deref());
+    let kinds: Vec<KindView> = SessionKind::ALL
+        .iter()
+        .filter(|k| **k != SessionKind::Custom)
+        .map(|k| KindView {
+            kind: k.name().to_string(),
+            installed: *k == SessionKind::Shell || installed.contains(k),
+            auto_approve_flag: k.auto_approve_flag().map(str::to_string),
+        })
+        .collect();
+    let text = kinds
+        .iter()
+        .filter(|k| k.installed)
+        .map(|k| k.kind.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    success(format!("can start: {text}"), &KindsOut { kinds })
+}
+
 /// `loopsy_session_list`
 pub async fn list(ctx: &DaemonCtx, caller: &Caller, a: ListArgs) -> CallToolResult {
     let _ = local_or_return!(ctx, caller, "loopsy_session_list", a, Capability::Pty);

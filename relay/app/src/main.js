@@ -14,7 +14,6 @@ const retryBtn = document.getElementById("retry");
 const titleEl = document.getElementById("title");
 const backBtn = document.getElementById("back");
 
-const KINDS = ["shell", "claude", "codex", "gemini", "opencode"];
 const STATE_TEXT = {
   idle: "",
   connecting: "connecting…",
@@ -151,6 +150,13 @@ function codeForm(label, onCode) {
 }
 
 function pairView(link) {
+  // The local dashboard's link carries its code (it never leaves the machine).
+  let autoCode = null;
+  const m = /^(.*#pair=[^.]+\.[^.]+)\.(\d{6})$/.exec(link);
+  if (m) {
+    link = m[1];
+    autoCode = m[2];
+  }
   let info;
   try {
     info = parseLink(link);
@@ -206,7 +212,12 @@ function pairView(link) {
       }),
     ),
   );
-  document.getElementById("code")?.focus();
+  const codeInput = document.getElementById("code");
+  codeInput?.focus();
+  if (autoCode && codeInput) {
+    codeInput.value = autoCode;
+    document.getElementById("pair")?.click();
+  }
 }
 
 /** Show the laptop the code (inside the encrypted channel) and wait for its verdict. */
@@ -243,17 +254,22 @@ async function homeView() {
   backBtn.hidden = true;
   const list = el("ul", { id: "sessions" }, el("li", { className: "dim" }, "loading…"));
   const kinds = el("div", { id: "kinds" });
-  for (const k of KINDS) {
-    const b = el("button", { type: "button", className: "kind", "data-kind": k }, k);
-    b.addEventListener("click", () => newSession(k));
-    kinds.append(b);
-  }
+  const mine = el("ul", { id: "commands" });
+  const addCmd = el("button", { type: "button", id: "add-command" }, "Add a command");
+  addCmd.addEventListener("click", () => commandForm(null, mine));
   const forget = el("button", { type: "button", id: "forget", className: "danger" }, "Forget this laptop");
   forget.addEventListener("click", forgetLaptop);
+  const peers = el("ul", { id: "peers", className: "plain" });
+  const inbox = el("ul", { id: "inbox", className: "plain" });
+  const context = el("ul", { id: "context", className: "plain" });
   show(
     view,
-    el("section", { className: "card" }, el("h2", {}, "Sessions"), list),
+    el("section", { className: "card" }, el("h2", {}, "Running"), list),
     el("section", { className: "card" }, el("h2", {}, "New session"), kinds),
+    el("section", { className: "card" }, el("h2", {}, "Your commands"), mine, addCmd),
+    el("section", { className: "card" }, el("h2", {}, "Machines"), peers),
+    el("section", { className: "card" }, el("h2", {}, "Messages"), inbox),
+    el("section", { className: "card" }, el("h2", {}, "Shared context"), context),
     el("section", { className: "card" }, forget),
   );
   const refresh = async () => {
@@ -268,11 +284,7 @@ async function homeView() {
           { className: "session", "data-id": s.id },
           el("strong", {}, s.name),
           el("span", { className: "kind-tag" }, s.kind),
-          el(
-            "span",
-            { className: "dim" },
-            `${ago(s.last_activity_ms)} · ${s.clients} attached`,
-          ),
+          el("span", { className: "dim" }, `${ago(s.last_activity_ms)} · ${s.clients} attached`),
         );
         li.addEventListener("click", () => {
           location.hash = `#s/${s.id}`;
@@ -282,18 +294,151 @@ async function homeView() {
     } catch (e) {
       list.replaceChildren(el("li", { className: "dim" }, `cannot list sessions: ${e.message}`));
     }
+    try {
+      const k = await conn.call("loopsy_session_kinds");
+      kinds.replaceChildren();
+      for (const kind of k.kinds.filter((x) => x.installed)) {
+        const b = el("button", { type: "button", className: "kind", "data-kind": kind.kind }, kind.kind);
+        b.addEventListener("click", () => newSession(kind));
+        kinds.append(b);
+      }
+    } catch (e) {
+      kinds.replaceChildren(el("span", { className: "dim" }, e.message));
+    }
+    await listCommands(mine);
+    await listOthers(peers, inbox, context);
   };
   if (conn.state === "live") refresh();
   waiters.push((c) => c.t === "welcome" && refresh());
 }
 
-async function newSession(kind) {
+/** Peers, unread messages and the shared context: the dashboard's read-only views. */
+async function listOthers(peers, inbox, context) {
+  const fill = async (ul, tool, args, rows, empty) => {
+    try {
+      const r = await conn.call(tool, args);
+      const items = rows(r);
+      ul.replaceChildren(...(items.length ? items : [el("li", { className: "dim" }, empty)]));
+    } catch (e) {
+      ul.replaceChildren(el("li", { className: "dim" }, e.message));
+    }
+  };
+  await fill(peers, "loopsy_list_peers", {}, (r) =>
+    r.peers.map((p) =>
+      el("li", {}, el("strong", {}, p.name), el("span", { className: p.online ? "ok" : "dim" }, p.online ? "online" : "offline")),
+    ), "no other machines paired");
+  await fill(inbox, "loopsy_check_inbox", { unread_only: true, limit: 10 }, (r) =>
+    r.messages.map((m) => el("li", {}, el("strong", {}, m.from_name || m.from), el("span", {}, String(m.body).slice(0, 120)))),
+    "no unread messages");
+  await fill(context, "loopsy_context_list", { limit: 20 }, (r) =>
+    r.entries.map((e) =>
+      el("li", {}, el("code", {}, e.key), el("span", { className: "dim" }, JSON.stringify(e.value).slice(0, 80))),
+    ), "no keys");
+}
+
+async function listCommands(mine) {
   try {
-    const s = await conn.call("loopsy_session_start", { kind, cols: 80, rows: 24 });
+    const r = await conn.call("loopsy_command_list");
+    mine.replaceChildren();
+    if (!r.commands.length) mine.append(el("li", { className: "dim" }, "none yet"));
+    for (const c of r.commands) {
+      const start = el("button", { type: "button", className: "kind", "data-command": c.id }, c.label);
+      start.addEventListener("click", () =>
+        startSession({ kind: "custom", command: c.command, args: c.args.length ? c.args : undefined, cwd: c.cwd, name: undefined }),
+      );
+      const edit = el("button", { type: "button", className: "dim-button" }, "Edit");
+      edit.addEventListener("click", () => commandForm(c, mine));
+      mine.append(el("li", {}, start, el("span", { className: "dim" }, c.command), edit));
+    }
+  } catch (e) {
+    mine.replaceChildren(el("li", { className: "dim" }, e.message));
+  }
+}
+
+/** Add (c = null) or edit a saved command. Everything is shown back as text. */
+function commandForm(c, mine) {
+  const label = el("input", { id: "cmd-label", placeholder: "Label", value: c?.label || "" });
+  const command = el("input", { id: "cmd-command", placeholder: "Command line", value: c?.command || "" });
+  const cwd = el("input", { id: "cmd-cwd", placeholder: "Directory (optional)", value: c?.cwd || "" });
+  const save = el("button", { type: "button", className: "primary", id: "cmd-save" }, "Save");
+  const form = el("li", { className: "form" }, label, command, cwd, save);
+  save.addEventListener("click", async () => {
+    try {
+      const args = { label: label.value, command: command.value };
+      if (c) args.id = c.id;
+      if (cwd.value.trim()) args.cwd = cwd.value.trim();
+      await conn.call("loopsy_command_save", args);
+      await listCommands(mine);
+    } catch (e) {
+      setNote(e.message, true);
+    }
+  });
+  if (c) {
+    const del = el("button", { type: "button", className: "danger", id: "cmd-delete" }, "Delete");
+    del.addEventListener("click", async () => {
+      try {
+        await conn.call("loopsy_command_remove", { id: c.id });
+        await listCommands(mine);
+      } catch (e) {
+        setNote(e.message, true);
+      }
+    });
+    form.append(del);
+  }
+  mine.prepend(form);
+  label.focus();
+}
+
+/** A new session of `kind` ({kind, auto_approve_flag}); agents may ask to skip permissions. */
+function newSession(kind) {
+  if (!kind.auto_approve_flag) return startSession({ kind: kind.kind });
+  const yes = el("button", { type: "button", id: "auto-yes" }, `Auto-approve (${kind.auto_approve_flag})`);
+  const no = el("button", { type: "button", className: "primary", id: "auto-no" }, "Ask me (safe)");
+  const box = el(
+    "section",
+    { className: "card", id: "auto-approve" },
+    el("h2", {}, `Start ${kind.kind}`),
+    el(
+      "p",
+      {},
+      `Auto-approve starts ${kind.kind} with ${kind.auto_approve_flag}: it will act without asking. `,
+      "You confirm that on the laptop itself (nothing secret goes through the phone).",
+    ),
+    no,
+    yes,
+  );
+  no.addEventListener("click", () => startSession({ kind: kind.kind }));
+  yes.addEventListener("click", () => startSession({ kind: kind.kind, auto_approve: true }));
+  view.prepend(box);
+}
+
+async function startSession(args) {
+  try {
+    const s = await conn.call("loopsy_session_start", { cols: 80, rows: 24, ...args });
     location.hash = `#s/${s.id}`;
   } catch (e) {
+    const m = /loopsy approve (\S+)/.exec(e.message || "");
+    if (e.code === "permission_denied" && m) return confirmOnLaptop(args, m[1]);
     setNote(e.message, true);
   }
+}
+
+/** Auto-approve needs the user on the laptop: show the command to run there, then retry. */
+function confirmOnLaptop(args, id) {
+  const again = el("button", { type: "button", className: "primary", id: "approved" }, "I approved it: start");
+  again.addEventListener("click", () => startSession({ ...args, approval: id }));
+  show(
+    view,
+    el(
+      "section",
+      { className: "card", id: "confirm" },
+      el("h2", {}, "Confirm on the laptop"),
+      el("p", {}, "On the laptop, run:"),
+      el("pre", {}, `loopsy approve ${id}`),
+      el("p", { className: "dim" }, "Valid for 10 minutes, once."),
+      again,
+    ),
+  );
 }
 
 function sessionView(id) {
