@@ -85,3 +85,71 @@ fn the_phone_app_pairs_opens_a_shell_and_survives_going_offline() {
         "{sessions}"
     );
 }
+
+#[test]
+fn the_phone_app_offers_installed_agents_asks_the_laptop_to_approve_and_keeps_commands() {
+    let w = Wrangler::start(None);
+    // A stand-in `claude` on the daemon's PATH that prints its arguments.
+    let bin = tempfile::tempdir().unwrap();
+    let claude = bin.path().join("claude");
+    std::fs::write(
+        &claude,
+        "#!/bin/sh\necho \"fake-claude args: $*\"\nexec sleep 600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "lap"]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        "[node]\nname = \"lap\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
+    )
+    .unwrap();
+    let started = h.cmd(&["start"]).env("PATH", &path).output().unwrap();
+    assert!(started.status.success(), "{started:?}");
+    h.ok(&["relay", "configure", &w.url()]);
+    let v: Value = serde_json::from_str(&h.ok(&["mobile", "pair", "--json"])).unwrap();
+    let out_dir = relay_support::root().join("target/test-artifacts/phone-agents");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out = std::process::Command::new(node())
+        .arg(relay_support::root().join("tests/js/phone_agents.mjs"))
+        .env("LINK", v["link"].as_str().unwrap())
+        .env("CODE", v["code"].as_str().unwrap())
+        .env("OUT_DIR", &out_dir)
+        .env("LOOPSY_BIN", common::bin())
+        .env("LOOPSY_HOME", h.path())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    assert!(
+        out.status.success() && report["ok"] == true,
+        "the browser run failed: {report}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The approved claude runs with its flag; the first one without.
+    let sessions: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
+    let claude: Vec<&Value> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "claude")
+        .collect();
+    assert_eq!(claude.len(), 2, "{sessions}");
+    assert!(
+        claude.iter().any(|s| s["command"]
+            .as_str()
+            .unwrap()
+            .contains("--dangerously-skip-permissions")),
+        "{sessions}"
+    );
+}

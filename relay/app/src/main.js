@@ -417,7 +417,7 @@ async function startSession(args) {
     const s = await conn.call("loopsy_session_start", { cols: 80, rows: 24, ...args });
     location.hash = `#s/${s.id}`;
   } catch (e) {
-    const m = /loopsy approve (\S+)/.exec(e.message || "");
+    const m = /loopsy approve ([A-Za-z0-9_-]+)/.exec(e.message || "");
     if (e.code === "permission_denied" && m) return confirmOnLaptop(args, m[1]);
     setNote(e.message, true);
   }
