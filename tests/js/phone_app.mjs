@@ -190,14 +190,27 @@ try {
   await context.setOffline(true);
   await page.waitForFunction(() => ["offline", "connecting"].includes(document.getElementById("state").dataset.state), null, { timeout: 15000 });
   await shot("6-offline");
+  // Typed while offline: kept, and sent once the session is back (not lost, not doubled).
+  await compose("echo typed-while-offline-$((7+7))");
   await context.setOffline(false);
   const t2 = Date.now();
   await page.waitForFunction(() => document.getElementById("state").dataset.state === "live", null, { timeout: 20000 });
   await waitText("the same screen after the reconnect", (s) => s.includes("before-offline-10"), 10000);
   results.reconnect_ms = Date.now() - t2;
+  const queued = await waitText("the keystrokes typed while offline", (s) => /^typed-while-offline-14$/m.test(s), 10000);
+  check(queued.split("typed-while-offline-14").length === 2, "sent once");
   await compose("echo after-offline-$((6+6))");
   await waitText("typing after the reconnect", (s) => s.includes("after-offline-12"));
   await shot("7-back");
+
+  step = "installable";
+  const manifest = await page.evaluate(async () => (await fetch("/app/manifest.webmanifest")).json());
+  check(manifest.display === "standalone" && manifest.icons.some((i) => i.sizes === "512x512"), "a web app manifest with icons");
+  const sw = await page.evaluate(async () => {
+    const r = await navigator.serviceWorker.getRegistration("/app/");
+    return r ? (r.active || r.waiting || r.installing) !== null : false;
+  });
+  check(sw, "the service worker is registered");
 
   step = "origins";
   check(foreign.length === 0, `requests left the relay's origin: ${foreign.join(", ")}`);
