@@ -25,7 +25,14 @@ fn the_phone_app_pairs_opens_a_shell_and_survives_going_offline() {
         "[node]\nname = \"lap\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
     )
     .unwrap();
-    h.ok(&["start"]);
+    // The key-bar test completes a command with Tab: that needs bash, not whatever `$SHELL`
+    // the test runner has (CI runs with none, which means /bin/sh).
+    let st = h
+        .cmd(&["start"])
+        .env("SHELL", "/bin/bash")
+        .status()
+        .expect("loopsy start");
+    assert!(st.success(), "loopsy start failed");
     h.ok(&["relay", "configure", &w.url()]);
     let v: Value = serde_json::from_str(&h.ok(&["mobile", "pair", "--json"])).unwrap();
     let dash: Value = serde_json::from_str(&h.ok(&["dashboard", "--json"])).unwrap();
@@ -136,6 +143,9 @@ fn the_phone_app_offers_installed_agents_asks_the_laptop_to_approve_and_keeps_co
         "the browser run failed: {report}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The phone forgot the laptop: the laptop forgot the phone too.
+    let phones: Value = serde_json::from_str(&h.ok(&["phone", "list", "--json"])).unwrap();
+    assert_eq!(phones["phones"].as_array().unwrap().len(), 0, "{phones}");
     // The approved claude runs with its flag; the first one without.
     let sessions: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
     let claude: Vec<&Value> = sessions

@@ -73,6 +73,23 @@ try {
   await page.click("#cmd-delete");
   await page.waitForFunction(() => !document.querySelector("#commands button[data-command]"));
 
+  step = "forget this laptop";
+  page.on("dialog", (d) => d.accept());
+  await page.click("#forget");
+  await page.waitForSelector("#link");
+  const left = await page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const req = indexedDB.open("loopsy", 1);
+        req.onsuccess = () => {
+          const t = req.result.transaction("kv", "readonly").objectStore("kv").count();
+          t.onsuccess = () => resolve(t.result);
+        };
+        req.onerror = () => resolve(-1);
+      }),
+  );
+  check(left === 0, `nothing left in IndexedDB (${left})`);
+
   results.ok = true;
   console.log(JSON.stringify(results));
 } catch (e) {
