@@ -4,6 +4,7 @@
 use anyhow::Context;
 use loopsy_mcp::ctx::CancellationToken;
 use loopsy_mcp::{AuditLog, DaemonCtx};
+use loopsy_mesh::behaviour::RelayServe;
 use loopsy_mesh::exec::JobManager;
 use loopsy_mesh::files::PathPolicy;
 use loopsy_mesh::node::{self, NodeConfig};
@@ -46,6 +47,17 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         local_only: cfg.mesh.local_only,
         mdns: cfg.discovery.mdns,
         trust_path: home.trust(),
+        relay_serve: cfg.relay.serve.then(|| RelayServe {
+            circuit_max: std::time::Duration::from_secs(cfg.relay.circuit_max_s),
+            circuit_max_bytes: cfg.relay.circuit_max_bytes,
+            max_circuits: cfg.relay.max_circuits,
+        }),
+        relay_nodes: cfg
+            .relay
+            .nodes
+            .iter()
+            .filter_map(|n| loopsy_mesh::config::relay_node_addr(n).ok())
+            .collect(),
     };
     let (node, inbound) = node::spawn(&identity, node_cfg).await?;
     let jobs = JobManager::new(cfg.exec.clone());

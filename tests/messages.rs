@@ -202,7 +202,14 @@ async fn raw_batches(
     frames: Vec<Vec<u8>>,
 ) -> Vec<Option<Vec<loopsy_mesh::msg::Outcome>>> {
     use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-    let mut swarm = loopsy_mesh::behaviour::build(identity, false).unwrap();
+    let mut swarm = loopsy_mesh::behaviour::build(
+        identity,
+        false,
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
     let addr: libp2p::Multiaddr = addr.parse().unwrap();
     let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
         panic!("no /p2p in {addr}")

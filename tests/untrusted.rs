@@ -26,7 +26,14 @@ enum Outcome {
 
 /// Dial `addr` as a stranger and ask it to run a command.
 async fn stranger_exec(addr: &str) -> Outcome {
-    let mut swarm = build(&Identity::generate(), false).unwrap();
+    let mut swarm = build(
+        &Identity::generate(),
+        false,
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
     let addr: Multiaddr = addr.parse().unwrap();
     let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
         panic!("no /p2p in {addr}")
@@ -91,7 +98,14 @@ async fn stranger_stream(
     payload: &[u8],
 ) -> Result<Vec<u8>, String> {
     use futures::{AsyncReadExt, AsyncWriteExt};
-    let mut swarm = build(&Identity::generate(), false).unwrap();
+    let mut swarm = build(
+        &Identity::generate(),
+        false,
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
     let addr: Multiaddr = addr.parse().unwrap();
     let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
         panic!("no /p2p in {addr}")
@@ -186,4 +200,81 @@ async fn a_stranger_can_run_nothing() {
     if let Outcome::Answered(r) = o {
         panic!("stranger got a result: {r}");
     }
+}
+
+/// Ask the daemon at `addr` for a relay reservation as a stranger; the listener's end reason,
+/// or `None` if the reservation was accepted.
+async fn stranger_reserve(addr: &str) -> Option<String> {
+    let mut swarm = build(
+        &Identity::generate(),
+        false,
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
+    let addr: Multiaddr = addr.parse().unwrap();
+    let listener = swarm
+        .listen_on(addr.with(libp2p::multiaddr::Protocol::P2pCircuit))
+        .unwrap();
+    let run = async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(MeshBehaviourEvent::RelayClient(
+                    libp2p::relay::client::Event::ReservationReqAccepted { .. },
+                )) => return None,
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    ..
+                } if listener_id == listener => return Some(format!("{reason:?}")),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the relay neither accepted nor refused")
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_reserve_on_a_relay_node() {
+    let r = TestHome::new();
+    r.ok(&["init", "--name", "relay"]);
+    std::fs::write(
+        r.path().join("config.toml"),
+        "[node]\nname = \"relay\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[relay]\nserve = true\n",
+    )
+    .unwrap();
+    r.ok(&["start"]);
+    let st = r.status();
+    assert_eq!(st["mesh"]["relay_serving"], true, "{st}");
+    let addr = st["listen_addrs"][0].as_str().unwrap().to_string();
+
+    // No pairing window: the stranger is dropped before it can ask.
+    let why = stranger_reserve(&addr).await;
+    assert!(why.is_some(), "a stranger got a reservation");
+
+    // A pairing window lets the stranger stay connected (to pair), and the relay's own gate
+    // still refuses it, counted.
+    let mut pair = r
+        .cmd(&["pair", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(pair.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let why = stranger_reserve(&addr).await;
+    let _ = pair.kill();
+    let _ = pair.wait();
+    let why = why.expect("a stranger got a reservation during a pairing window");
+    eprintln!("refused: {why}");
+    let st = r.status();
+    assert!(
+        st["mesh"]["relay_refused"].as_u64().unwrap() >= 1,
+        "the refusal is counted: {st}"
+    );
 }

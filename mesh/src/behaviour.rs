@@ -1,11 +1,16 @@
 //! The libp2p protocols a loopsy node runs, and how the swarm is built.
 
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use libp2p::request_response::{self, ProtocolSupport, cbor};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, mdns, noise, ping, relay,
+    tcp, yamux,
+};
 
 use crate::Identity;
 use crate::node::NodeError;
@@ -33,10 +38,54 @@ pub struct MeshBehaviour {
     pub rpc: cbor::Behaviour<RpcRequest, RpcResponse>,
     /// Raw streams for bulk data (files).
     pub streams: libp2p_stream::Behaviour,
+    /// Circuit relay v2 for trusted peers behind NATs (`relay.serve`).
+    pub relay_server: Toggle<relay::Behaviour>,
+    /// Reservations on relay nodes, and connections through them.
+    pub relay_client: relay::client::Behaviour,
+    /// Hole punching: upgrades a relayed connection to a direct one.
+    pub dcutr: dcutr::Behaviour,
+    /// Is this node publicly reachable? (asks connected peers to dial back)
+    pub autonat: autonat::Behaviour,
 }
 
-/// Build the swarm for `identity`.
-pub fn build(identity: &Identity, mdns_on: bool) -> Result<Swarm<MeshBehaviour>, NodeError> {
+/// The PeerIds a relay node serves: the node task keeps it equal to the trust list.
+pub type Allowed = Arc<RwLock<HashSet<PeerId>>>;
+
+/// Circuit relay limits for a node that serves (`[relay]` in config.toml).
+#[derive(Clone, Debug)]
+pub struct RelayServe {
+    /// Longest life of one relayed connection.
+    pub circuit_max: Duration,
+    /// Most bytes one relayed connection may carry (0 = no limit).
+    pub circuit_max_bytes: u64,
+    /// Most relayed connections at once.
+    pub max_circuits: usize,
+}
+
+/// A relay-side gate: only trusted peers may reserve or open circuits. Counted when refused.
+fn trusted_only(
+    allowed: Allowed,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+) -> Box<dyn relay::RateLimiter> {
+    Box::new(move |peer: PeerId, _addr: &Multiaddr, _now| {
+        let ok = allowed.read().map(|s| s.contains(&peer)).unwrap_or(false);
+        if !ok {
+            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(%peer, "relay refused an untrusted peer");
+        }
+        ok
+    })
+}
+
+/// Build the swarm for `identity`. `serve` makes it a relay node for the peers in `allowed`
+/// (refusals counted in `refused`).
+pub fn build(
+    identity: &Identity,
+    mdns_on: bool,
+    serve: Option<RelayServe>,
+    allowed: Allowed,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Swarm<MeshBehaviour>, NodeError> {
     let agent = format!("loopsy/{}", crate::VERSION);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
         .with_tokio()
@@ -47,7 +96,9 @@ pub fn build(identity: &Identity, mdns_on: bool) -> Result<Swarm<MeshBehaviour>,
         )
         .map_err(|e| NodeError::Build(e.to_string()))?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NodeError::Build(e.to_string()))?
+        .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mdns = if mdns_on {
                 let cfg = mdns::Config {
@@ -92,6 +143,39 @@ pub fn build(identity: &Identity, mdns_on: bool) -> Result<Swarm<MeshBehaviour>,
                 pair,
                 rpc,
                 streams: libp2p_stream::Behaviour::new(),
+                relay_server: serve
+                    .map(|limits| {
+                        // libp2p's defaults keep their per-peer and per-IP rate limits;
+                        // ours add the trust gate in front.
+                        let mut cfg = relay::Config {
+                            max_circuits: limits.max_circuits,
+                            max_circuits_per_peer: limits.max_circuits.min(16),
+                            max_circuit_duration: limits.circuit_max,
+                            max_circuit_bytes: limits.circuit_max_bytes,
+                            ..relay::Config::default()
+                        };
+                        cfg.reservation_rate_limiters
+                            .push(trusted_only(allowed.clone(), refused.clone()));
+                        cfg.circuit_src_rate_limiters
+                            .push(trusted_only(allowed.clone(), refused.clone()));
+                        relay::Behaviour::new(peer_id, cfg)
+                    })
+                    .into(),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(peer_id),
+                autonat: autonat::Behaviour::new(
+                    peer_id,
+                    autonat::Config {
+                        // Lab and office networks use private addresses: probe them too.
+                        only_global_ips: false,
+                        boot_delay: Duration::from_secs(2),
+                        retry_interval: Duration::from_secs(30),
+                        refresh_interval: Duration::from_secs(300),
+                        throttle_server_period: Duration::from_secs(5),
+                        timeout: Duration::from_secs(10),
+                        ..autonat::Config::default()
+                    },
+                ),
             })
         })
         .map_err(|e| NodeError::Build(e.to_string()))?

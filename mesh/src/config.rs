@@ -189,11 +189,31 @@ pub struct RelayConfig {
     /// Seconds between checks of the relay connection (kernel keepalive every heartbeat, a
     /// WebSocket ping every fourth).
     pub heartbeat_s: u64,
+    /// Serve as a circuit relay (v2) for trusted peers behind NATs: for a daemon with a
+    /// public address. `loopsy relay-node` turns it on for a dedicated box.
+    pub serve: bool,
+    /// Mesh relay nodes to reserve on when this machine is not publicly reachable, as
+    /// multiaddrs ending in `/p2p/<peer id>`. Trusted peers that serve as relays are used too.
+    pub nodes: Vec<String>,
+    /// When serving: longest life of one relayed connection, in seconds (libp2p's default,
+    /// 2 minutes, would cut control traffic; the mesh redials a circuit that ends).
+    pub circuit_max_s: u64,
+    /// When serving: most bytes one relayed connection may carry (0 = no limit).
+    pub circuit_max_bytes: u64,
+    /// When serving: most relayed connections at once.
+    pub max_circuits: usize,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { heartbeat_s: 15 }
+        Self {
+            heartbeat_s: 15,
+            serve: false,
+            nodes: Vec::new(),
+            circuit_max_s: 86_400,
+            circuit_max_bytes: 0,
+            max_circuits: 64,
+        }
     }
 }
 
@@ -211,6 +231,24 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
         }
+    }
+}
+
+/// Parse a `relay.nodes` entry: a multiaddr that ends in `/p2p/<peer id>` and is not itself
+/// relayed.
+pub fn relay_node_addr(s: &str) -> Result<(libp2p::PeerId, libp2p::Multiaddr), String> {
+    use libp2p::multiaddr::Protocol;
+    let addr: libp2p::Multiaddr = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a multiaddr: {e}"))?;
+    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        return Err(format!("{s:?} is itself a relayed address"));
+    }
+    match addr.iter().last() {
+        Some(Protocol::P2p(id)) => Ok((id, addr)),
+        _ => Err(format!(
+            "{s:?} must end in /p2p/<peer id> (`loopsy status` on the relay node shows it)"
+        )),
     }
 }
 
@@ -345,6 +383,9 @@ impl Config {
         if let Some(v) = get("LOOPSY_HTTP_PORT") {
             self.http.port = parse_env("LOOPSY_HTTP_PORT", v, "a port number 0-65535")?;
         }
+        if let Some(v) = get("LOOPSY_RELAY_SERVE") {
+            self.relay.serve = parse_bool("LOOPSY_RELAY_SERVE", v)?;
+        }
         if let Some(v) = get("LOOPSY_LOG") {
             self.log.level = v;
         }
@@ -421,6 +462,24 @@ impl Config {
                 field: "relay.heartbeat_s",
                 message: "must be between 1 and 300".into(),
             });
+        }
+        if !(10..=u64::from(u32::MAX)).contains(&self.relay.circuit_max_s) {
+            return Err(ConfigError::Invalid {
+                field: "relay.circuit_max_s",
+                message: "must be between 10 and 4294967295".into(),
+            });
+        }
+        if !(1..=10_000).contains(&self.relay.max_circuits) {
+            return Err(ConfigError::Invalid {
+                field: "relay.max_circuits",
+                message: "must be between 1 and 10000".into(),
+            });
+        }
+        for n in &self.relay.nodes {
+            relay_node_addr(n).map_err(|message| ConfigError::Invalid {
+                field: "relay.nodes",
+                message,
+            })?;
         }
         if self.exec.max_concurrent == 0 || self.exec.default_timeout_s == 0 {
             return Err(ConfigError::Invalid {
@@ -612,6 +671,18 @@ name = "{name}"
 # every heartbeat, the daemon pings every fourth; a dead connection is re-opened. The relay
 # URL is set by `loopsy relay configure`.
 # heartbeat_s = 15
+# Mesh relay (circuit relay v2, for peers behind NATs; not the phone relay above).
+# Serve as a relay for trusted peers (a daemon with a public address). Env: LOOPSY_RELAY_SERVE
+# serve = false
+# Relay nodes to reserve on when this machine is not publicly reachable (multiaddrs ending in
+# /p2p/<peer id>; pair with them first). Trusted peers that serve as relays are used too.
+# Example: nodes = ["/ip4/203.0.113.7/tcp/19532/p2p/12D3KooW..."]
+# nodes = []
+# When serving: longest life of one relayed connection in seconds, most bytes it may carry
+# (0 = no limit), most relayed connections at once.
+# circuit_max_s = 86400
+# circuit_max_bytes = 0
+# max_circuits = 64
 
 [log]
 # Daemon log filter: error, warn, info, debug, trace, or a directive like "loopsy_mesh=debug".

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod msg;
 pub mod node;
 mod node_intro;
+mod node_nat;
 mod node_pair;
 mod node_task;
 pub mod pair;

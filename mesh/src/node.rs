@@ -36,6 +36,10 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Where the trust list lives.
     pub trust_path: PathBuf,
+    /// Serve as a circuit relay for trusted peers, with these limits.
+    pub relay_serve: Option<behaviour::RelayServe>,
+    /// Relay nodes to reserve on when not publicly reachable (`relay.nodes`).
+    pub relay_nodes: Vec<(PeerId, Multiaddr)>,
 }
 
 /// A snapshot of the node for status tools.
@@ -43,8 +47,34 @@ pub struct NodeConfig {
 pub struct NodeInfo {
     /// This machine's PeerId.
     pub peer_id: PeerId,
-    /// Where the mesh listens, as multiaddrs ending in `/p2p/<peer id>`.
+    /// Where the mesh listens, as multiaddrs ending in `/p2p/<peer id>` (relayed ones too).
     pub listen_addrs: Vec<Multiaddr>,
+    /// Reachability from outside, as AutoNAT last judged it: `public`, `private` or
+    /// `unknown`.
+    pub nat: String,
+    /// Serving as a circuit relay for trusted peers.
+    pub relay_serving: bool,
+    /// Reservations or circuits this relay refused to untrusted peers.
+    pub relay_refused: u64,
+    /// The relay nodes this node knows and its reservation on each.
+    pub relays: Vec<RelayView>,
+}
+
+/// A mesh relay node as status shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RelayView {
+    /// Its name here, or its PeerId when it is not a trusted peer.
+    pub name: String,
+    /// PeerId.
+    pub peer_id: String,
+    /// Where it is dialled.
+    pub address: String,
+    /// From `relay.nodes` (else learned from a trusted peer that serves).
+    pub configured: bool,
+    /// Unix time the current reservation was accepted (none: not reserved).
+    pub reserved_since: Option<u64>,
+    /// Why the last reservation attempt failed.
+    pub error: Option<String>,
 }
 
 /// A trusted peer as tools show it.
@@ -56,8 +86,13 @@ pub struct PeerView {
     pub peer_id: String,
     /// Connected right now.
     pub online: bool,
-    /// How it is reached: `direct` or `relayed` (when online).
+    /// How it is reached (when online): `direct` (LAN or a public address),
+    /// `hole-punched` (direct after a relayed start) or `relayed`.
     pub path: Option<String>,
+    /// The relay node carrying the connection, when `relayed`.
+    pub via: Option<String>,
+    /// Unix time the path last changed (connected, upgraded, fell back).
+    pub path_since: Option<u64>,
     /// `tcp` (when online).
     pub transport: Option<String>,
     /// The remote address of the connection (when online).
@@ -330,7 +365,15 @@ pub async fn spawn(
     cfg: NodeConfig,
 ) -> Result<(NodeHandle, mpsc::Receiver<InboundCall>), NodeError> {
     let trust = Trust::load(&cfg.trust_path)?;
-    let mut swarm = behaviour::build(identity, cfg.mdns && !cfg.local_only)?;
+    let allowed: behaviour::Allowed = Default::default();
+    let refused: std::sync::Arc<std::sync::atomic::AtomicU64> = Default::default();
+    let mut swarm = behaviour::build(
+        identity,
+        cfg.mdns && !cfg.local_only,
+        cfg.relay_serve.clone(),
+        allowed.clone(),
+        refused.clone(),
+    )?;
     let ip = if cfg.local_only {
         "127.0.0.1"
     } else {
@@ -394,7 +437,15 @@ pub async fn spawn(
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
     let (connected_tx, connected) = tokio::sync::watch::channel((0u64, None));
-    let task = crate::node_task::NodeTask::new(swarm, rx, in_tx, cfg, trust, connected_tx);
+    let task = crate::node_task::NodeTask::new(
+        swarm,
+        rx,
+        in_tx,
+        cfg,
+        trust,
+        connected_tx,
+        crate::node_nat::Nat::new(allowed, refused),
+    );
     tokio::spawn(task.run(early));
     Ok((
         NodeHandle {

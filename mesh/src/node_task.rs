@@ -116,6 +116,8 @@ pub(crate) struct NodeTask {
     last_wake: Option<Instant>,
     /// Bumped when a trusted peer comes online.
     connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
+    /// Relays, paths, reachability.
+    pub(crate) nat: crate::node_nat::Nat,
 }
 
 impl NodeTask {
@@ -126,6 +128,7 @@ impl NodeTask {
         cfg: NodeConfig,
         trust: Trust,
         connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
+        nat: crate::node_nat::Nat,
     ) -> Self {
         let now = Instant::now();
         let redial = trust
@@ -153,6 +156,7 @@ impl NodeTask {
             connect_waiters: HashMap::new(),
             last_wake: None,
             connected,
+            nat,
         }
     }
 
@@ -165,6 +169,7 @@ impl NodeTask {
     }
 
     pub(crate) fn save_trust(&self) -> Result<(), NodeError> {
+        self.sync_allowed();
         self.trust
             .save(&self.cfg.trust_path)
             .map_err(NodeError::from)
@@ -192,7 +197,9 @@ impl NodeTask {
             name: t.name.clone(),
             peer_id: p.to_string(),
             online: conn.is_some(),
-            path: conn.map(|c| if c.relayed { "relayed" } else { "direct" }.to_string()),
+            path: conn.map(|_| self.path_of(p).to_string()),
+            via: self.via(p),
+            path_since: self.path_since(p),
             transport: conn.map(|c| {
                 if c.addr.iter().any(|p| matches!(p, Protocol::QuicV1)) {
                     "quic"
@@ -256,11 +263,21 @@ impl NodeTask {
                 out.push(s);
             }
         }
+        // And through every relay node we know, in case it is behind a NAT: dialled in
+        // parallel with the direct addresses; a direct path, when there is one, wins, and a
+        // relayed start is upgraded by hole punching where the NATs allow.
+        for c in self.circuit_addrs(p) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
         out
     }
 
     /// Handle `early` (events seen while start-up waited for the listeners), then loop.
     pub(crate) async fn run(mut self, early: Vec<SwarmEvent<MeshBehaviourEvent>>) {
+        self.nat_init();
+        self.warn_untrusted_relays();
         for e in early {
             self.event(e);
         }
@@ -338,6 +355,7 @@ impl NodeTask {
             let _ = self.swarm.dial(opts);
         }
         self.pair_tick();
+        self.nat_tick();
     }
 
     fn command(&mut self, cmd: Command) {
@@ -346,6 +364,10 @@ impl NodeTask {
                 let _ = r.send(NodeInfo {
                     peer_id: self.me(),
                     listen_addrs: self.listen_addrs(),
+                    nat: self.nat_status(),
+                    relay_serving: self.cfg.relay_serve.is_some(),
+                    relay_refused: self.relay_refused(),
+                    relays: self.relay_views(),
                 });
             }
             Command::Peers(r) => {
@@ -470,13 +492,31 @@ impl NodeTask {
 
     fn event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "mesh listening"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "mesh listening");
+                self.on_new_listen_addr(&address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let why = match reason {
+                    Ok(()) => "closed".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                self.on_listener_closed(listener_id, why);
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                debug!(?listener_id, %error, "listener error");
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
-            } => self.on_connected(peer_id, &endpoint, num_established.get()),
+            } => self.on_connected(peer_id, connection_id, &endpoint, num_established.get()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
@@ -485,6 +525,7 @@ impl NodeTask {
                 ..
             } => {
                 self.ping_failures.remove(&connection_id);
+                self.link_down(peer_id, connection_id);
                 if num_established == 0 {
                     self.conns.remove(&peer_id);
                     if self.trusted(&peer_id) {
@@ -492,8 +533,17 @@ impl NodeTask {
                         self.redial
                             .insert(peer_id, (Instant::now() + MIN_REDIAL, MIN_REDIAL * 2));
                     }
-                } else if let Some(c) = self.conns.get_mut(&peer_id) {
-                    c.count = num_established;
+                } else {
+                    let best = self
+                        .best_link(&peer_id)
+                        .map(|l| (l.addr.clone(), l.relayed));
+                    if let Some(c) = self.conns.get_mut(&peer_id) {
+                        c.count = num_established;
+                        if let Some((addr, relayed)) = best {
+                            c.addr = addr;
+                            c.relayed = relayed;
+                        }
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -516,7 +566,13 @@ impl NodeTask {
         }
     }
 
-    fn on_connected(&mut self, peer: PeerId, endpoint: &ConnectedPoint, count: u32) {
+    fn on_connected(
+        &mut self,
+        peer: PeerId,
+        id: libp2p::swarm::ConnectionId,
+        endpoint: &ConnectedPoint,
+        count: u32,
+    ) {
         let trusted = self.trusted(&peer);
         if !trusted && !self.pairing.is_open() && !self.pair_peers.contains(&peer) {
             // Untrusted peers get nothing but pairing, and only while a window is open.
@@ -525,12 +581,16 @@ impl NodeTask {
             return;
         }
         let addr = endpoint.get_remote_address().clone();
-        let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+        self.link_up(peer, id, &addr);
+        let (best, relayed) = self
+            .best_link(&peer)
+            .map(|l| (l.addr.clone(), l.relayed))
+            .unwrap_or((addr.clone(), crate::node_nat::is_relayed(&addr)));
         self.conns.insert(
             peer,
             Conn {
                 count,
-                addr: addr.clone(),
+                addr: best,
                 relayed,
             },
         );
@@ -543,7 +603,7 @@ impl NodeTask {
             info!(%addr, "trusted peer connected");
             self.redial
                 .insert(peer, (Instant::now() + MAX_REDIAL, MIN_REDIAL));
-            if endpoint.is_dialer() {
+            if endpoint.is_dialer() && !crate::node_nat::is_relayed(&addr) {
                 self.remember_addr(&peer, &addr);
             }
             if count == 1 {
@@ -586,6 +646,7 @@ impl NodeTask {
             MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
                 if self.trusted(&peer_id) =>
             {
+                self.on_identify(peer_id, &info);
                 for a in info.listen_addrs.into_iter().take(MAX_ADDRS) {
                     self.swarm.add_peer_address(peer_id, a);
                 }
@@ -614,6 +675,10 @@ impl NodeTask {
             }
             MeshBehaviourEvent::Pair(e) => self.pair_event(e),
             MeshBehaviourEvent::Rpc(e) => self.rpc_event(e),
+            MeshBehaviourEvent::RelayClient(e) => self.relay_client_event(e),
+            MeshBehaviourEvent::RelayServer(e) => self.relay_server_event(e),
+            MeshBehaviourEvent::Dcutr(e) => self.dcutr_event(e),
+            MeshBehaviourEvent::Autonat(e) => self.autonat_event(e),
             _ => {}
         }
     }

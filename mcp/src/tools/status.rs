@@ -37,6 +37,21 @@ pub struct StatusOut {
     pub messages: MessageCounts,
     /// The phone relay link.
     pub relay: RelayBrief,
+    /// Reachability and mesh relay nodes.
+    pub mesh: MeshBrief,
+}
+
+/// Beyond the LAN: reachability and relay nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MeshBrief {
+    /// `public`, `private` or `unknown` (AutoNAT, asked of relay nodes).
+    pub nat: String,
+    /// This node serves as a circuit relay for trusted peers (`relay.serve`).
+    pub relay_serving: bool,
+    /// Reservations and circuits refused to untrusted peers (when serving).
+    pub relay_refused: u64,
+    /// Relay nodes known here and this node's reservation on each.
+    pub relays: Vec<loopsy_mesh::node::RelayView>,
 }
 
 /// The phone relay link in brief.
@@ -92,6 +107,12 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
         http_url: ctx.http_addr().map(|a| format!("http://{a}/mcp")),
         data_dir: ctx.home().root().display().to_string(),
         messages,
+        mesh: MeshBrief {
+            nat: info.nat.clone(),
+            relay_serving: info.relay_serving,
+            relay_refused: info.relay_refused,
+            relays: info.relays.clone(),
+        },
         relay: ctx
             .phones()
             .map(|h| {
