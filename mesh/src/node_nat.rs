@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
@@ -32,6 +33,8 @@ const MAX_RELAYS: usize = 8;
 pub(crate) struct Link {
     pub(crate) id: ConnectionId,
     pub(crate) addr: Multiaddr,
+    /// The relay node carrying it, when relayed.
+    pub(crate) relay: Option<PeerId>,
     pub(crate) relayed: bool,
     pub(crate) opened: Instant,
 }
@@ -61,6 +64,9 @@ pub(crate) struct Nat {
     pub(crate) links: HashMap<PeerId, Vec<Link>>,
     /// When each peer's path (direct / hole-punched / relayed / offline) last changed.
     path_since: HashMap<PeerId, (String, u64)>,
+    /// Whether each connected peer serves as a relay, and where (from identify), until it
+    /// is looked at as a trusted peer.
+    identified: HashMap<PeerId, identify::Info>,
 }
 
 impl Nat {
@@ -73,6 +79,7 @@ impl Nat {
             punched: HashSet::new(),
             links: HashMap::new(),
             path_since: HashMap::new(),
+            identified: HashMap::new(),
         }
     }
 }
@@ -149,13 +156,18 @@ impl NodeTask {
         }
     }
 
-    /// Reserve on relays while this node is not known to be publicly reachable.
+    /// Reserve on every known relay unless this node is one (or loopback-only). AutoNAT's
+    /// verdict is shown, not obeyed: a relay that probes us over QUIC reaches us through the
+    /// NAT mapping our own connection to it opened, so a node behind an address-restricted
+    /// NAT looks "public" to it while everyone else is filtered. A reservation is one idle
+    /// stream; losing reachability would cost far more.
     fn wants_reservations(&self) -> bool {
-        !self.cfg.local_only && self.cfg.relay_serve.is_none() && !self.nat.status.is_public()
+        !self.cfg.local_only && self.cfg.relay_serve.is_none()
     }
 
     /// Once per tick: (re)reserve where due, retire relayed links a direct one replaced.
     pub(crate) fn nat_tick(&mut self) {
+        self.learn_late_relays();
         let now = Instant::now();
         if self.wants_reservations() {
             let due: Vec<PeerId> = self
@@ -216,11 +228,23 @@ impl NodeTask {
     }
 
     /// A connection opened: record it; say so when the path changed.
-    pub(crate) fn link_up(&mut self, peer: PeerId, id: ConnectionId, addr: &Multiaddr) {
-        let relayed = is_relayed(addr);
+    pub(crate) fn link_up(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
+        // A relayed connection we accepted has only `/p2p/<peer>` as its remote address; the
+        // relay shows in our local (circuit listen) address.
+        let relayed = endpoint.is_relayed();
+        let relay = match endpoint {
+            ConnectedPoint::Dialer { address, .. } => relay_of(address),
+            ConnectedPoint::Listener { local_addr, .. } => relay_of(local_addr),
+        };
         self.nat.links.entry(peer).or_default().push(Link {
             id,
-            addr: addr.clone(),
+            addr: match endpoint {
+                ConnectedPoint::Listener { local_addr, .. } if relayed => {
+                    local_addr.clone().with_p2p(peer).unwrap_or_else(|a| a)
+                }
+                _ => endpoint.get_remote_address().clone(),
+            },
+            relay: relay.filter(|_| relayed),
             relayed,
             opened: Instant::now(),
         });
@@ -240,6 +264,7 @@ impl NodeTask {
             v.retain(|l| l.id != id);
             if v.is_empty() {
                 self.nat.links.remove(&peer);
+                self.nat.identified.remove(&peer);
             }
         }
         self.nat.punched.remove(&id);
@@ -272,8 +297,7 @@ impl NodeTask {
 
     /// The name of the relay carrying `peer`'s connection, when relayed.
     pub(crate) fn via(&self, peer: &PeerId) -> Option<String> {
-        let l = self.best_link(peer).filter(|l| l.relayed)?;
-        let r = relay_of(&l.addr)?;
+        let r = self.best_link(peer).filter(|l| l.relayed)?.relay?;
         Some(
             self.trust
                 .peers
@@ -361,6 +385,28 @@ impl NodeTask {
                 s.reserved_since = None;
                 s.error = Some(reason.clone());
             }
+        }
+    }
+
+    /// Keep what a connected relay-serving peer said about itself, for when it is trusted.
+    pub(crate) fn remember_identify(&mut self, peer: PeerId, info: &identify::Info) {
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) && self.nat.identified.len() < 256 {
+            self.nat.identified.insert(peer, info.clone());
+        }
+    }
+
+    /// Peers that became trusted after they identified as relays: use them now.
+    fn learn_late_relays(&mut self) {
+        let late: Vec<(PeerId, identify::Info)> = self
+            .nat
+            .identified
+            .iter()
+            .filter(|(p, _)| self.trusted(p) && !self.nat.relays.contains_key(p))
+            .map(|(p, i)| (*p, i.clone()))
+            .collect();
+        for (p, info) in late {
+            self.on_identify(p, &info);
+            self.nat.identified.remove(&p);
         }
     }
 
@@ -461,15 +507,6 @@ impl NodeTask {
         if let autonat::Event::StatusChanged { old, new } = e {
             info!(?old, ?new, "reachability changed");
             self.nat.status = new;
-            if self.nat.status.is_public() {
-                // Reachable directly: reservations are not needed.
-                for s in self.nat.relays.values_mut() {
-                    if let Some(id) = s.listener.take() {
-                        let _ = self.swarm.remove_listener(id);
-                        s.reserved_since = None;
-                    }
-                }
-            }
         }
     }
 

@@ -348,9 +348,13 @@ impl NodeTask {
                 continue;
             }
             debug!(peer = %p, "redialling trusted peer");
+            // A fresh local port: a redial of a NATed address can hang in SYN_SENT for
+            // seconds, and on the listen port it would hold the very 4-tuple that hole
+            // punching needs (whose dials must use the listen port).
             let opts = DialOpts::peer_id(p)
                 .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
+                .allocate_new_port()
                 .build();
             let _ = self.swarm.dial(opts);
         }
@@ -473,6 +477,7 @@ impl NodeTask {
                     let opts = DialOpts::peer_id(p)
                         .addresses(addrs)
                         .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .allocate_new_port()
                         .build();
                     let _ = self.swarm.dial(opts);
                     self.connect_waiters.entry(p).or_default().push(r);
@@ -581,11 +586,11 @@ impl NodeTask {
             return;
         }
         let addr = endpoint.get_remote_address().clone();
-        self.link_up(peer, id, &addr);
+        self.link_up(peer, id, endpoint);
         let (best, relayed) = self
             .best_link(&peer)
             .map(|l| (l.addr.clone(), l.relayed))
-            .unwrap_or((addr.clone(), crate::node_nat::is_relayed(&addr)));
+            .unwrap_or((addr.clone(), endpoint.is_relayed()));
         self.conns.insert(
             peer,
             Conn {
@@ -603,7 +608,7 @@ impl NodeTask {
             info!(%addr, "trusted peer connected");
             self.redial
                 .insert(peer, (Instant::now() + MAX_REDIAL, MIN_REDIAL));
-            if endpoint.is_dialer() && !crate::node_nat::is_relayed(&addr) {
+            if endpoint.is_dialer() && !endpoint.is_relayed() {
                 self.remember_addr(&peer, &addr);
             }
             if count == 1 {
@@ -643,9 +648,13 @@ impl NodeTask {
                     }
                 }
             },
-            MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if self.trusted(&peer_id) =>
-            {
+            MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                // Kept while connected: a peer that is paired after it identified (the usual
+                // order) is looked at again then.
+                self.remember_identify(peer_id, &info);
+                if !self.trusted(&peer_id) {
+                    return;
+                }
                 self.on_identify(peer_id, &info);
                 for a in info.listen_addrs.into_iter().take(MAX_ADDRS) {
                     self.swarm.add_peer_address(peer_id, a);

@@ -471,3 +471,82 @@ pub fn inbox_all(m: &mut McpPipe) -> Vec<Value> {
 pub fn counts(m: &mut McpPipe, peer: &str) -> Value {
     tool(m, "loopsy_check_ack", json!({"peer": peer}))["counts"].clone()
 }
+
+/// The NAT lab (`scripts/nat-lab`): a relay host `r` on a public segment, hosts `a` and `c`
+/// behind router 1, `b` behind router 2. Torn down on drop.
+pub struct NatLab {
+    pub prefix: String,
+}
+
+impl NatLab {
+    /// Build it with routers of the given NAT types (`eim` or `symmetric`). Under CI the lab
+    /// must come up: there it panics instead of skipping.
+    pub fn up(nat1: &str, nat2: &str) -> Option<Self> {
+        let prefix = format!("n{:05x}", (std::process::id() ^ rand_u32()) & 0xfffff);
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/nat-lab");
+        let o = Command::new(&script)
+            .args(["up", &prefix, nat1, nat2])
+            .output();
+        match o {
+            Ok(o) if o.status.success() => Some(Self { prefix }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "the NAT lab is required in CI (root, iproute2, nftables): {why}"
+                );
+                eprintln!("SKIP: NAT lab unavailable here (need root, iproute2, nftables): {why}");
+                None
+            }
+        }
+    }
+
+    /// Namespace of host `name` (`r`, `a`, `b`, `c`).
+    pub fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    /// Plug host `name` in (`true`) or pull its cable.
+    pub fn link(&self, name: &str, up: bool) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/nat-lab");
+        let st = Command::new(script)
+            .args(["link", &self.prefix, name, if up { "up" } else { "down" }])
+            .status()
+            .expect("nat-lab link");
+        assert!(st.success());
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/nat-lab");
+        let _ = Command::new(script).args(["down", &self.prefix]).status();
+    }
+}
+
+/// `joiner` pairs with `holder` at `addr` (a multiaddr ending in `/p2p/<id>`).
+pub fn pair_at(holder: &TestHome, joiner: &TestHome) {
+    let mut child = holder
+        .cmd(&["pair", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let t: Value = serde_json::from_str(&line).unwrap();
+    let code = t["code"].as_str().unwrap().to_string();
+    let addr = t["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .find(|a| a.contains("/tcp/") && !a.contains("/127.0.0.1/") && !a.contains("p2p-circuit"))
+        .unwrap_or_else(|| panic!("no address to pair at in {t}"))
+        .to_string();
+    joiner.ok(&["pair", &addr, "--code", &code]);
+    assert!(child.wait().unwrap().success());
+}
