@@ -24,6 +24,10 @@ pub enum Command {
     Init(InitArgs),
     /// Start the daemon in the background (initializing first if needed).
     Start(StartArgs),
+    /// Start the daemon as a relay node for the mesh: a box with a public address that trusted
+    /// peers behind NATs reserve on and reach each other through (`start --relay-node`).
+    /// Pair each machine with it once (`loopsy pair` here, `loopsy pair <addr>` there).
+    RelayNode(StartArgs),
     /// Ask the running daemon to shut down, and wait until it has.
     Stop,
     /// Stop, then start.
@@ -386,6 +390,9 @@ pub struct DaemonArgs {
     /// Serve MCP over HTTP on 127.0.0.1:PORT (0 = any free port).
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
+    /// Also serve as a circuit relay for trusted peers behind NATs (`relay.serve`).
+    #[arg(long)]
+    pub relay_node: bool,
 }
 
 /// `start`
@@ -448,6 +455,7 @@ impl DaemonArgs {
             mesh_port: self.port,
             local_only: self.local_only.then_some(true),
             http_port: self.http_port,
+            relay_serve: self.relay_node.then_some(true),
         }
     }
 
@@ -462,6 +470,9 @@ impl DaemonArgs {
         }
         if let Some(p) = self.http_port {
             v.extend(["--http-port".to_string(), p.to_string()]);
+        }
+        if self.relay_node {
+            v.push("--relay-node".into());
         }
         v
     }

@@ -139,6 +139,9 @@ pub fn cp(
                 )
             )
         );
+        if let Some(w) = v["warning"].as_str() {
+            anstream::eprintln!("{} {w}", ui::paint(ui::WARN, "warning:"));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -47,6 +47,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(a) => ok(setup::init(&home, a.name.as_deref(), a.force, a.json)),
         Command::Start(a) if a.foreground => ok(daemon::run(&home, &a.daemon.overrides())),
         Command::Start(a) => lifecycle::start(&home, &a.daemon),
+        Command::RelayNode(mut a) => {
+            a.daemon.relay_node = true;
+            if a.foreground {
+                ok(daemon::run(&home, &a.daemon.overrides()))
+            } else {
+                lifecycle::start(&home, &a.daemon)
+            }
+        }
         Command::Stop => lifecycle::stop(&home, false).map(|_| ExitCode::SUCCESS),
         Command::Restart(a) => {
             lifecycle::stop(&home, true)?;

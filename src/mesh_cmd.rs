@@ -107,6 +107,21 @@ fn read_code() -> anyhow::Result<String> {
     Ok(line)
 }
 
+/// How long ago unix time `t` was, briefly: `42s`, `3m`, `5h`, `2d`.
+fn age(t: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(t);
+    let d = now.saturating_sub(t);
+    match d {
+        0..60 => format!("{d}s"),
+        60..3600 => format!("{}m", d / 60),
+        3600..86400 => format!("{}h", d / 3600),
+        _ => format!("{}d", d / 86400),
+    }
+}
+
 fn print_peers(peers: &[Value]) {
     if peers.is_empty() {
         anstream::println!(
@@ -119,8 +134,8 @@ fn print_peers(peers: &[Value]) {
         ui::paint(
             BOLD,
             format!(
-                "{:<16} {:<8} {:<9} {:>9}  {}",
-                "NAME", "STATE", "PATH", "RTT", "PEER ID"
+                "{:<16} {:<8} {:<22} {:>6} {:>9}  {}",
+                "NAME", "STATE", "PATH", "SINCE", "RTT", "PEER ID"
             )
         )
     );
@@ -135,11 +150,22 @@ fn print_peers(peers: &[Value]) {
             .as_f64()
             .map(|r| format!("{r:.2} ms"))
             .unwrap_or_else(|| "-".into());
+        let path = match (p["path"].as_str(), p["via"].as_str()) {
+            (Some(path), Some(via)) => format!("{path} via {via}"),
+            (Some(path), None) => path.to_string(),
+            _ => "-".into(),
+        };
+        let since = p["path_since"]
+            .as_u64()
+            .filter(|_| online)
+            .map(age)
+            .unwrap_or_else(|| "-".into());
         anstream::println!(
-            "{:<16} {} {:<9} {:>9}  {}",
+            "{:<16} {} {:<22} {:>6} {:>9}  {}",
             p["name"].as_str().unwrap_or("?"),
             state,
-            p["path"].as_str().unwrap_or("-"),
+            path,
+            since,
             rtt,
             ui::paint(DIM, p["peer_id"].as_str().unwrap_or("?"))
         );
@@ -305,15 +331,44 @@ pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<E
                 m["unread"].as_u64().unwrap_or(0),
                 m["outbox"].as_u64().unwrap_or(0)
             );
+            let n = &me["mesh"];
+            let reach = match n["nat"].as_str() {
+                Some("public") => ui::paint(OK, "publicly reachable"),
+                Some("private") => ui::paint(ui::WARN, "behind a NAT"),
+                _ => ui::paint(DIM, "reachability not known yet"),
+            };
+            anstream::println!("  reach     {reach} (AutoNAT, asked of relay nodes)");
+            if n["relay_serving"] == true {
+                anstream::println!(
+                    "  serving   {} for trusted peers ({} refused to strangers)",
+                    ui::paint(OK, "as a relay node"),
+                    n["relay_refused"].as_u64().unwrap_or(0)
+                );
+            }
+            for r in n["relays"].as_array().into_iter().flatten() {
+                let name = r["name"].as_str().unwrap_or("?");
+                match (r["reserved_since"].as_u64(), r["error"].as_str()) {
+                    (Some(t), _) => anstream::println!(
+                        "  via relay {} {name} (reserved {} ago)",
+                        ui::paint(OK, "●"),
+                        age(t)
+                    ),
+                    (None, err) => anstream::println!(
+                        "  via relay {} {name}{}",
+                        ui::paint(ui::WARN, "○"),
+                        err.map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                }
+            }
             let r = &me["relay"];
             match (r["state"].as_str(), r["url"].as_str()) {
                 (Some("connected"), Some(u)) => anstream::println!(
-                    "  relay     {} to {u}, {} phone connections",
+                    "  phones    {} to {u}, {} phone connections",
                     ui::paint(OK, "connected"),
                     r["phones_connected"].as_u64().unwrap_or(0)
                 ),
                 (Some(st), Some(u)) => anstream::println!(
-                    "  relay     {} {u}{}",
+                    "  phones    {} {u}{}",
                     ui::paint(ui::WARN, st),
                     r["last_error"]
                         .as_str()
@@ -321,8 +376,8 @@ pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<E
                         .unwrap_or_default()
                 ),
                 _ => anstream::println!(
-                    "  relay     {}",
-                    ui::paint(DIM, "none (`loopsy relay configure <url>`)")
+                    "  phones    {}",
+                    ui::paint(DIM, "no phone relay (`loopsy relay configure <url>`)")
                 ),
             }
             anstream::println!();

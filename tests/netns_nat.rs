@@ -103,15 +103,38 @@ struct Mesh {
     c: TestHome,
 }
 
+/// Where `h` may send and receive files (beside its data dir, which is never allowed).
+fn files_dir(h: &TestHome) -> std::path::PathBuf {
+    let d = std::path::PathBuf::from(format!("{}.files", h.path().display()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Write `h`'s config: its name, `extra` sections, files allowed in [`files_dir`].
+fn config(h: &TestHome, name: &str, extra: &str) {
+    std::fs::write(
+        h.path().join("config.toml"),
+        format!(
+            "[node]\nname = \"{name}\"\n{extra}[files]\nallowed_paths = [\"{}\"]\n{LOG}",
+            files_dir(h).display()
+        ),
+    )
+    .unwrap();
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for h in [&self.r, &self.a, &self.b, &self.c] {
+            let _ = std::fs::remove_dir_all(format!("{}.files", h.path().display()));
+        }
+    }
+}
+
 fn mesh(lab: &NatLab) -> Mesh {
     let home = |ns: &str, name: &str| {
         let h = TestHome::in_netns(&lab.ns(ns));
         h.ok(&["init", "--name", name]);
-        std::fs::write(
-            h.path().join("config.toml"),
-            format!("[node]\nname = \"{name}\"\n{LOG}"),
-        )
-        .unwrap();
+        config(&h, name, "");
         h
     };
     let (r, a, b, c) = (
@@ -120,26 +143,13 @@ fn mesh(lab: &NatLab) -> Mesh {
         home("b", "bob"),
         home("c", "carol"),
     );
-    std::fs::write(
-        r.path().join("config.toml"),
-        format!("[node]\nname = \"relay\"\n[relay]\nserve = true\n{LOG}"),
-    )
-    .unwrap();
-    r.ok(&["start"]);
+    r.ok(&["relay-node"]);
     let raddr = relay_addr(&r);
-    std::fs::write(
-        b.path().join("config.toml"),
-        format!("[node]\nname = \"bob\"\n[relay]\nnodes = [\"{raddr}\"]\n{LOG}"),
-    )
-    .unwrap();
+    config(&b, "bob", &format!("[relay]\nnodes = [\"{raddr}\"]\n"));
     // carol listens on another port than alice: behind one NAT, two hosts on the same port
     // cannot both keep it, and whoever loses gets a random one (hole punching then fails,
     // as it does behind a real router).
-    std::fs::write(
-        c.path().join("config.toml"),
-        format!("[node]\nname = \"carol\"\n[mesh]\nlisten_port = 19533\n{LOG}"),
-    )
-    .unwrap();
+    config(&c, "carol", "[mesh]\nlisten_port = 19533\n");
     for h in [&a, &b, &c] {
         h.ok(&["start"]);
     }
@@ -199,14 +209,14 @@ fn behind_two_port_keeping_nats_the_relayed_connection_is_hole_punched_to_direct
     wait_for(&m, "alice sees bob go", 30, || {
         peer(&m.a, "bob")["online"] == false
     });
-    std::fs::write(
-        m.b.path().join("config.toml"),
-        format!(
-            "[node]\nname = \"bob\"\n[mesh]\nlisten_port = 19600\n[relay]\nnodes = [\"{}\"]\n{LOG}",
+    config(
+        &m.b,
+        "bob",
+        &format!(
+            "[mesh]\nlisten_port = 19600\n[relay]\nnodes = [\"{}\"]\n",
             relay_addr(&m.r)
         ),
-    )
-    .unwrap();
+    );
     let mark = log(&m.a).len();
     m.b.ok(&["start"]);
     wait_for(&m, "the path is upgraded", 30, || {
@@ -222,6 +232,8 @@ fn behind_two_port_keeping_nats_the_relayed_connection_is_hole_punched_to_direct
         .find(&format!("peer={bob_id} path=hole-punched"))
         .expect("the upgrade was logged");
     assert!(relayed < punched, "{after}");
+    let shown = m.a.ok(&["mesh", "status"]);
+    assert!(shown.contains("hole-punched"), "{shown}");
     let p = peer(&m.a, "bob");
     assert!(
         p["address"].as_str().unwrap().contains("198.51.100.2"),
@@ -252,6 +264,23 @@ fn behind_a_symmetric_nat_the_connection_stays_relayed_lasts_and_survives_the_re
     assert_eq!(p["path"], "relayed", "{p}");
     assert_eq!(p["via"], "relay", "{p}");
     let since = p["path_since"].clone();
+    let shown = m.a.ok(&["mesh", "status"]);
+    assert!(shown.contains("relayed via relay"), "{shown}");
+    // A file goes through too, past libp2p's default 128 KiB circuit limit, with a warning
+    // that it took the relay.
+    let src = files_dir(&m.a).join("over-the-relay.bin");
+    let data: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let dest = files_dir(&m.b).join("got.bin");
+    let o = m.a.run(&[
+        "cp",
+        src.to_str().unwrap(),
+        &format!("bob:{}", dest.display()),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("no direct path to bob"), "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
 
     // Light traffic well past libp2p's default 2-minute circuit limit: nothing is cut.
     let soak = std::env::var("LOOPSY_NAT_SOAK_S")
@@ -288,7 +317,7 @@ fn behind_a_symmetric_nat_the_connection_stays_relayed_lasts_and_survives_the_re
     assert_eq!(c["path"], "direct", "{c}");
     assert_eq!(m.c.ok(&["exec", "alice", "--", "printf", "lan"]), "lan");
     // It comes back: reservations are renewed and the pair reconnects through it.
-    m.r.ok(&["start"]);
+    m.r.ok(&["relay-node"]);
     wait_for(&m, "both reserve again", 45, || {
         reserved(&m.a) && reserved(&m.b)
     });

@@ -263,6 +263,8 @@ pub struct Overrides {
     pub local_only: Option<bool>,
     /// `--http-port` (also enables the endpoint)
     pub http_port: Option<u16>,
+    /// `--relay-node`
+    pub relay_serve: Option<bool>,
 }
 
 /// Why a configuration could not be loaded. Every variant says where to look.
@@ -406,6 +408,9 @@ impl Config {
         if let Some(p) = o.http_port {
             self.http.enabled = true;
             self.http.port = p;
+        }
+        if let Some(r) = o.relay_serve {
+            self.relay.serve = r;
         }
     }
 

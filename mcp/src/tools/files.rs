@@ -65,6 +65,10 @@ pub struct TransferOut {
     pub attempts: u32,
     /// Wall time.
     pub seconds: f64,
+    /// How the peer was reached: `direct`, `hole-punched` or `relayed`.
+    pub path: String,
+    /// Set when the bytes went through a relay node (no direct path to the peer).
+    pub warning: Option<String>,
 }
 
 /// `loopsy_list_remote_files` arguments.
@@ -179,6 +183,42 @@ fn ticker(progress: &Progress, reporter: Option<Reporter>) -> Option<tokio::task
     }))
 }
 
+/// How long a transfer waits for a relayed peer's hole punching to give it a direct path.
+const DIRECT_GRACE: Duration = Duration::from_secs(3);
+
+/// The peer's path, after giving a relayed one [`DIRECT_GRACE`] to become direct: files
+/// prefer a direct path.
+async fn path_to(ctx: &DaemonCtx, peer: &str) -> (String, Option<String>) {
+    let deadline = Instant::now() + DIRECT_GRACE;
+    loop {
+        let view = ctx
+            .node()
+            .peers()
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().find(|p| p.name == peer || p.peer_id == peer));
+        let Some(v) = view else {
+            return ("unknown".into(), None);
+        };
+        match v.path.as_deref() {
+            Some("relayed") if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Some("relayed") => {
+                let via = v.via.unwrap_or_else(|| "a relay node".into());
+                return (
+                    "relayed".into(),
+                    Some(format!(
+                        "no direct path to {peer}: the file goes through {via}, at its speed and \
+                         within its limits (hole punching did not succeed; see `loopsy mesh status`)"
+                    )),
+                );
+            }
+            other => return (other.unwrap_or("unknown").to_string(), None),
+        }
+    }
+}
+
 /// `loopsy_transfer_file`
 pub async fn transfer(
     ctx: &DaemonCtx,
@@ -189,7 +229,11 @@ pub async fn transfer(
     let id = transfer_id(ctx, &a);
     let mut last: Option<ToolError> = None;
     for attempt in 1..=ATTEMPTS {
-        let mut s = match open(ctx, &a.peer).await {
+        let opened = match open(ctx, &a.peer).await {
+            Ok(s) => Ok((s, path_to(ctx, &a.peer).await)),
+            Err(e) => Err(e),
+        };
+        let (mut s, (path, warning)) = match opened {
             Ok(s) => s,
             Err(e) => {
                 last = Some(e);
@@ -239,12 +283,18 @@ pub async fn transfer(
                     blake3: o.blake3,
                     attempts: attempt,
                     seconds: secs,
+                    path,
+                    warning,
                 };
                 let rate = o.bytes as f64 / (1024.0 * 1024.0) / secs.max(1e-6);
                 return success(
                     format!(
-                        "{} bytes in {secs:.2}s ({rate:.1} MiB/s), blake3 verified",
-                        o.bytes
+                        "{} bytes in {secs:.2}s ({rate:.1} MiB/s), blake3 verified{}",
+                        o.bytes,
+                        out.warning
+                            .as_deref()
+                            .map(|w| format!("; warning: {w}"))
+                            .unwrap_or_default()
                     ),
                     &out,
                 );
