@@ -11,6 +11,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, relay};
 use tracing::{debug, info, warn};
 
@@ -178,11 +179,21 @@ impl NodeTask {
                 .map(|(p, _)| *p)
                 .collect();
             for p in due {
+                let connected = self.has_direct_link(&p);
                 let Some(slot) = self.nat.relays.get_mut(&p) else {
                     continue;
                 };
                 slot.next_try = now + slot.backoff;
                 slot.backoff = (slot.backoff * 2).min(MAX_RETRY);
+                if !connected {
+                    // Reach it first; connecting brings the reservation forward.
+                    let opts = DialOpts::peer_id(p)
+                        .addresses(vec![slot.addr.clone()])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                    continue;
+                }
                 let circuit = slot.addr.clone().with(Protocol::P2pCircuit);
                 match self.swarm.listen_on(circuit) {
                     Ok(id) => {
@@ -212,19 +223,55 @@ impl NodeTask {
         }
     }
 
-    /// Circuit addresses for `p` through every relay node we know.
-    pub(crate) fn circuit_addrs(&self, p: &PeerId) -> Vec<Multiaddr> {
-        self.nat
+    /// Dial `p` through every relay node we are connected to (directly), as a dial of its
+    /// own beside the direct one. Nothing to do while no relay is up: connecting to one
+    /// dials every peer that is still offline through it.
+    pub(crate) fn dial_via_relays(&mut self, p: PeerId) {
+        let addrs: Vec<Multiaddr> = self
+            .nat
             .relays
             .iter()
-            .filter(|(r, _)| *r != p)
+            .filter(|(r, _)| **r != p && self.has_direct_link(r))
             .map(|(_, s)| {
                 s.addr
                     .clone()
                     .with(Protocol::P2pCircuit)
-                    .with(Protocol::P2p(*p))
+                    .with(Protocol::P2p(p))
             })
-            .collect()
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        debug!(peer = %p, "dialling through the relays");
+        // `Disconnected`, not `…AndNotDialing`: a direct dial may be hanging already.
+        let opts = DialOpts::peer_id(p)
+            .addresses(addrs)
+            .condition(PeerCondition::Disconnected)
+            .build();
+        let _ = self.swarm.dial(opts);
+    }
+
+    fn has_direct_link(&self, p: &PeerId) -> bool {
+        self.nat
+            .links
+            .get(p)
+            .is_some_and(|v| v.iter().any(|l| !l.relayed))
+    }
+
+    /// A relay node came up: reserve on it now, and reach every trusted peer still offline
+    /// through it.
+    fn relay_up(&mut self, relay: PeerId) {
+        self.nat_tick();
+        let offline: Vec<PeerId> = self
+            .trust
+            .peers
+            .keys()
+            .filter_map(|k| k.parse().ok())
+            .filter(|p| *p != relay && !self.conns.contains_key(p))
+            .collect();
+        for p in offline {
+            self.dial_via_relays(p);
+        }
     }
 
     /// A connection opened: record it; say so when the path changed.
@@ -248,12 +295,25 @@ impl NodeTask {
             relayed,
             opened: Instant::now(),
         });
+        let first_direct = !relayed
+            && self
+                .nat
+                .links
+                .get(&peer)
+                .is_some_and(|v| v.iter().filter(|l| !l.relayed).count() == 1);
         if let Some(slot) = self.nat.relays.get_mut(&peer)
-            && slot.listener.is_none()
+            && first_direct
         {
-            // The relay is back: reserve again now, not after the backoff.
-            slot.next_try = Instant::now();
-            slot.backoff = MIN_RETRY;
+            // The relay is (back) up: reserve now, not after the backoff, and use it.
+            if slot.listener.is_none() {
+                slot.next_try = Instant::now();
+                slot.backoff = MIN_RETRY;
+            }
+            self.path_changed(peer);
+            if self.trusted(&peer) {
+                self.relay_up(peer);
+            }
+            return;
         }
         self.path_changed(peer);
     }
@@ -454,6 +514,7 @@ impl NodeTask {
                 backoff: MIN_RETRY,
             },
         );
+        self.relay_up(peer);
     }
 
     pub(crate) fn relay_client_event(&mut self, e: relay::client::Event) {
@@ -498,7 +559,7 @@ impl NodeTask {
                 self.path_changed(e.remote_peer_id);
             }
             Err(err) => {
-                debug!(peer = %e.remote_peer_id, error = %err, "hole punching failed; staying relayed")
+                info!(peer = %e.remote_peer_id, error = %err, "hole punching failed; staying relayed")
             }
         }
     }

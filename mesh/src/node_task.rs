@@ -263,14 +263,6 @@ impl NodeTask {
                 out.push(s);
             }
         }
-        // And through every relay node we know, in case it is behind a NAT: dialled in
-        // parallel with the direct addresses; a direct path, when there is one, wins, and a
-        // relayed start is upgraded by hole punching where the NATs allow.
-        for c in self.circuit_addrs(p) {
-            if !out.contains(&c) {
-                out.push(c);
-            }
-        }
         out
     }
 
@@ -344,6 +336,9 @@ impl NodeTask {
                 *at = now + *delay;
                 *delay = (*delay * 2).min(MAX_REDIAL);
             }
+            // Through the relays too, as a dial of its own: a direct address behind a NAT
+            // can hang for seconds, and must not hold up the relayed path.
+            self.dial_via_relays(p);
             if addrs.is_empty() {
                 continue;
             }
@@ -461,6 +456,9 @@ impl NodeTask {
                     for a in self.known_addrs(&p) {
                         self.swarm.add_peer_address(p, a);
                     }
+                    if !self.conns.contains_key(&p) {
+                        self.dial_via_relays(p);
+                    }
                     let id = self.swarm.behaviour_mut().rpc.send_request(&p, req);
                     self.calls.insert(id, (who, r));
                 }
@@ -480,6 +478,7 @@ impl NodeTask {
                         .allocate_new_port()
                         .build();
                     let _ = self.swarm.dial(opts);
+                    self.dial_via_relays(p);
                     self.connect_waiters.entry(p).or_default().push(r);
                 }
             },
