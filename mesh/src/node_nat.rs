@@ -283,6 +283,17 @@ impl NodeTask {
             ConnectedPoint::Dialer { address, .. } => relay_of(address),
             ConnectedPoint::Listener { local_addr, .. } => relay_of(local_addr),
         };
+        // A direct connection that comes up beside a relayed one is that path upgraded (by
+        // hole punching; DCUtR reports it on one side only).
+        if !relayed
+            && self
+                .nat
+                .links
+                .get(&peer)
+                .is_some_and(|v| v.iter().any(|l| l.relayed))
+        {
+            self.nat.punched.insert(id);
+        }
         self.nat.links.entry(peer).or_default().push(Link {
             id,
             addr: match endpoint {
