@@ -213,12 +213,13 @@ fn trials(prefix: &str, nat2: &str, n: usize) -> (Trials, Option<(f64, f64, f64)
     let r = Host::new(&lab, tmp.path(), "r", "relay");
     let a = Host::new(&lab, tmp.path(), "a", "alice");
     let b = Host::new(&lab, tmp.path(), "b", "bob");
+    let log_cfg = "[log]\nlevel = \"info,libp2p_dcutr=debug,loopsy_mesh::node_nat=debug\"\n";
+    a.config(log_cfg);
     r.ok(&["relay-node"]);
     a.ok(&["start"]);
     b.ok(&["start"]);
     pair(&r, &a);
     pair(&r, &b);
-    let log_cfg = "[log]\nlevel = \"info,libp2p_dcutr=debug\"\n";
     let mut t = Trials {
         to_relayed: Vec::new(),
         to_direct: Vec::new(),
@@ -278,6 +279,14 @@ fn trials(prefix: &str, nat2: &str, n: usize) -> (Trials, Option<(f64, f64, f64)
             }
             if Instant::now() > deadline {
                 eprintln!("trial {i}: no hole punch and no failure seen");
+                for (who, log, mark) in [("alice", &la, mark_a), ("bob", &lb, mark_b)] {
+                    for l in log[mark..].lines().filter(|l| {
+                        (l.contains("node_nat") || l.contains("dcutr"))
+                            && !l.contains("reservation")
+                    }) {
+                        eprintln!("  {who}: {}", l.chars().take(260).collect::<String>());
+                    }
+                }
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));

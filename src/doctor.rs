@@ -199,7 +199,53 @@ pub fn run_checks(home: &Home, fix: bool) -> Vec<Check> {
         out.push(private_file("socket", &home.socket(), PRIVATE_FILE, fix));
     }
     relay_checks(home, fix, &mut out);
+    relay_node_checks(home, &mut out);
     out
+}
+
+/// Mesh relay nodes: each one this node knows should hold a reservation.
+fn relay_node_checks(home: &Home, out: &mut Vec<Check>) {
+    let Ok(s) = crate::client::Session::connect(home) else {
+        return;
+    };
+    let Ok(st) = s.call("loopsy_status", serde_json::json!({})) else {
+        return;
+    };
+    if st["mesh"]["relay_serving"] == true {
+        out.push(check(
+            "relay node",
+            Level::Ok,
+            format!(
+                "serving trusted peers ({} refused to strangers)",
+                st["mesh"]["relay_refused"].as_u64().unwrap_or(0)
+            ),
+            None,
+        ));
+    }
+    for r in st["mesh"]["relays"].as_array().into_iter().flatten() {
+        let name = r["name"].as_str().unwrap_or("?");
+        if r["reserved_since"].is_u64() {
+            out.push(check(
+                "mesh relay",
+                Level::Ok,
+                format!("reserved on {name}"),
+                None,
+            ));
+        } else {
+            out.push(check(
+                "mesh relay",
+                Level::Warn,
+                format!(
+                    "no reservation on {name}: {}",
+                    r["error"].as_str().unwrap_or("not reached yet")
+                ),
+                Some(format!(
+                    "peers behind NATs cannot reach this machine through {name}: check that it runs (`loopsy relay-node` there), that {} is reachable from here, and that the two are paired",
+                    r["address"].as_str().unwrap_or("its address")
+                )),
+            ));
+        }
+    }
 }
 
 /// The phone relay's files and link, once a relay is configured.

@@ -234,6 +234,8 @@ fn behind_two_port_keeping_nats_the_relayed_connection_is_hole_punched_to_direct
     assert!(relayed < punched, "{after}");
     let shown = m.a.ok(&["mesh", "status"]);
     assert!(shown.contains("hole-punched"), "{shown}");
+    let doc = String::from_utf8_lossy(&m.a.run(&["doctor"]).stdout).into_owned();
+    assert!(doc.contains("reserved on relay"), "{doc}");
     let p = peer(&m.a, "bob");
     assert!(
         p["address"].as_str().unwrap().contains("198.51.100.2"),

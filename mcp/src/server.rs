@@ -110,7 +110,7 @@ impl LoopsyServer {
     }
 
     #[tool(
-        description = "The machines this one trusts: name, PeerId, online, how reached (direct/relayed), transport, RTT, last seen, and what each may do here.",
+        description = "The machines this one trusts: name, PeerId, online, how reached (direct, hole-punched, or relayed via which relay node, and since when), transport, RTT, last seen, and what each may do here.",
         output_schema = schema_for_output::<PeersOut>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]

@@ -145,19 +145,30 @@ pub fn build(
                 streams: libp2p_stream::Behaviour::new(),
                 relay_server: serve
                     .map(|limits| {
-                        // libp2p's defaults keep their per-peer and per-IP rate limits;
-                        // ours add the trust gate in front.
-                        let mut cfg = relay::Config {
+                        // Only trusted peers pass the gate; for them, rate limits sized for
+                        // a mesh whose machines restart and roam (libp2p's defaults, 30 per
+                        // peer in 2 minutes, refuse a laptop that reconnects often), per
+                        // peer only: many machines may sit behind one office NAT.
+                        let per_min = |n: u32| {
+                            std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN)
+                        };
+                        let cfg = relay::Config {
                             max_circuits: limits.max_circuits,
                             max_circuits_per_peer: limits.max_circuits.min(16),
                             max_circuit_duration: limits.circuit_max,
                             max_circuit_bytes: limits.circuit_max_bytes,
+                            reservation_rate_limiters: vec![trusted_only(
+                                allowed.clone(),
+                                refused.clone(),
+                            )],
+                            circuit_src_rate_limiters: vec![trusted_only(
+                                allowed.clone(),
+                                refused.clone(),
+                            )],
                             ..relay::Config::default()
-                        };
-                        cfg.reservation_rate_limiters
-                            .push(trusted_only(allowed.clone(), refused.clone()));
-                        cfg.circuit_src_rate_limiters
-                            .push(trusted_only(allowed.clone(), refused.clone()));
+                        }
+                        .reservation_rate_per_peer(per_min(120), Duration::from_secs(60))
+                        .circuit_src_per_peer(per_min(240), Duration::from_secs(60));
                         relay::Behaviour::new(peer_id, cfg)
                     })
                     .into(),
