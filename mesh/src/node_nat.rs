@@ -251,6 +251,43 @@ impl NodeTask {
         let _ = self.swarm.dial(opts);
     }
 
+    /// Connect to `relay` over the transport we have no connection on yet (TCP or QUIC,
+    /// on the same port): identify on each connection tells us how the NAT maps that
+    /// transport, and hole punching needs both peers to try the same one. Without this,
+    /// one side may know only its TCP mapping and the other only its QUIC one.
+    fn second_transport_to(&mut self, relay: PeerId) {
+        let Some(links) = self.nat.links.get(&relay) else {
+            return;
+        };
+        let quic = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::QuicV1));
+        let direct: Vec<&Link> = links.iter().filter(|l| !l.relayed).collect();
+        let (has_quic, has_tcp) = (
+            direct.iter().any(|l| quic(&l.addr)),
+            direct.iter().any(|l| !quic(&l.addr)),
+        );
+        if has_quic && has_tcp {
+            return;
+        }
+        let Some(slot) = self.nat.relays.get(&relay) else {
+            return;
+        };
+        // The slot's address, or its sibling on the other transport.
+        let want_quic = !has_quic;
+        let addr = if quic(&slot.addr) == want_quic {
+            Some(slot.addr.clone())
+        } else {
+            crate::node_task::sibling(&slot.addr)
+        };
+        if let Some(addr) = addr {
+            debug!(%relay, %addr, "second connection to the relay, on the other transport");
+            let opts = DialOpts::peer_id(relay)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
     fn has_direct_link(&self, p: &PeerId) -> bool {
         self.nat
             .links
@@ -261,6 +298,7 @@ impl NodeTask {
     /// A relay node came up: reserve on it now, and reach every trusted peer still offline
     /// through it.
     fn relay_up(&mut self, relay: PeerId) {
+        self.second_transport_to(relay);
         self.nat_tick();
         let offline: Vec<PeerId> = self
             .trust

@@ -44,7 +44,7 @@ pub(crate) fn now_unix() -> u64 {
 }
 
 /// The other transport's address for `a`: `/ip4/X/tcp/P[/p2p/Id]` ↔ `/ip4/X/udp/P/quic-v1[/p2p/Id]`.
-fn sibling(a: &Multiaddr) -> Option<Multiaddr> {
+pub(crate) fn sibling(a: &Multiaddr) -> Option<Multiaddr> {
     let mut out = Multiaddr::empty();
     let mut it = a.iter();
     let ip = it.next()?;
