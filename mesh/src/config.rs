@@ -684,7 +684,7 @@ name = "{name}"
 # Example: nodes = ["/ip4/203.0.113.7/tcp/19532/p2p/12D3KooW..."]
 # nodes = []
 # When serving: longest life of one relayed connection in seconds, most bytes it may carry
-# (0 = no limit), most relayed connections at once.
+# (zero: no limit), most relayed connections at once.
 # circuit_max_s = 86400
 # circuit_max_bytes = 0
 # max_circuits = 64
