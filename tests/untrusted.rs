@@ -278,3 +278,101 @@ async fn a_stranger_cannot_reserve_on_a_relay_node() {
         "the refusal is counted: {st}"
     );
 }
+
+/// Dial `circuit` (a relayed address) as a stranger: `Ok` if a connection came up.
+async fn stranger_circuit(circuit: &str) -> Result<(), String> {
+    let mut swarm = build(
+        &Identity::generate(),
+        false,
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
+    let addr: Multiaddr = circuit.parse().unwrap();
+    swarm.dial(addr).unwrap();
+    let run = async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { endpoint, .. } if endpoint.is_relayed() => {
+                    return Ok(());
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    return Err(error.to_string());
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the relay neither connected nor refused")
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_use_a_relay_node_to_reach_a_member() {
+    // A relay node, and a member reserved on it.
+    let r = TestHome::new();
+    r.ok(&["init", "--name", "relay"]);
+    std::fs::write(
+        r.path().join("config.toml"),
+        "[node]\nname = \"relay\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
+    )
+    .unwrap();
+    r.ok(&["relay-node"]);
+    let raddr = r.status()["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .find(|a| a.contains("/tcp/"))
+        .unwrap()
+        .to_string();
+    let d = TestHome::new();
+    d.ok(&["init", "--name", "member"]);
+    // Reservations are made only by a node that is not loopback-only; it listens on an
+    // ephemeral port for the length of the test.
+    std::fs::write(
+        d.path().join("config.toml"),
+        format!(
+            "[node]\nname = \"member\"\n[mesh]\nlisten_port = 0\n[discovery]\nmdns = false\n[relay]\nnodes = [\"{raddr}\"]\n"
+        ),
+    )
+    .unwrap();
+    d.ok(&["start"]);
+    common::pair_at(&r, &d);
+    common::wait_until("the member's reservation", Duration::from_secs(20), || {
+        d.status()["mesh"]["relays"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x["reserved_since"].is_u64()))
+    });
+    let member = d.status()["peer_id"].as_str().unwrap().to_string();
+    let circuit = format!("{raddr}/p2p-circuit/p2p/{member}");
+
+    // With a pairing window open on the relay, the stranger stays connected to it, and the
+    // relay still refuses to carry it to the member.
+    let mut pair = r
+        .cmd(&["pair", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(pair.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let before = r.status()["mesh"]["relay_refused"].as_u64().unwrap();
+    let got = stranger_circuit(&circuit).await;
+    let _ = pair.kill();
+    let _ = pair.wait();
+    assert!(
+        got.is_err(),
+        "a stranger reached the member through the relay"
+    );
+    eprintln!("refused: {got:?}");
+    let after = r.status()["mesh"]["relay_refused"].as_u64().unwrap();
+    assert!(
+        after > before,
+        "the refusal is counted ({before} → {after})"
+    );
+}

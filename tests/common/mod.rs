@@ -539,12 +539,18 @@ pub fn pair_at(holder: &TestHome, joiner: &TestHome) {
     out.read_line(&mut line).unwrap();
     let t: Value = serde_json::from_str(&line).unwrap();
     let code = t["code"].as_str().unwrap().to_string();
-    let addr = t["addrs"]
+    // A TCP address, not loopback when there is another (the joiner may be elsewhere).
+    let tcp: Vec<&str> = t["addrs"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|a| a.as_str())
-        .find(|a| a.contains("/tcp/") && !a.contains("/127.0.0.1/") && !a.contains("p2p-circuit"))
+        .filter(|a| a.contains("/tcp/") && !a.contains("p2p-circuit"))
+        .collect();
+    let addr = tcp
+        .iter()
+        .find(|a| !a.contains("/127.0.0.1/"))
+        .or(tcp.first())
         .unwrap_or_else(|| panic!("no address to pair at in {t}"))
         .to_string();
     joiner.ok(&["pair", &addr, "--code", &code]);
