@@ -18,6 +18,21 @@ use loopsy_mesh::behaviour::{MeshBehaviourEvent, build};
 use loopsy_mesh::files::FILE_PROTOCOL;
 use loopsy_mesh::wire::{RpcRequest, RpcResponse};
 
+/// Open a pairing window on `h` (`loopsy pair --json`); it stays open until the child is killed.
+fn pairing_window(h: &TestHome) -> std::process::Child {
+    let mut pair = h
+        .cmd(&["pair", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(pair.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    pair
+}
+
 enum Outcome {
     Denied,
     Closed,
@@ -150,16 +165,7 @@ async fn a_stranger_can_run_nothing() {
     );
 
     // With a window open the stranger may connect (to pair), but RPC is still denied.
-    let mut pair = a
-        .cmd(&["pair", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(pair.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut pair = pairing_window(&a);
     let o = stranger_exec(&addr).await;
     assert!(
         matches!(o, Outcome::Denied),
@@ -257,16 +263,7 @@ async fn a_stranger_cannot_reserve_on_a_relay_node() {
 
     // A pairing window lets the stranger stay connected (to pair), and the relay's own gate
     // still refuses it, counted.
-    let mut pair = r
-        .cmd(&["pair", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(pair.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut pair = pairing_window(&r);
     let why = stranger_reserve(&addr).await;
     let _ = pair.kill();
     let _ = pair.wait();
@@ -351,16 +348,7 @@ async fn a_stranger_cannot_use_a_relay_node_to_reach_a_member() {
 
     // With a pairing window open on the relay, the stranger stays connected to it, and the
     // relay still refuses to carry it to the member.
-    let mut pair = r
-        .cmd(&["pair", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(pair.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut pair = pairing_window(&r);
     let before = r.status()["mesh"]["relay_refused"].as_u64().unwrap();
     let got = stranger_circuit(&circuit).await;
     let _ = pair.kill();

@@ -305,7 +305,7 @@ impl NodeTask {
             .peers
             .keys()
             .filter_map(|k| k.parse().ok())
-            .filter(|p| *p != relay && !self.conns.contains_key(p))
+            .filter(|p| *p != relay && !self.online(p))
             .collect();
         for p in offline {
             self.dial_via_relays(p);
@@ -378,6 +378,11 @@ impl NodeTask {
         }
         self.nat.punched.remove(&id);
         self.path_changed(peer);
+    }
+
+    /// Is any connection to `peer` open?
+    pub(crate) fn online(&self, peer: &PeerId) -> bool {
+        self.nat.links.contains_key(peer)
     }
 
     /// The best connection to `peer`: direct before relayed, then the oldest.

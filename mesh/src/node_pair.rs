@@ -78,7 +78,8 @@ impl NodeTask {
         }
         // Untrusted peers that connected for this window go now.
         let stray: Vec<PeerId> = self
-            .conns
+            .nat
+            .links
             .keys()
             .filter(|p| !self.trusted(p) && !self.pair_peers.contains(p))
             .copied()
@@ -119,7 +120,7 @@ impl NodeTask {
             .trust
             .unique_name(wanted, &self.cfg.name, &peer.to_string());
         let mut addrs = Vec::new();
-        if let Some(c) = self.conns.get(&peer)
+        if let Some(c) = self.best_link(&peer)
             && !c.relayed
         {
             addrs.push(

@@ -30,12 +30,6 @@ pub(crate) const MAX_ADDRS: usize = 8;
 /// Consecutive ping failures after which a connection is considered dead.
 const MAX_PING_FAILURES: u32 = 2;
 
-pub(crate) struct Conn {
-    pub(crate) count: u32,
-    pub(crate) addr: Multiaddr,
-    pub(crate) relayed: bool,
-}
-
 pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -100,7 +94,6 @@ pub(crate) struct NodeTask {
     inbound: mpsc::Sender<InboundCall>,
     pub(crate) cfg: NodeConfig,
     pub(crate) trust: Trust,
-    pub(crate) conns: HashMap<PeerId, Conn>,
     rtt: HashMap<PeerId, Duration>,
     ping_failures: HashMap<libp2p::swarm::ConnectionId, u32>,
     last_seen: HashMap<PeerId, u64>,
@@ -143,7 +136,6 @@ impl NodeTask {
             inbound,
             cfg,
             trust,
-            conns: HashMap::new(),
             rtt: HashMap::new(),
             ping_failures: HashMap::new(),
             last_seen: HashMap::new(),
@@ -192,7 +184,7 @@ impl NodeTask {
 
     pub(crate) fn view(&self, p: &PeerId) -> Option<PeerView> {
         let t = self.trust.peers.get(&p.to_string())?;
-        let conn = self.conns.get(p);
+        let conn = self.best_link(p);
         Some(PeerView {
             name: t.name.clone(),
             peer_id: p.to_string(),
@@ -309,7 +301,7 @@ impl NodeTask {
         self.last_wake = Some(now);
         let mut woken = 0;
         for (p, (at, _)) in self.redial.iter_mut() {
-            if *at > now && !self.conns.contains_key(p) {
+            if *at > now && !self.nat.links.contains_key(p) {
                 *at = now;
                 woken += 1;
             }
@@ -327,7 +319,7 @@ impl NodeTask {
         let due: Vec<PeerId> = self
             .redial
             .iter()
-            .filter(|(p, (at, _))| *at <= now && !self.conns.contains_key(p))
+            .filter(|(p, (at, _))| *at <= now && !self.online(p))
             .map(|(p, _)| *p)
             .collect();
         for p in due {
@@ -456,7 +448,7 @@ impl NodeTask {
                     for a in self.known_addrs(&p) {
                         self.swarm.add_peer_address(p, a);
                     }
-                    if !self.conns.contains_key(&p) {
+                    if !self.online(&p) {
                         self.dial_via_relays(p);
                     }
                     let id = self.swarm.behaviour_mut().rpc.send_request(&p, req);
@@ -467,7 +459,7 @@ impl NodeTask {
                 Err(e) => {
                     let _ = r.send(Err(e));
                 }
-                Ok(p) if self.conns.contains_key(&p) => {
+                Ok(p) if self.online(&p) => {
                     let _ = r.send(Ok(p));
                 }
                 Ok(p) => {
@@ -530,24 +522,10 @@ impl NodeTask {
             } => {
                 self.ping_failures.remove(&connection_id);
                 self.link_down(peer_id, connection_id);
-                if num_established == 0 {
-                    self.conns.remove(&peer_id);
-                    if self.trusted(&peer_id) {
-                        debug!(peer = %peer_id, ?cause, "trusted peer disconnected");
-                        self.redial
-                            .insert(peer_id, (Instant::now() + MIN_REDIAL, MIN_REDIAL * 2));
-                    }
-                } else {
-                    let best = self
-                        .best_link(&peer_id)
-                        .map(|l| (l.addr.clone(), l.relayed));
-                    if let Some(c) = self.conns.get_mut(&peer_id) {
-                        c.count = num_established;
-                        if let Some((addr, relayed)) = best {
-                            c.addr = addr;
-                            c.relayed = relayed;
-                        }
-                    }
+                if num_established == 0 && self.trusted(&peer_id) {
+                    debug!(peer = %peer_id, ?cause, "trusted peer disconnected");
+                    self.redial
+                        .insert(peer_id, (Instant::now() + MIN_REDIAL, MIN_REDIAL * 2));
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -556,7 +534,7 @@ impl NodeTask {
                 ..
             } => {
                 debug!(peer = %p, %error, "dial failed");
-                if !self.conns.contains_key(&p) {
+                if !self.online(&p) {
                     for w in self.connect_waiters.remove(&p).unwrap_or_default() {
                         let _ = w.send(Err(NodeError::Unreachable {
                             peer: p.to_string(),
@@ -586,18 +564,6 @@ impl NodeTask {
         }
         let addr = endpoint.get_remote_address().clone();
         self.link_up(peer, id, endpoint);
-        let (best, relayed) = self
-            .best_link(&peer)
-            .map(|l| (l.addr.clone(), l.relayed))
-            .unwrap_or((addr.clone(), endpoint.is_relayed()));
-        self.conns.insert(
-            peer,
-            Conn {
-                count,
-                addr: best,
-                relayed,
-            },
-        );
         self.last_seen.insert(peer, now_unix());
         for w in self.connect_waiters.remove(&peer).unwrap_or_default() {
             let _ = w.send(Ok(peer));
@@ -664,7 +630,7 @@ impl NodeTask {
                     if self.trusted(&p) {
                         self.swarm.add_peer_address(p, addr.clone());
                         self.remember_addr(&p, &addr);
-                        if !self.conns.contains_key(&p) {
+                        if !self.online(&p) {
                             let opts = DialOpts::peer_id(p)
                                 .addresses(vec![addr])
                                 .condition(PeerCondition::DisconnectedAndNotDialing)
