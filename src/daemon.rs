@@ -131,14 +131,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         node.clone(),
         ctx.context().clone(),
     ));
-    tokio::spawn(loopsy_mesh::msg::deliver::serve(
-        node.clone(),
-        ctx.messages().clone(),
-    ));
-    tokio::spawn(loopsy_mesh::msg::deliver::deliver(
-        node.clone(),
-        ctx.messages().clone(),
-    ));
+    loopsy_mesh::msg::deliver::start(node.clone(), ctx.messages().clone());
     tokio::spawn(loopsy_mesh::files::serve(
         node.streams(),
         node.clone(),

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "common/gossip.rs"]
+mod gossip;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -194,63 +196,6 @@ fn a_full_outbox_refuses_clearly_and_loses_nothing() {
     assert_eq!(bodies, ["0", "1", "2"]);
 }
 
-/// A raw libp2p node holding a trusted peer's key: opens `/loopsy/msg/1` to `addr` and sends
-/// each batch in turn; the outcomes per batch (None: the daemon closed the stream).
-async fn raw_batches(
-    identity: &loopsy_mesh::Identity,
-    addr: &str,
-    frames: Vec<Vec<u8>>,
-) -> Vec<Option<Vec<loopsy_mesh::msg::Outcome>>> {
-    use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-    let mut swarm = loopsy_mesh::behaviour::build(
-        identity,
-        false,
-        None,
-        Default::default(),
-        Default::default(),
-    )
-    .unwrap();
-    let addr: libp2p::Multiaddr = addr.parse().unwrap();
-    let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
-        panic!("no /p2p in {addr}")
-    };
-    swarm.dial(addr).unwrap();
-    let mut control = swarm.behaviour().streams.new_control();
-    let driver = tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
-    let mut out = Vec::new();
-    for frame in frames {
-        let run = async {
-            let mut s = control
-                .open_stream(
-                    peer,
-                    libp2p::StreamProtocol::new(loopsy_mesh::msg::deliver::MSG_PROTOCOL),
-                )
-                .await
-                .unwrap();
-            s.write_all(&frame).await.unwrap();
-            s.flush().await.unwrap();
-            let mut len = [0u8; 4];
-            if s.read_exact(&mut len).await.is_err() {
-                return None;
-            }
-            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-            s.read_exact(&mut body).await.ok()?;
-            Some(loopsy_mesh::msg::deliver::decode_outcomes(&body).unwrap())
-        };
-        out.push(
-            tokio::time::timeout(Duration::from_secs(20), run)
-                .await
-                .expect("the daemon neither answered nor closed the stream"),
-        );
-    }
-    driver.abort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored() {
     use loopsy_mesh::msg::deliver::encode_batch;
@@ -284,7 +229,10 @@ async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored()
         thread: None,
     };
     let sign = |e: &Envelope| Signed::sign(e, gid.keypair()).unwrap();
-    let one = |s: Signed| encode_batch(&[WireItem::Msg(s)]);
+    let one = |s: Signed| {
+        let n = rand::random::<u64>();
+        (n, encode_batch(n, &[WireItem::Msg(s)]))
+    };
 
     let good = sign(&env(&g_peer, &b_peer, "legit"));
     let forged_from = sign(&env(&a_peer, &b_peer, "I am alpha"));
@@ -304,13 +252,12 @@ async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored()
         .unwrap();
     let oversize = sign(&env(&g_peer, &b_peer, &"x".repeat(70_000)));
     let misaddressed = sign(&env(&g_peer, &a_peer, "for alpha"));
-    let mut garbage = 9u32.to_be_bytes().to_vec();
-    garbage.extend_from_slice(&[0xff; 9]);
+    let garbage = (0, vec![0xff; 9]);
 
-    let got = raw_batches(
-        &gid,
-        &addr,
-        vec![
+    let mut raw = gossip::RawPeer::connect(&gid, &addr, &[gid.peer_id()]).await;
+    let got = raw
+        .exchange(
+            vec![
             one(good.clone()),
             one(forged_from),
             one(other_key),
@@ -319,11 +266,12 @@ async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored()
             one(oversize),
             one(misaddressed),
             garbage,
-            // A retry of the good one: still only once in the inbox.
-            one(good),
-        ],
-    )
-    .await;
+                // A retry of the good one: still only once in the inbox.
+                one(good),
+            ],
+            &[7],
+        )
+        .await;
     assert_eq!(got[0], Some(vec![Outcome::Ok]));
     for (i, why) in [
         (1, "from does not match"),
@@ -341,17 +289,13 @@ async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored()
             None => panic!("batch {i}: no answer"),
         }
     }
-    assert_eq!(got[7], None, "garbage closes the stream");
     assert_eq!(got[8], Some(vec![Outcome::Ok]));
 
     // Without the messages capability: refused for now, not stored.
     b.ok(&["peers", "revoke", "gamma", "messages"]);
-    let late = raw_batches(
-        &gid,
-        &addr,
-        vec![one(sign(&env(&g_peer, &b_peer, "after revoke")))],
-    )
-    .await;
+    let late = raw
+        .exchange(vec![one(sign(&env(&g_peer, &b_peer, "after revoke")))], &[])
+        .await;
     assert!(
         matches!(&late[0].as_deref(), Some([Outcome::Later(r)]) if r.contains("messages")),
         "{late:?}"

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "common/gossip.rs"]
+mod gossip;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -180,14 +182,6 @@ async fn a_stranger_can_run_nothing() {
         (FILE_PROTOCOL, list),
         (loopsy_mesh::context::sync::SYNC_PROTOCOL, vec![0u8]),
         ("/loopsy/attach/1", vec![1, 0, 0, 0, 2, b'{', b'}']),
-        // …nor the inbox (a read receipt needs no signature: it must still be refused).
-        (
-            loopsy_mesh::msg::deliver::MSG_PROTOCOL,
-            loopsy_mesh::msg::deliver::encode_batch(&[loopsy_mesh::msg::WireItem::Read(
-                "1800000000000-0000000000000000".into(),
-                1,
-            )]),
-        ),
     ] {
         match stranger_stream(&addr, protocol, &payload).await {
             // Nothing, or a plain refusal.
@@ -363,4 +357,90 @@ async fn a_stranger_cannot_use_a_relay_node_to_reach_a_member() {
         after > before,
         "the refusal is counted ({before} → {after})"
     );
+}
+
+/// A stranger (connected while a pairing window is open) publishes mail on a daemon's inbox
+/// topic: a signed message and a read receipt (which carries no signature of its own). Both
+/// are dropped and counted, nothing is stored, nothing is answered. A second stranger that
+/// subscribes to a paired peer's inbox topic, to read mail meant for it, is disconnected at
+/// once and counted; the mail still reaches its recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_can_neither_send_mail_nor_read_anyones() {
+    use common::{agent, counts, inbox_all, pair, started_on_fixed_port, tool, wait_until};
+    use loopsy_mesh::msg::deliver::encode_batch;
+    use loopsy_mesh::msg::{Envelope, MsgType, Signed, WireItem};
+    use serde_json::json;
+
+    let a = started_on_fixed_port("alpha");
+    let b = started_on_fixed_port("beta");
+    pair(&a, &b);
+    let a_status = a.status();
+    let a_peer = a_status["peer_id"].as_str().unwrap().to_string();
+    let addr = a_status["listen_addrs"][0].as_str().unwrap().to_string();
+    let b_peer: PeerId = b.status()["peer_id"].as_str().unwrap().parse().unwrap();
+    let mut window = pairing_window(&a);
+
+    let stranger = Identity::generate();
+    let mut raw = gossip::RawPeer::connect(&stranger, &addr, &[stranger.peer_id()]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let env = Envelope {
+        id: loopsy_mesh::msg::envelope::new_id(now),
+        from: stranger.peer_id().to_string(),
+        to: a_peer.clone(),
+        ts: now,
+        kind: MsgType::Chat,
+        body: "let me in".into(),
+        ttl_s: 3600,
+        reply_to: None,
+        thread: None,
+    };
+    let signed = Signed::sign(&env, stranger.keypair()).unwrap();
+    raw.publish(encode_batch(1, &[WireItem::Msg(signed)]));
+    raw.publish(encode_batch(
+        2,
+        &[WireItem::Read("1800000000000-0000000000000000".into(), 1)],
+    ));
+    let mut ma = agent(&a);
+    wait_until("both batches dropped as untrusted", Duration::from_secs(20), || {
+        tool(&mut ma, "loopsy_check_inbox", json!({}))["dropped"]["untrusted"] == 2
+    });
+    assert!(inbox_all(&mut ma).is_empty(), "a stranger's mail was stored");
+    drop(raw);
+
+    // A stranger that reads beta's inbox topic is cut off as soon as it says so.
+    let snoop = Identity::generate();
+    let mut raw = gossip::RawPeer::dial(&snoop, &addr, &[snoop.peer_id(), b_peer]);
+    loop {
+        match raw.next(Duration::from_secs(20)).await {
+            Some(gossip::Seen::Disconnected) => break,
+            Some(gossip::Seen::Frame(src, topic, _)) => {
+                panic!("the snoop got a frame from {src} on {topic}")
+            }
+            None => panic!("the snoop was not disconnected"),
+        }
+    }
+    assert_eq!(a.status()["mesh"]["inbox_snoops"], 1);
+    let _ = window.kill();
+    let _ = window.wait();
+
+    // Mail for beta still goes to beta, and to nobody else.
+    let id = tool(
+        &mut ma,
+        "loopsy_send_message",
+        json!({"to": "beta", "body": "for beta only"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until("beta has it", Duration::from_secs(20), || {
+        counts(&mut ma, "beta")["delivered"] == 1
+    });
+    let mut mb = agent(&b);
+    let got = inbox_all(&mut mb);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], id.as_str());
+    assert_eq!(got[0]["body"], "for beta only");
 }

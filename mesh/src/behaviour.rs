@@ -8,8 +8,8 @@ use libp2p::request_response::{self, ProtocolSupport, cbor};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, mdns, noise, ping, relay,
-    tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, gossipsub, identify, mdns, noise,
+    ping, relay, tcp, yamux,
 };
 
 use crate::Identity;
@@ -46,6 +46,40 @@ pub struct MeshBehaviour {
     pub dcutr: dcutr::Behaviour,
     /// Is this node publicly reachable? (asks connected peers to dial back)
     pub autonat: autonat::Behaviour,
+    /// Agent messages: each node subscribes to its own inbox topic (see `node_gossip`).
+    pub gossip: gossipsub::Behaviour,
+}
+
+/// Largest gossip message (a batch of envelopes or its answer), protobuf framing included.
+pub const MAX_GOSSIP: usize = 8 << 20;
+
+/// Gossipsub as loopsy uses it: every message is signed by its sender's peer key and checked
+/// strictly; its id is a hash of the signed content, so nobody can ask for a message they
+/// have not seen (IWANT) by guessing a sequence number; no IHAVE gossip is ever emitted, and
+/// nothing is forwarded (the node reports every message `Ignore` after reading it): a
+/// message goes from its sender to the one subscriber of the recipient's inbox topic.
+fn gossip(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, String> {
+    let cfg = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_GOSSIP)
+        .message_id_fn(|m: &gossipsub::Message| {
+            let mut h = blake3::Hasher::new();
+            if let Some(s) = &m.source {
+                h.update(&s.to_bytes());
+            }
+            h.update(&m.sequence_number.unwrap_or(0).to_be_bytes());
+            h.update(&m.data);
+            gossipsub::MessageId::from(h.finalize().as_bytes()[..20].to_vec())
+        })
+        .history_gossip(0)
+        .gossip_lazy(0)
+        .gossip_factor(0.0)
+        .flood_publish(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
+        .map_err(str::to_string)
 }
 
 /// The PeerIds a relay node serves: the node task keeps it equal to the trust list.
@@ -129,7 +163,9 @@ pub fn build(
                 )],
                 request_response::Config::default().with_request_timeout(RPC_TIMEOUT),
             );
+            let gossip = gossip(key)?;
             Ok(MeshBehaviour {
+                gossip,
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                         .with_agent_version(agent),

@@ -41,12 +41,12 @@ pub fn stored_files(data: &[u8]) {
     }
 }
 
-/// Message batches and answers from a peer (`/loopsy/msg/1`), and every envelope in them
-/// opened as a receiver would.
+/// Message batches and answers from a peer (gossip on an inbox topic), and every envelope
+/// in them opened as a receiver would.
 pub fn message_frames(data: &[u8]) {
     use crate::msg::WireItem;
-    let _ = crate::msg::deliver::decode_outcomes(data);
-    if let Ok(items) = crate::msg::deliver::decode_batch(data) {
+    use crate::msg::deliver::Frame;
+    if let Ok(Frame::Batch { items, .. }) = crate::msg::deliver::decode(data) {
         let peer = libp2p::PeerId::random();
         for it in items {
             if let WireItem::Msg(s) = it {
@@ -111,20 +111,24 @@ mod tests {
             thread: Some("t".into()),
         };
         if let Ok(signed) = crate::msg::Signed::sign(&env, &key) {
-            let frame = crate::msg::deliver::encode_batch(&[
-                crate::msg::WireItem::Msg(signed),
-                crate::msg::WireItem::Read(env.id.clone(), 5),
-            ]);
-            out.push(frame[4..].to_vec());
+            out.push(crate::msg::deliver::encode_batch(
+                7,
+                &[
+                    crate::msg::WireItem::Msg(signed),
+                    crate::msg::WireItem::Read(env.id.clone(), 5),
+                ],
+            ));
         }
         use erased::Ser;
-        out.push(
-            vec![
-                crate::msg::Outcome::Ok,
-                crate::msg::Outcome::Later("x".into()),
-            ]
-            .cbor(),
-        );
+        out.push(crate::msg::deliver::encode(
+            &crate::msg::deliver::Frame::Answer {
+                n: 7,
+                outcomes: vec![
+                    crate::msg::Outcome::Ok,
+                    crate::msg::Outcome::Later("x".into()),
+                ],
+            },
+        ));
         out.push(crate::msg::state::Op::Delivered(vec![("a".into(), "b".into())], 1).cbor());
         out.push(
             br#"t1700000000000-0a1b2c3d@12D3KooWLBFcLBhie1LML5rDhrXaDAP5NwLUu5mcdRjSLFoGcuEf"#

@@ -58,6 +58,10 @@ pub struct NodeInfo {
     pub relay_refused: u64,
     /// The relay nodes this node knows and its reservation on each.
     pub relays: Vec<RelayView>,
+    /// Peers disconnected for subscribing to another machine's inbox topic.
+    pub inbox_snoops: u64,
+    /// Gossip messages dropped because the message layer was behind (their senders retry).
+    pub gossip_overflow: u64,
 }
 
 /// A mesh relay node as status shows it.
@@ -208,6 +212,7 @@ pub(crate) enum Command {
     Call(String, RpcRequest, Reply<String>),
     Connect(String, Reply<PeerId>),
     PeerCaps(PeerId, oneshot::Sender<Option<(String, Vec<Capability>)>>),
+    Publish(PeerId, Vec<u8>, Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -218,7 +223,12 @@ pub struct NodeHandle {
     peer_id: PeerId,
     streams: libp2p_stream::Control,
     connected: tokio::sync::watch::Receiver<(u64, Option<PeerId>)>,
+    inbox_ready: tokio::sync::watch::Receiver<(u64, Option<PeerId>)>,
+    gossip_in: GossipIn,
 }
+
+/// Gossip messages that arrived (signer, bytes); taken once, by the message layer.
+type GossipIn = std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<(PeerId, Vec<u8>)>>>>;
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -267,6 +277,27 @@ impl NodeHandle {
     /// The value is a counter and the peer that connected last.
     pub fn connected(&self) -> tokio::sync::watch::Receiver<(u64, Option<PeerId>)> {
         self.connected.clone()
+    }
+
+    /// Changes whenever a trusted peer subscribes to its inbox topic: from then on it can
+    /// be sent messages. The value is a counter and that peer.
+    pub fn inbox_ready(&self) -> tokio::sync::watch::Receiver<(u64, Option<PeerId>)> {
+        self.inbox_ready.clone()
+    }
+
+    /// The gossip messages that arrive on this node's inbox topic, with their verified
+    /// signers. Only the first caller gets them (`None` after).
+    pub fn take_gossip(&self) -> Option<mpsc::Receiver<(PeerId, Vec<u8>)>> {
+        self.gossip_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Publish `data` as a gossip message on `to`'s inbox topic (signed with this node's
+    /// key). Fails when `to` is not connected or has not yet said it reads its inbox.
+    pub async fn publish(&self, to: PeerId, data: Vec<u8>) -> Result<(), NodeError> {
+        self.ask(|r| Command::Publish(to, data, r)).await?
     }
 
     /// This node's PeerId.
@@ -437,6 +468,8 @@ pub async fn spawn(
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
     let (connected_tx, connected) = tokio::sync::watch::channel((0u64, None));
+    let (ready_tx, inbox_ready) = tokio::sync::watch::channel((0u64, None));
+    let (gossip_tx, gossip_rx) = mpsc::channel(crate::node_gossip::GOSSIP_IN_CAPACITY);
     let task = crate::node_task::NodeTask::new(
         swarm,
         rx,
@@ -445,6 +478,12 @@ pub async fn spawn(
         trust,
         connected_tx,
         crate::node_nat::Nat::new(allowed, refused),
+        crate::node_gossip::Gossip {
+            inbox: gossip_tx,
+            ready: ready_tx,
+            snoops: 0,
+            overflow: 0,
+        },
     );
     tokio::spawn(task.run(early));
     Ok((
@@ -453,6 +492,8 @@ pub async fn spawn(
             peer_id,
             streams,
             connected,
+            inbox_ready,
+            gossip_in: std::sync::Arc::new(std::sync::Mutex::new(Some(gossip_rx))),
         },
         in_rx,
     ))

@@ -111,6 +111,8 @@ pub(crate) struct NodeTask {
     connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
     /// Relays, paths, reachability.
     pub(crate) nat: crate::node_nat::Nat,
+    /// Inbox topics (agent messages).
+    pub(crate) gossip: crate::node_gossip::Gossip,
 }
 
 impl NodeTask {
@@ -122,6 +124,7 @@ impl NodeTask {
         trust: Trust,
         connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
         nat: crate::node_nat::Nat,
+        gossip: crate::node_gossip::Gossip,
     ) -> Self {
         let now = Instant::now();
         let redial = trust
@@ -149,6 +152,7 @@ impl NodeTask {
             last_wake: None,
             connected,
             nat,
+            gossip,
         }
     }
 
@@ -261,6 +265,7 @@ impl NodeTask {
     /// Handle `early` (events seen while start-up waited for the listeners), then loop.
     pub(crate) async fn run(mut self, early: Vec<SwarmEvent<MeshBehaviourEvent>>) {
         self.nat_init();
+        self.gossip_init();
         self.warn_untrusted_relays();
         for e in early {
             self.event(e);
@@ -359,6 +364,8 @@ impl NodeTask {
                     relay_serving: self.cfg.relay_serve.is_some(),
                     relay_refused: self.relay_refused(),
                     relays: self.relay_views(),
+                    inbox_snoops: self.gossip.snoops,
+                    gossip_overflow: self.gossip.overflow,
                 });
             }
             Command::Peers(r) => {
@@ -481,6 +488,9 @@ impl NodeTask {
                         .get(&p.to_string())
                         .map(|t| (t.name.clone(), t.caps.clone())),
                 );
+            }
+            Command::Publish(to, data, r) => {
+                let _ = r.send(self.publish(to, data));
             }
             Command::Shutdown(_) => {}
         }
@@ -653,6 +663,7 @@ impl NodeTask {
             MeshBehaviourEvent::RelayServer(e) => self.relay_server_event(e),
             MeshBehaviourEvent::Dcutr(e) => self.dcutr_event(e),
             MeshBehaviourEvent::Autonat(e) => self.autonat_event(e),
+            MeshBehaviourEvent::Gossip(e) => self.gossip_event(e),
             _ => {}
         }
     }

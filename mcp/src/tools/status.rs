@@ -52,6 +52,9 @@ pub struct MeshBrief {
     pub relay_refused: u64,
     /// Relay nodes known here and this node's reservation on each.
     pub relays: Vec<loopsy_mesh::node::RelayView>,
+    /// Peers disconnected for subscribing to another machine's inbox topic (trying to read
+    /// mail that is not theirs).
+    pub inbox_snoops: u64,
 }
 
 /// The phone relay link in brief.
@@ -112,6 +115,7 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
             relay_serving: info.relay_serving,
             relay_refused: info.relay_refused,
             relays: info.relays.clone(),
+            inbox_snoops: info.inbox_snoops,
         },
         relay: ctx
             .phones()

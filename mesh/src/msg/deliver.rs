@@ -1,114 +1,120 @@
-//! Moving messages: `/loopsy/msg/1` streams between trusted peers. The sender's outbox is
-//! drained per peer in batches; the receiver verifies each envelope, stores the good ones
-//! (one fsync per batch) and answers with one outcome per item — that answer is the delivery
-//! ack. Read receipts ride the same streams the other way. Failed peers are retried with
-//! backoff, and at once when they reconnect.
+//! Moving messages: gossip messages on the recipient's inbox topic (see `node_gossip`),
+//! signed by the sender's peer key. The sender's outbox is drained per peer, one batch in
+//! flight at a time; the receiver verifies each envelope, stores the good ones (one fsync per
+//! batch) and publishes an answer on the sender's inbox topic with one outcome per item — that
+//! answer is the delivery ack. Read receipts ride the same way back. A batch without an answer
+//! is sent again (the inbox keeps each message once); failed peers are retried with backoff,
+//! and at once when they reconnect.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::store::{MsgHandle, Outcome, WireItem};
+use crate::NodeHandle;
 use crate::trust::Capability;
-use crate::{NodeHandle, libp2p_stream_protocol};
 
-/// The protocol id.
-pub const MSG_PROTOCOL: &str = "/loopsy/msg/1";
-/// Largest frame either way.
-pub const MAX_FRAME: usize = 8 << 20;
+/// Largest gossip message either way.
+pub const MAX_FRAME: usize = crate::behaviour::MAX_GOSSIP;
 /// Most items in one batch.
 pub const MAX_BATCH: usize = 256;
-/// A stream that says nothing for this long is closed (and an answer that takes this long
-/// counts as lost: storing a batch takes milliseconds).
-const IDLE: Duration = Duration::from_secs(10);
+/// How long a batch may wait for its answer before it is sent again (storing a batch takes
+/// milliseconds; the rest is the link), plus 1 ms per 64 bytes for a slow link.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-async fn write_frame<S: futures::AsyncWrite + Unpin, T: serde::Serialize>(
-    s: &mut S,
-    v: &T,
-) -> std::io::Result<()> {
+/// One gossip message on an inbox topic.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Frame {
+    /// Messages and read receipts; `n` is the sender's batch number (random).
+    Batch {
+        /// Batch number, echoed in the answer.
+        n: u64,
+        /// The items.
+        items: Vec<WireItem>,
+    },
+    /// The receiver's outcomes for batch `n`, one per item, in order.
+    Answer {
+        /// The batch answered.
+        n: u64,
+        /// The outcomes.
+        outcomes: Vec<Outcome>,
+    },
+}
+
+/// Encode a frame (CBOR).
+pub fn encode(frame: &Frame) -> Vec<u8> {
     let mut buf = Vec::new();
-    ciborium::into_writer(v, &mut buf).map_err(std::io::Error::other)?;
-    let len = u32::try_from(buf.len()).map_err(std::io::Error::other)?;
-    s.write_all(&len.to_be_bytes()).await?;
-    s.write_all(&buf).await?;
-    s.flush().await
+    let _ = ciborium::into_writer(frame, &mut buf);
+    buf
 }
 
-/// Read one frame's bytes; `Ok(None)` on a clean end of stream.
-async fn read_frame<S: futures::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Option<Vec<u8>>> {
-    read_frame_within(s, None).await
-}
-
-/// Read one frame, waiting at most `idle` for it to start and then as long as its size
-/// needs at 64 KiB/s (a slow link still gets a big frame through).
-async fn read_frame_within<S: futures::AsyncRead + Unpin>(
-    s: &mut S,
-    idle: Option<Duration>,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer went quiet");
-    let mut len = [0u8; 4];
-    let head = match idle {
-        Some(d) => tokio::time::timeout(d, s.read_exact(&mut len))
-            .await
-            .map_err(|_| timed_out())?,
-        None => s.read_exact(&mut len).await,
-    };
-    match head {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+/// A batch of `items` as batch `n`.
+pub fn encode_batch(n: u64, items: &[WireItem]) -> Vec<u8> {
+    #[derive(Serialize)]
+    enum Out<'a> {
+        Batch { n: u64, items: &'a [WireItem] },
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds {MAX_FRAME}"),
-        ));
-    }
-    let mut buf = vec![0u8; len];
-    match idle {
-        Some(d) => {
-            let d = d + Duration::from_millis((len / 64) as u64);
-            tokio::time::timeout(d, s.read_exact(&mut buf))
-                .await
-                .map_err(|_| timed_out())??;
-        }
-        None => s.read_exact(&mut buf).await?,
-    }
-    Ok(Some(buf))
-}
-
-/// A batch as one frame (length prefix included), as a sender writes it.
-pub fn encode_batch(items: &[WireItem]) -> Vec<u8> {
     let mut buf = Vec::new();
-    let _ = ciborium::into_writer(&items, &mut buf);
-    let mut frame = (buf.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&buf);
-    frame
+    let _ = ciborium::into_writer(&Out::Batch { n, items }, &mut buf);
+    buf
 }
 
-/// Decode a receiver's answer (one frame body).
-pub fn decode_outcomes(bytes: &[u8]) -> Result<Vec<Outcome>, String> {
-    ciborium::from_reader(bytes).map_err(|e| e.to_string())
-}
-
-/// Decode a batch (what a peer sends); fuzzable.
-pub fn decode_batch(bytes: &[u8]) -> Result<Vec<WireItem>, String> {
-    let items: Vec<WireItem> = ciborium::from_reader(bytes).map_err(|e| e.to_string())?;
-    if items.len() > MAX_BATCH {
-        return Err(format!(
+/// Decode a frame from a peer; fuzzable. Size-capped by gossipsub (`MAX_GOSSIP`), and a
+/// batch holds at most `MAX_BATCH` items.
+pub fn decode(bytes: &[u8]) -> Result<Frame, String> {
+    if bytes.len() > MAX_FRAME {
+        return Err(format!("frame of {} bytes exceeds {MAX_FRAME}", bytes.len()));
+    }
+    let f: Frame = ciborium::from_reader(bytes).map_err(|e| e.to_string())?;
+    match &f {
+        Frame::Batch { items, .. } if items.len() > MAX_BATCH => Err(format!(
             "{} items in one batch (at most {MAX_BATCH})",
             items.len()
-        ));
+        )),
+        Frame::Answer { outcomes, .. } if outcomes.len() > MAX_BATCH => Err(format!(
+            "{} outcomes in one answer (at most {MAX_BATCH})",
+            outcomes.len()
+        )),
+        _ => Ok(f),
     }
-    Ok(items)
+}
+
+/// Batches waiting for their answers: (peer, batch number) → the waiting sender.
+#[derive(Clone, Default)]
+struct Waiting(Arc<Mutex<HashMap<(PeerId, u64), oneshot::Sender<Vec<Outcome>>>>>);
+
+impl Waiting {
+    fn add(&self, peer: PeerId, n: u64) -> oneshot::Receiver<Vec<Outcome>> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((peer, n), tx);
+        rx
+    }
+
+    fn remove(&self, peer: PeerId, n: u64) -> Option<oneshot::Sender<Vec<Outcome>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(peer, n))
+    }
+}
+
+/// Start moving messages for the daemon's lifetime: receive what arrives on this node's
+/// inbox topic, and deliver the outbox.
+pub fn start(node: NodeHandle, msgs: MsgHandle) {
+    let waiting = Waiting::default();
+    tokio::spawn(serve(node.clone(), msgs.clone(), waiting.clone()));
+    tokio::spawn(deliver(node, msgs, waiting));
 }
 
 /// Handle one batch from `peer`; the outcomes, in order.
@@ -201,97 +207,88 @@ async fn accept_batch(
         .collect()
 }
 
-/// Accept message streams from trusted peers.
-pub async fn serve(node: NodeHandle, msgs: MsgHandle) {
-    let mut control = node.streams();
-    let mut incoming = match control.accept(libp2p_stream_protocol(MSG_PROTOCOL)) {
-        Ok(i) => i,
-        Err(e) => {
-            warn!(error = %e, "message protocol already registered");
-            return;
-        }
+/// Read what arrives on this node's inbox topic: batches are stored and answered, answers
+/// go to the batches waiting for them.
+async fn serve(node: NodeHandle, msgs: MsgHandle, waiting: Waiting) {
+    let Some(mut incoming) = node.take_gossip() else {
+        warn!("the inbox topic is already being read");
+        return;
     };
-    while let Some((peer, mut stream)) = incoming.next().await {
-        let (node, msgs) = (node.clone(), msgs.clone());
-        tokio::spawn(
-            async move {
-                if node.peer_caps(peer).await.is_none() {
-                    msgs.count_dropped("untrusted");
-                    debug!("message stream from an untrusted peer refused");
-                    return;
-                }
-                loop {
-                    let bytes = match read_frame_within(&mut stream, Some(IDLE)).await {
-                        Ok(Some(b)) => b,
-                        Ok(None) => return,
-                        // An oversize frame is the peer's fault; a cut connection is not.
-                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                            msgs.count_dropped("malformed");
-                            debug!(error = %e, "bad message frame");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let items = match decode_batch(&bytes) {
-                        Ok(i) => i,
-                        Err(e) => {
-                            msgs.count_dropped("malformed");
-                            debug!(error = %e, "undecodable message batch");
-                            return;
-                        }
-                    };
-                    let out = accept_batch(&node, &msgs, peer, items).await;
-                    match tokio::time::timeout(IDLE, write_frame(&mut stream, &out)).await {
-                        Ok(Ok(())) => {}
-                        _ => return,
-                    }
-                }
+    while let Some((peer, bytes)) = incoming.recv().await {
+        let frame = match decode(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                msgs.count_dropped("malformed");
+                debug!(%peer, error = %e, "undecodable message frame");
+                continue;
             }
-            .instrument(info_span!("msg_in", %peer)),
-        );
+        };
+        match frame {
+            Frame::Answer { n, outcomes } => match waiting.remove(peer, n) {
+                Some(w) => {
+                    let _ = w.send(outcomes);
+                }
+                None => debug!(%peer, n, "an answer nobody waits for (late, or a retry's)"),
+            },
+            Frame::Batch { n, items } => {
+                let (node, msgs) = (node.clone(), msgs.clone());
+                tokio::spawn(
+                    async move {
+                        if node.peer_caps(peer).await.is_none() {
+                            msgs.count_dropped("untrusted");
+                            debug!("messages from an untrusted peer dropped");
+                            return;
+                        }
+                        let outcomes = accept_batch(&node, &msgs, peer, items).await;
+                        // Not answered: the sender sends the batch again, and is answered then.
+                        if let Err(e) = node
+                            .publish(peer, encode(&Frame::Answer { n, outcomes }))
+                            .await
+                        {
+                            debug!(error = %e, "cannot answer a batch");
+                        }
+                    }
+                    .instrument(info_span!("msg_in", %peer)),
+                );
+            }
+        }
     }
 }
 
-/// Drain everything pending for `peer` over one stream. Ok(true): all done; Ok(false): the
-/// peer asked us to come back later.
-async fn drain(node: &NodeHandle, msgs: &MsgHandle, peer: PeerId) -> Result<bool, String> {
+/// Drain everything pending for `peer`, one batch in flight. Ok(true): all done; Ok(false):
+/// the peer asked us to come back later.
+async fn drain(
+    node: &NodeHandle,
+    msgs: &MsgHandle,
+    waiting: &Waiting,
+    peer: PeerId,
+) -> Result<bool, String> {
     // One item first: a peer that is going to say "later" (no permission, inbox full) costs
     // one message, not a 2 MiB batch, every retry.
     let mut batch = msgs.pending_for(peer, 1).await.map_err(|e| e.to_string())?;
-    if batch.is_empty() {
-        return Ok(true);
-    }
-    let mut control = node.streams();
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(10),
-        control.open_stream(peer, libp2p_stream_protocol(MSG_PROTOCOL)),
-    )
-    .await
-    .map_err(|_| "no stream within 10 s".to_string())?
-    .map_err(|e| e.to_string())?;
     loop {
+        if batch.is_empty() {
+            return Ok(true);
+        }
         let (items, ids): (Vec<WireItem>, Vec<String>) = batch.into_iter().unzip();
-        // One deadline for the whole exchange, so a half-open connection cannot hold the
-        // worker for minutes; it grows with the batch (at least 64 KiB/s), so a slow link
-        // still gets a big batch through.
-        let size: usize = items
-            .iter()
-            .map(|i| match i {
-                WireItem::Msg(s) => s.env.len() + s.sig.len() + s.key.len(),
-                WireItem::Read(id, _) => id.len() + 16,
-            })
-            .sum();
-        let deadline = IDLE + Duration::from_millis((size / 64) as u64);
-        let bytes = tokio::time::timeout(deadline, async {
-            write_frame(&mut s, &items).await?;
-            read_frame(&mut s).await
-        })
-        .await
-        .map_err(|_| format!("no answer within {} s", deadline.as_secs()))?
-        .map_err(|e| e.to_string())?
-        .ok_or("the peer closed the stream")?;
-        let outcomes: Vec<Outcome> =
-            ciborium::from_reader(&bytes[..]).map_err(|e| format!("bad answer: {e}"))?;
+        let n: u64 = rand::random();
+        let frame = encode_batch(n, &items);
+        // A deadline that grows with the batch (at least 64 KiB/s), so a slow link still
+        // gets a big batch through, and a half-open connection cannot hold the worker.
+        let deadline = ANSWER_WITHIN + Duration::from_millis((frame.len() / 64) as u64);
+        let answer = waiting.add(peer, n);
+        if let Err(e) = node.publish(peer, frame).await {
+            waiting.remove(peer, n);
+            return Err(e.to_string());
+        }
+        let outcomes = match tokio::time::timeout(deadline, answer).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(_)) => return Err("stopped".into()),
+            Err(_) => {
+                waiting.remove(peer, n);
+                return Err(format!("no answer within {} s", deadline.as_secs()));
+            }
+        };
         if outcomes.len() != ids.len() {
             return Err("the peer answered a different number of items".into());
         }
@@ -308,24 +305,20 @@ async fn drain(node: &NodeHandle, msgs: &MsgHandle, peer: PeerId) -> Result<bool
         .await
         .map_err(|e| e.to_string())?;
         if later {
-            let _ = s.close().await;
             return Ok(false);
         }
         batch = msgs
             .pending_for(peer, MAX_BATCH)
             .await
             .map_err(|e| e.to_string())?;
-        if batch.is_empty() {
-            let _ = s.close().await;
-            return Ok(true);
-        }
     }
 }
 
 /// Keep delivering the outbox to online peers, for the daemon's lifetime.
-pub async fn deliver(node: NodeHandle, msgs: MsgHandle) {
+async fn deliver(node: NodeHandle, msgs: MsgHandle, waiting: Waiting) {
     let mut outbox = msgs.outbox_changes();
     let mut connected = node.connected();
+    let mut ready = node.inbox_ready();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // Per peer: a worker runs; another pass was asked for while it ran.
     let running: Arc<Mutex<HashMap<PeerId, bool>>> = Default::default();
@@ -339,6 +332,15 @@ pub async fn deliver(node: NodeHandle, msgs: MsgHandle) {
                 }
                 // Someone came back: try everyone now.
                 backoff.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+            r = ready.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                // A peer's inbox is open (it connected and subscribed): send now.
+                if let Some(p) = ready.borrow_and_update().1 {
+                    backoff.lock().unwrap_or_else(|b| b.into_inner()).remove(&p);
+                }
             }
             _ = tick.tick() => {}
         }
@@ -374,8 +376,13 @@ pub async fn deliver(node: NodeHandle, msgs: MsgHandle) {
                 }
                 r.insert(peer, false);
             }
-            let (node, msgs, running, backoff) =
-                (node.clone(), msgs.clone(), running.clone(), backoff.clone());
+            let (node, msgs, running, backoff, waiting) = (
+                node.clone(),
+                msgs.clone(),
+                running.clone(),
+                backoff.clone(),
+                waiting.clone(),
+            );
             tokio::spawn(
                 async move {
                     loop {
@@ -385,7 +392,7 @@ pub async fn deliver(node: NodeHandle, msgs: MsgHandle) {
                         let mut conn = node.connected();
                         conn.borrow_and_update();
                         let r = tokio::select! {
-                            r = drain(&node, &msgs, peer) => r,
+                            r = drain(&node, &msgs, &waiting, peer) => r,
                             _ = async {
                                 // Only this peer's new connections count.
                                 loop {

@@ -1,0 +1,146 @@
+//! Gossipsub in the node task: agent messages travel as gossip messages on per-machine inbox
+//! topics. Each node subscribes to its own inbox topic only. A message for B is published on
+//! B's topic, signed with the sender's peer key (gossipsub, strict mode); B reads it and
+//! reports it `Ignore`, so it is never forwarded. The message layer (`msg::deliver`) gets
+//! every message that arrives, with its verified signer, and publishes batches and answers
+//! through [`NodeHandle::publish`](crate::NodeHandle::publish).
+//!
+//! Gossipsub sends a message to every connected peer that says it subscribes to the topic.
+//! A peer that subscribes to an inbox topic not its own is trying to read someone else's
+//! mail: it is disconnected and counted, and nothing is published on that topic while it is
+//! still connected.
+
+use libp2p::PeerId;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::node::NodeError;
+use crate::node_task::NodeTask;
+
+/// Gossip messages queued for the message layer before new ones are dropped (their senders
+/// retry: nothing is acknowledged until it is stored).
+pub const GOSSIP_IN_CAPACITY: usize = 1024;
+
+const INBOX_PREFIX: &str = "/loopsy/inbox/1/";
+
+/// The inbox topic of `peer`.
+pub fn inbox_topic(peer: &PeerId) -> IdentTopic {
+    IdentTopic::new(format!("{INBOX_PREFIX}{peer}"))
+}
+
+/// The gossip state the node task keeps.
+pub(crate) struct Gossip {
+    /// Messages that arrived, with their verified signer.
+    pub(crate) inbox: mpsc::Sender<(PeerId, Vec<u8>)>,
+    /// Bumped when a trusted peer subscribes to its inbox (it can now be sent mail).
+    pub(crate) ready: watch::Sender<(u64, Option<PeerId>)>,
+    /// Peers disconnected for subscribing to someone else's inbox.
+    pub(crate) snoops: u64,
+    /// Messages dropped because the message layer was behind.
+    pub(crate) overflow: u64,
+}
+
+impl NodeTask {
+    /// Subscribe to this node's own inbox.
+    pub(crate) fn gossip_init(&mut self) {
+        let topic = inbox_topic(&self.me());
+        if let Err(e) = self.swarm.behaviour_mut().gossip.subscribe(&topic) {
+            warn!(error = %e, "cannot subscribe to the inbox topic");
+        }
+    }
+
+    /// Whose inbox `topic` is, if it is one.
+    fn inbox_owner(topic: &TopicHash) -> Option<PeerId> {
+        topic.as_str().strip_prefix(INBOX_PREFIX)?.parse().ok()
+    }
+
+    pub(crate) fn gossip_event(&mut self, e: gossipsub::Event) {
+        match e {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                // Never forwarded: an inbox has one reader.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        MessageAcceptance::Ignore,
+                    );
+                let Some(source) = message.source else {
+                    return;
+                };
+                if Self::inbox_owner(&message.topic) != Some(self.me()) {
+                    return;
+                }
+                if self.gossip.inbox.try_send((source, message.data)).is_err() {
+                    self.gossip.overflow += 1;
+                    debug!(peer = %source, "message layer behind: gossip message dropped (the sender retries)");
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                match Self::inbox_owner(&topic) {
+                    Some(owner) if owner == peer_id => {
+                        if self.trusted(&peer_id) {
+                            self.gossip.ready.send_modify(|(g, p)| {
+                                *g = g.wrapping_add(1);
+                                *p = Some(peer_id);
+                            });
+                        }
+                    }
+                    Some(owner) => self.snooped(peer_id, owner),
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn snooped(&mut self, peer: PeerId, owner: PeerId) {
+        self.gossip.snoops += 1;
+        warn!(%peer, inbox = %owner, "a peer subscribed to another machine's inbox: disconnected");
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// Publish `data` on `to`'s inbox topic. Refused while anyone but `to` claims to read it.
+    pub(crate) fn publish(&mut self, to: PeerId, data: Vec<u8>) -> Result<(), NodeError> {
+        let topic = inbox_topic(&to);
+        let hash = topic.hash();
+        let snoops: Vec<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossip
+            .all_peers()
+            .filter(|(p, topics)| **p != to && topics.contains(&&hash))
+            .map(|(p, _)| *p)
+            .collect();
+        if !snoops.is_empty() {
+            for p in snoops {
+                self.snooped(p, to);
+            }
+            return Err(NodeError::Unreachable {
+                peer: to.to_string(),
+                reason: "another peer claims to read its inbox (disconnected; retrying)".into(),
+            });
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossip
+            .publish(topic, data)
+            .map(|_| ())
+            .map_err(|e| NodeError::Unreachable {
+                peer: to.to_string(),
+                reason: match e {
+                    gossipsub::PublishError::NoPeersSubscribedToTopic => {
+                        "not connected (or its inbox is not open yet)".into()
+                    }
+                    e => format!("cannot send: {e}"),
+                },
+            })
+    }
+}
