@@ -338,6 +338,12 @@ pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<E
                 _ => ui::paint(DIM, "reachability not known yet"),
             };
             anstream::println!("  reach     {reach} (AutoNAT, asked of relay nodes)");
+            if let Some(n) = n["inbox_snoops"].as_u64().filter(|n| *n > 0) {
+                anstream::println!(
+                    "  {}   {n} peer(s) tried to read another machine's inbox (disconnected; see the log)",
+                    ui::paint(ui::WARN, "snoops")
+                );
+            }
             if n["relay_serving"] == true {
                 anstream::println!(
                     "  serving   {} for trusted peers ({} refused to strangers)",

@@ -1,6 +1,7 @@
 //! The messaging tools: send (durable, retried until the recipient acknowledges), read the
 //! inbox, block until mail arrives, acknowledge (a read receipt to the sender) and check what
-//! became of sent messages. Local only: peers reach this inbox through `/loopsy/msg/1`.
+//! became of sent messages. Local only: peers reach this inbox by gossip on its inbox topic
+//! (`msg::deliver`).
 
 use std::collections::HashMap;
 use std::time::Duration;
