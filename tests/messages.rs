@@ -258,14 +258,14 @@ async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored()
     let got = raw
         .exchange(
             vec![
-            one(good.clone()),
-            one(forged_from),
-            one(other_key),
-            one(tampered),
-            one(malformed),
-            one(oversize),
-            one(misaddressed),
-            garbage,
+                one(good.clone()),
+                one(forged_from),
+                one(other_key),
+                one(tampered),
+                one(malformed),
+                one(oversize),
+                one(misaddressed),
+                garbage,
                 // A retry of the good one: still only once in the inbox.
                 one(good),
             ],

@@ -472,8 +472,7 @@ pub async fn spawn(
     let (gossip_tx, gossip_rx) = mpsc::channel(crate::node_gossip::GOSSIP_IN_CAPACITY);
     let task = crate::node_task::NodeTask::new(
         swarm,
-        rx,
-        in_tx,
+        (rx, in_tx),
         cfg,
         trust,
         connected_tx,

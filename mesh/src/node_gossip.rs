@@ -83,20 +83,16 @@ impl NodeTask {
                     debug!(peer = %source, "message layer behind: gossip message dropped (the sender retries)");
                 }
             }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
-                match Self::inbox_owner(&topic) {
-                    Some(owner) if owner == peer_id => {
-                        if self.trusted(&peer_id) {
-                            self.gossip.ready.send_modify(|(g, p)| {
-                                *g = g.wrapping_add(1);
-                                *p = Some(peer_id);
-                            });
-                        }
-                    }
-                    Some(owner) => self.snooped(peer_id, owner),
-                    None => {}
+            gossipsub::Event::Subscribed { peer_id, topic } => match Self::inbox_owner(&topic) {
+                Some(owner) if owner != peer_id => self.snooped(peer_id, owner),
+                Some(_) if self.trusted(&peer_id) => {
+                    self.gossip.ready.send_modify(|(g, p)| {
+                        *g = g.wrapping_add(1);
+                        *p = Some(peer_id);
+                    });
                 }
-            }
+                _ => {}
+            },
             _ => {}
         }
     }

@@ -118,8 +118,7 @@ pub(crate) struct NodeTask {
 impl NodeTask {
     pub(crate) fn new(
         swarm: Swarm<MeshBehaviour>,
-        rx: mpsc::Receiver<Command>,
-        inbound: mpsc::Sender<InboundCall>,
+        (rx, inbound): (mpsc::Receiver<Command>, mpsc::Sender<InboundCall>),
         cfg: NodeConfig,
         trust: Trust,
         connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,

@@ -103,11 +103,7 @@ impl RawPeer {
                     SwarmEvent::Behaviour(MeshBehaviourEvent::Gossip(
                         gossipsub::Event::Message { message, .. },
                     )) => {
-                        return Seen::Frame(
-                            message.source.unwrap(),
-                            message.topic,
-                            message.data,
-                        );
+                        return Seen::Frame(message.source.unwrap(), message.topic, message.data);
                     }
                     SwarmEvent::ConnectionClosed {
                         peer_id,

@@ -71,7 +71,10 @@ pub fn encode_batch(n: u64, items: &[WireItem]) -> Vec<u8> {
 /// batch holds at most `MAX_BATCH` items.
 pub fn decode(bytes: &[u8]) -> Result<Frame, String> {
     if bytes.len() > MAX_FRAME {
-        return Err(format!("frame of {} bytes exceeds {MAX_FRAME}", bytes.len()));
+        return Err(format!(
+            "frame of {} bytes exceeds {MAX_FRAME}",
+            bytes.len()
+        ));
     }
     let f: Frame = ciborium::from_reader(bytes).map_err(|e| e.to_string())?;
     match &f {
@@ -89,7 +92,9 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, String> {
 
 /// Batches waiting for their answers: (peer, batch number) → the waiting sender.
 #[derive(Clone, Default)]
-struct Waiting(Arc<Mutex<HashMap<(PeerId, u64), oneshot::Sender<Vec<Outcome>>>>>);
+struct Waiting(Arc<Mutex<Waiters>>);
+
+type Waiters = HashMap<(PeerId, u64), oneshot::Sender<Vec<Outcome>>>;
 
 impl Waiting {
     fn add(&self, peer: PeerId, n: u64) -> oneshot::Receiver<Vec<Outcome>> {
