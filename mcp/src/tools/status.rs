@@ -55,6 +55,9 @@ pub struct MeshBrief {
     /// Peers disconnected for subscribing to another machine's inbox topic (trying to read
     /// mail that is not theirs).
     pub inbox_snoops: u64,
+    /// Gossip messages dropped because this daemon's message layer was behind (their senders
+    /// send them again; nothing is lost).
+    pub gossip_overflow: u64,
 }
 
 /// The phone relay link in brief.
@@ -116,6 +119,7 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
             relay_refused: info.relay_refused,
             relays: info.relays.clone(),
             inbox_snoops: info.inbox_snoops,
+            gossip_overflow: info.gossip_overflow,
         },
         relay: ctx
             .phones()
