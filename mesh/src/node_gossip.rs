@@ -97,6 +97,24 @@ impl NodeTask {
         }
     }
 
+    /// `peer` just became trusted: if it already said it reads its inbox (it subscribed
+    /// while it was still a stranger, during pairing), it can be sent mail now.
+    pub(crate) fn inbox_maybe_ready(&mut self, peer: PeerId) {
+        let hash = inbox_topic(&peer).hash();
+        let open = self
+            .swarm
+            .behaviour()
+            .gossip
+            .all_peers()
+            .any(|(p, topics)| *p == peer && topics.contains(&&hash));
+        if open {
+            self.gossip.ready.send_modify(|(g, p)| {
+                *g = g.wrapping_add(1);
+                *p = Some(peer);
+            });
+        }
+    }
+
     fn snooped(&mut self, peer: PeerId, owner: PeerId) {
         self.gossip.snoops += 1;
         warn!(%peer, inbox = %owner, "a peer subscribed to another machine's inbox: disconnected");

@@ -144,6 +144,7 @@ impl NodeTask {
         self.trust.removed.remove(&peer.to_string());
         self.save_trust()?;
         self.pair_peers.remove(&peer);
+        self.inbox_maybe_ready(peer);
         // N machines need N-1 pairings: tell the newcomer about our peers and them about it.
         self.introduce_newcomer(peer);
         self.view(&peer)
