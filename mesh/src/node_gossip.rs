@@ -86,10 +86,7 @@ impl NodeTask {
             gossipsub::Event::Subscribed { peer_id, topic } => match Self::inbox_owner(&topic) {
                 Some(owner) if owner != peer_id => self.snooped(peer_id, owner),
                 Some(_) if self.trusted(&peer_id) => {
-                    self.gossip.ready.send_modify(|(g, p)| {
-                        *g = g.wrapping_add(1);
-                        *p = Some(peer_id);
-                    });
+                    self.inbox_open(peer_id);
                 }
                 _ => {}
             },
@@ -108,11 +105,16 @@ impl NodeTask {
             .all_peers()
             .any(|(p, topics)| *p == peer && topics.contains(&&hash));
         if open {
-            self.gossip.ready.send_modify(|(g, p)| {
-                *g = g.wrapping_add(1);
-                *p = Some(peer);
-            });
+            self.inbox_open(peer);
         }
+    }
+
+    /// Tell the message layer that `peer` (trusted) reads its inbox: mail can go now.
+    fn inbox_open(&mut self, peer: PeerId) {
+        self.gossip.ready.send_modify(|(g, p)| {
+            *g = g.wrapping_add(1);
+            *p = Some(peer);
+        });
     }
 
     fn snooped(&mut self, peer: PeerId, owner: PeerId) {
