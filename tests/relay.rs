@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{TestHome, wait_until};
-use loopsy_relay::app::Control;
+use loopsy_relay::app::{self, Control};
 use loopsy_relay::e2e::KeyPair;
 use relay_support::{PhoneConn, Wrangler, redeem, redeem_with};
 use serde_json::{Value, json};
@@ -146,6 +146,27 @@ fn phone_shell_through_the_relay_end_to_end_and_blind() {
             .wait_output("again-2", Duration::from_secs(10))
             .await
             .unwrap();
+
+        // A phone that asks for a small window (as the web app does, to paint every frame)
+        // never has more than that in flight, nor gets a message larger than it, through a
+        // flood; the output after the flood still arrives. Out-of-range asks are clamped.
+        for (ask, cap) in [(16 * 1024, 16 * 1024), (1, app::MIN_WINDOW)] {
+            again.attach_with(&id, 100, 30, Some(ask)).await.unwrap();
+            again
+                .input(b"head -c 3000000 /dev/zero | tr '\\0' y; echo; echo FLOOD-$((2+3))-DONE\r")
+                .await
+                .unwrap();
+            again
+                .until(b"FLOOD-5-DONE", Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert!(
+                again.largest_output as u64 <= cap && again.most_unacked <= cap,
+                "window {ask}: largest message {}, most unacknowledged {} (cap {cap})",
+                again.largest_output,
+                again.most_unacked
+            );
+        }
         again.close().await;
     });
 

@@ -13,9 +13,13 @@ use crate::e2e::MAX_PLAINTEXT;
 pub const MAX_CONTROL: usize = 1 << 20;
 /// Largest body per message (one kind byte goes first).
 pub const MAX_BODY: usize = MAX_PLAINTEXT - 1;
-/// Terminal output bytes in flight (sent, not yet acknowledged) before the daemon waits.
+/// Terminal output bytes in flight (sent, not yet acknowledged) before the daemon waits: the
+/// default, and the most a phone may ask for with `Attach { window }`.
 pub const OUTPUT_WINDOW: u64 = 1 << 20;
-/// A phone acknowledges output at least every this many bytes.
+/// The least a phone may ask for (smaller requests are raised to it).
+pub const MIN_WINDOW: u64 = 4 << 10;
+/// A phone on the default window acknowledges output at least every this many bytes. (The web
+/// app asks for a small window instead and acknowledges once per painted frame.)
 pub const ACK_EVERY: u64 = 128 * 1024;
 /// Longest pairing code accepted.
 pub const MAX_CODE: usize = 16;
@@ -107,6 +111,10 @@ pub enum Control {
         cols: u16,
         /// Rows.
         rows: u16,
+        /// Output bytes the phone wants in flight at most (default and ceiling
+        /// [`OUTPUT_WINDOW`], floor [`MIN_WINDOW`]). Daemons from before 0.2 refuse this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<u64>,
     },
     /// Daemon → phone: attached; output follows (the screen first).
     Attached {

@@ -358,6 +358,12 @@ pub struct PhoneConn {
     pub sent: Vec<Vec<u8>>,
     received: u64,
     acked: u64,
+    /// Acknowledge output every this many bytes.
+    ack_every: u64,
+    /// The largest single output message received on this attachment.
+    pub largest_output: usize,
+    /// The most output received and not yet acknowledged on this attachment.
+    pub most_unacked: u64,
     next_call: u64,
     /// Binary messages received (for benchmarks).
     pub msgs: u64,
@@ -424,6 +430,9 @@ impl PhoneConn {
             sent: Vec::new(),
             received: 0,
             acked: 0,
+            ack_every: app::ACK_EVERY,
+            largest_output: 0,
+            most_unacked: 0,
             next_call: 1,
             msgs: 0,
         })
@@ -477,8 +486,10 @@ impl PhoneConn {
                 match self.dec.push(&plain).map_err(|e| e.to_string())? {
                     Some(Message::Output(o)) => {
                         self.received += o.len() as u64;
+                        self.largest_output = self.largest_output.max(o.len());
+                        self.most_unacked = self.most_unacked.max(self.received - self.acked);
                         self.output.extend_from_slice(&o);
-                        if self.received - self.acked >= app::ACK_EVERY {
+                        if self.received - self.acked >= self.ack_every {
                             self.acked = self.received;
                             let n = self.received;
                             self.control(&Control::Ack { bytes: n }).await?;
@@ -569,11 +580,29 @@ impl PhoneConn {
 
     /// Attach to a session; returns its info or the refusal.
     pub async fn attach(&mut self, session: &str, cols: u16, rows: u16) -> Result<Value, String> {
+        self.attach_with(session, cols, rows, None).await
+    }
+
+    /// Attach asking for at most `window` output bytes in flight (acknowledging every quarter
+    /// of it); returns the session's info or the refusal.
+    pub async fn attach_with(
+        &mut self,
+        session: &str,
+        cols: u16,
+        rows: u16,
+        window: Option<u64>,
+    ) -> Result<Value, String> {
         self.output.clear();
+        self.received = 0;
+        self.acked = 0;
+        self.largest_output = 0;
+        self.most_unacked = 0;
+        self.ack_every = window.map_or(app::ACK_EVERY, |w| (w / 4).max(1));
         self.control(&Control::Attach {
             session: session.into(),
             cols,
             rows,
+            window,
         })
         .await?;
         match self

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use loopsy_relay::app::OUTPUT_WINDOW;
+use loopsy_relay::app::{MIN_WINDOW, OUTPUT_WINDOW};
 use loopsy_term::proto::{Kind, encode_resize, read_frame, write_frame};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,6 +39,10 @@ pub struct Attachment {
     reader: JoinHandle<()>,
     /// An event taken while coalescing output, handed out next.
     stash: Option<HostEvent>,
+    /// Output that did not fit the window, handed out first once it opens.
+    rest: Vec<u8>,
+    /// Output bytes allowed in flight (what the phone asked for, within bounds).
+    window: u64,
     sent: u64,
     acked: u64,
 }
@@ -50,12 +54,14 @@ impl Drop for Attachment {
 }
 
 impl Attachment {
-    /// Attach to `session` (id or name) at `cols`×`rows`; `Err((code, message))` if refused.
+    /// Attach to `session` (id or name) at `cols`×`rows`, with at most `window` output bytes
+    /// in flight (default [`OUTPUT_WINDOW`]); `Err((code, message))` if refused.
     pub async fn open(
         ctx: &DaemonCtx,
         session: &str,
         cols: u16,
         rows: u16,
+        window: Option<u64>,
     ) -> Result<Self, (String, String)> {
         let (_, sock) = ctx
             .sessions()
@@ -96,6 +102,8 @@ impl Attachment {
             events,
             reader,
             stash: None,
+            rest: Vec::new(),
+            window: window.map_or(OUTPUT_WINDOW, |w| w.clamp(MIN_WINDOW, OUTPUT_WINDOW)),
             sent: 0,
             acked: 0,
         })
@@ -103,12 +111,19 @@ impl Attachment {
 
     /// Whether more output may be sent before the phone acknowledges.
     pub fn window_open(&self) -> bool {
-        self.sent.saturating_sub(self.acked) < OUTPUT_WINDOW
+        self.in_flight() < self.window
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.sent.saturating_sub(self.acked)
     }
 
     /// The next event from the host; output already queued behind it is joined on (up to one
     /// end-to-end message), so a busy terminal goes out in few large frames, not many small.
     pub async fn next(&mut self) -> HostEvent {
+        if !self.rest.is_empty() {
+            return HostEvent::Output(std::mem::take(&mut self.rest));
+        }
         let ev = match self.stash.take() {
             Some(e) => e,
             None => self
@@ -150,9 +165,18 @@ impl Attachment {
         }
     }
 
-    /// Count output sent.
-    pub fn sent(&mut self, n: usize) {
-        self.sent += n as u64;
+    /// Take from `buf` what fits the window now and count it as sent; the rest goes out
+    /// first when the window opens again. (A phone that asked for a small window to paint
+    /// every frame gets no message larger than that window.)
+    pub fn send_fitting(&mut self, buf: &mut Vec<u8>) {
+        let room = usize::try_from(self.window.saturating_sub(self.in_flight()))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        if buf.len() > room {
+            // `rest` is empty here: `next` hands it out before anything newer.
+            self.rest = buf.split_off(room);
+        }
+        self.sent += buf.len() as u64;
     }
 
     /// The phone has received `bytes` in all (cumulative; never goes back).

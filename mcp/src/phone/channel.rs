@@ -228,7 +228,7 @@ async fn serve(
                             if b.len() >= STREAMING_CHUNK && last_output.elapsed() < STREAMING {
                                 a.fill(&mut b, tokio::time::Instant::now() + HOLD).await;
                             }
-                            a.sent(b.len());
+                            a.send_fitting(&mut b);
                         }
                         io.output(&b).await?;
                         last_output = std::time::Instant::now();
@@ -283,9 +283,10 @@ async fn handle(
             session,
             cols,
             rows,
+            window,
         } => {
             *attach = None;
-            match Attachment::open(&cc.ctx, &session, cols, rows).await {
+            match Attachment::open(&cc.ctx, &session, cols, rows, window).await {
                 Ok(a) => {
                     let info = a.info.clone();
                     *attach = Some(a);

@@ -7,9 +7,29 @@ import { Session } from "./wasm.js";
 
 const PING_EVERY_MS = 25000;
 const PONG_WITHIN_MS = 10000;
-const ACK_EVERY = 128 * 1024;
+// Output the laptop may have in flight to this phone: about one painted frame's worth (what
+// term.js hands xterm.js per frame) per frame-time of round trip, so a flood arrives no faster
+// than the terminal paints it (a larger window measurably cost frames under `yes`) and a far
+// laptop still fills every frame. The phone acknowledges once per painted frame. Laptops
+// before 0.2 do not take a window and send up to 1 MiB.
+const FRAME_BYTES = 16 * 1024;
+const FRAME_MS = 16;
+const WINDOW_MAX = 256 * 1024;
+const RTT_PING = 1;
 const QUEUE_MAX = 16 * 1024;
 const enc = new TextEncoder();
+
+/** Whether a laptop of `version` takes `window` on attach (0.2 and later; older ones refuse it). */
+export function knowsWindow(version) {
+  const [major, minor] = String(version || "").split(".").map((x) => parseInt(x, 10));
+  return major > 0 || (major === 0 && minor >= 2);
+}
+
+/** Output window (bytes) for a round trip of `rtt` ms. */
+export function windowFor(rtt) {
+  const frames = Math.max(1, Math.ceil((Number(rtt) || 0) / FRAME_MS));
+  return Math.min(WINDOW_MAX, FRAME_BYTES * frames);
+}
 
 /** The relay's WebSocket URL for this phone. */
 function wsUrl(p) {
@@ -36,6 +56,11 @@ export class Connection {
     this.queued = 0;
     this.received = 0;
     this.acked = 0;
+    this.done = 0;
+    this.rtt = 0; // ms to the laptop and back (the last measured; sizes the output window)
+    this.pingAt = 0;
+    this.gen = 0; // bumped per attachment: late "processed" calls from an old one are ignored
+    this.ackFrame = 0;
     this.delay = 500;
     this.timer = null;
     this.stopped = false;
@@ -181,18 +206,37 @@ export class Connection {
     if (m.output) {
       this.received += m.output.length;
       const upto = this.received;
-      this.on.output?.(m.output, () => this.processed(upto));
+      const gen = this.gen;
+      this.on.output?.(m.output, () => this.processed(upto, gen));
       return;
     }
     this.control(JSON.parse(m.control));
   }
 
-  /** Output up to byte `upto` is on screen: acknowledge now and then (flow control). */
-  processed(upto) {
-    if (upto - this.acked >= ACK_EVERY) {
-      this.acked = upto;
-      this.send({ t: "ack", bytes: upto });
-    }
+  /**
+   * Output up to byte `upto` went through the terminal: acknowledge it with the next painted
+   * frame (flow control). A hidden page paints nothing, so it stops the flow; the laptop then
+   * skips it forward to a fresh screen instead of queueing output for it.
+   */
+  processed(upto, gen) {
+    if (gen !== this.gen) return;
+    this.done = Math.max(this.done, upto);
+    if (this.ackFrame) return;
+    this.ackFrame = requestAnimationFrame(() => {
+      this.ackFrame = 0;
+      if (this.done > this.acked) {
+        this.acked = this.done;
+        this.send({ t: "ack", bytes: this.done });
+      }
+    });
+  }
+
+  /** A new attachment: output counts start again. */
+  restart() {
+    this.gen += 1;
+    this.received = 0;
+    this.acked = 0;
+    this.done = 0;
   }
 
   handshake() {
@@ -217,6 +261,8 @@ export class Connection {
     switch (c.t) {
       case "welcome":
         this.welcome = c;
+        this.pingAt = performance.now(); // the pong gives the round trip to the laptop
+        this.send({ t: "ping", n: RTT_PING });
         this.proof = null;
         this.delay = 500;
         this.set("live");
@@ -231,10 +277,15 @@ export class Connection {
         else call.reject(Object.assign(new Error(c.value?.message || "failed"), { code: c.value?.code }));
         return;
       }
+      case "pong":
+        if (c.n === RTT_PING && this.pingAt) {
+          this.rtt = performance.now() - this.pingAt;
+          this.pingAt = 0;
+        }
+        return;
       case "attached":
         this.attached = true;
-        this.received = 0;
-        this.acked = 0;
+        this.restart();
         this.flush();
         this.on.control?.(c);
         return;
@@ -269,14 +320,15 @@ export class Connection {
   attach(session, cols, rows) {
     this.target = { session, cols, rows };
     this.attached = false;
-    this.received = 0;
-    this.acked = 0;
+    this.restart();
     if (this.state === "live") this.sendAttach();
   }
 
   sendAttach() {
     const t = this.target;
-    this.send({ t: "attach", session: t.session, cols: t.cols, rows: t.rows });
+    const a = { t: "attach", session: t.session, cols: t.cols, rows: t.rows };
+    if (knowsWindow(this.welcome?.version)) a.window = windowFor(this.rtt);
+    this.send(a);
   }
 
   detach() {

@@ -7,6 +7,13 @@ import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import { el } from "./ui.js";
 
+// Output handed to xterm.js per painted frame at most, in slices: parsing a flood (`yes`)
+// costs about 0.25 ms per KiB here, so this keeps a frame's parsing to a few milliseconds and
+// the terminal at the display's frame rate. The rest waits for the next frame (conn.js keeps
+// the laptop from sending much more than that).
+const FRAME_BUDGET = 16 * 1024;
+const SLICE = 4 * 1024;
+
 const KEYS = [
   ["Esc", "\x1b"],
   ["Tab", "\t"],
@@ -149,6 +156,29 @@ export function mountTerminal(root, conn) {
     row.append(mic);
   }
 
+  // Output waiting for a frame: [{bytes, off, done}]; `used` is what this frame already took.
+  let pending = [];
+  let used = 0;
+  let frame = 0;
+  const feed = () => {
+    while (pending.length && used < FRAME_BUDGET) {
+      const p = pending[0];
+      const n = Math.min(FRAME_BUDGET - used, SLICE, p.bytes.length - p.off);
+      const last = p.off + n === p.bytes.length;
+      term.write(p.bytes.subarray(p.off, p.off + n), last ? p.done : undefined);
+      p.off += n;
+      used += n;
+      if (last) pending.shift();
+    }
+    if (used > 0 && !frame) {
+      frame = requestAnimationFrame(() => {
+        frame = 0;
+        used = 0;
+        feed();
+      });
+    }
+  };
+
   root.append(box, bar, row);
   term.open(box);
   window.loopsyTerm = term; // read by the browser tests (the screen's text)
@@ -171,12 +201,21 @@ export function mountTerminal(root, conn) {
   return {
     term,
     size: () => ({ cols: term.cols, rows: term.rows }),
-    write: (bytes, done) => term.write(bytes, done),
-    reset: () => term.reset(),
+    write: (bytes, done) => {
+      if (!bytes.length) return done();
+      pending.push({ bytes, off: 0, done });
+      feed();
+    },
+    reset: () => {
+      pending = []; // the old attachment's output (its acknowledgements no longer count)
+      term.reset();
+    },
     focus: () => term.focus(),
     dispose() {
       window.visualViewport?.removeEventListener("resize", refit);
       window.removeEventListener("resize", refit);
+      if (frame) cancelAnimationFrame(frame);
+      pending = [];
       term.dispose();
     },
   };
