@@ -495,7 +495,16 @@ impl PhoneConn {
                             self.control(&Control::Ack { bytes: n }).await?;
                         }
                     }
-                    Some(Message::Control(c)) => self.controls.push_back(c),
+                    Some(Message::Control(c)) => {
+                        if matches!(c, Control::Attached { .. }) {
+                            // Output before this was the previous attachment's.
+                            self.received = 0;
+                            self.acked = 0;
+                            self.largest_output = 0;
+                            self.most_unacked = 0;
+                        }
+                        self.controls.push_back(c)
+                    }
                     Some(Message::Input(_)) => return Err("the laptop sent input".into()),
                     None => {}
                 }
@@ -593,10 +602,6 @@ impl PhoneConn {
         window: Option<u64>,
     ) -> Result<Value, String> {
         self.output.clear();
-        self.received = 0;
-        self.acked = 0;
-        self.largest_output = 0;
-        self.most_unacked = 0;
         self.ack_every = window.map_or(app::ACK_EVERY, |w| (w / 4).max(1));
         self.control(&Control::Attach {
             session: session.into(),

@@ -1,7 +1,8 @@
 // The phone web app in headless Chromium (a phone-sized touch viewport), against the real
 // Worker under `wrangler dev` and a real daemon: pair with the link and code, open a shell,
 // type with the compose box and the key bar, run a full-screen program, Ctrl-C from the key
-// bar, go offline and back to the same screen, Android-like IME composition without doubled
+// bar, voice input (a stand-in speech service) into the compose box, Ctrl-C out of a `yes` flood,
+// go offline and back to the same screen, Android-like IME composition without doubled
 // text, CSP and no request leaving the relay's origin. Screenshots go to OUT_DIR.
 //
 // Run by tests/phone_app.rs: LINK, CODE, OUT_DIR in the environment. Prints one JSON line of
@@ -40,6 +41,18 @@ const context = await browser.newContext({
   hasTouch: true,
   userAgent:
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/148.0 Mobile Safari/537.36",
+});
+// Headless Chromium has no speech service: a stand-in Web Speech API, driven by the test,
+// exercises the app's voice button (results land in the compose box, and are not sent).
+await context.addInitScript(() => {
+  window.SpeechRecognition = class {
+    start() {
+      window.__speech = this;
+    }
+    stop() {
+      this.onend?.();
+    }
+  };
 });
 const page = await context.newPage();
 const foreign = [];
@@ -155,6 +168,32 @@ try {
   await page.keyboard.press("q");
   await waitText("back from less", (s) => !s.includes("line-50"));
 
+  step = "voice input";
+  await page.click("#mic");
+  check(await page.evaluate(() => Boolean(window.__speech) && window.__speech.interimResults), "voice started");
+  const hear = (texts) =>
+    page.evaluate((t) => window.__speech.onresult({ results: t.map((x) => [{ transcript: x }]) }), texts);
+  await hear(["echo spo"]); // interim
+  await hear(["echo spoken-", "$((8*8))"]); // final, in two results
+  await page.evaluate(() => window.__speech.stop());
+  check((await page.inputValue("#compose")) === "echo spoken-$((8*8))", "what was said is in the compose box");
+  await page.waitForTimeout(300);
+  check(!(await screen()).includes("spoken-"), "voice input is not sent before Enter");
+  await page.press("#compose", "Enter");
+  await waitText("the spoken command ran", (s) => /^spoken-64$/m.test(s));
+
+  step = "a flood, then Ctrl-C";
+  await compose("yes flood-line");
+  await waitText("the flood", (s) => s.split("\n").filter((l) => l === "flood-line").length > 10);
+  await page.waitForTimeout(1000);
+  const t3 = Date.now();
+  await page.click('#keybar button[data-key="Ctrl"]');
+  await page.click("#term");
+  await page.keyboard.type("c");
+  await compose("echo after-flood-$((4*4))");
+  await waitText("the prompt back after the flood", (s) => /^after-flood-16$/m.test(s), 15000);
+  results.flood_ctrl_c_to_output_ms = Date.now() - t3;
+
   step = "Android-like IME composition in the terminal";
   await page.click("#term");
   const cdp = await context.newCDPSession(page);
@@ -187,8 +226,16 @@ try {
   step = "offline and back";
   await compose("echo before-offline-$((5+5))");
   await waitText("before offline", (s) => s.includes("before-offline-10"));
+  await page.evaluate(() => {
+    // Every state the page goes through from here (reported if a step fails).
+    window.__states = [];
+    const el = document.getElementById("state");
+    const note = () => window.__states.push([Math.round(performance.now()), el.dataset.state, el.textContent]);
+    note();
+    new MutationObserver(note).observe(el, { attributes: true, childList: true, subtree: true });
+  });
   await context.setOffline(true);
-  await page.waitForFunction(() => ["offline", "connecting"].includes(document.getElementById("state").dataset.state), null, { timeout: 15000 });
+  await page.waitForFunction(() => window.__states.some(([, s]) => ["offline", "connecting"].includes(s)), null, { timeout: 15000 });
   await shot("6-offline");
   // Typed while offline: kept, and sent once the session is back (not lost, not doubled).
   await compose("echo typed-while-offline-$((7+7))");
@@ -237,6 +284,7 @@ try {
   console.log(JSON.stringify(results));
 } catch (e) {
   await shot("failed").catch(() => {});
+  results.states = await page.evaluate(() => window.__states).catch(() => undefined);
   console.log(JSON.stringify({ ok: false, step, error: String(e.message || e), ...results, console_errors: consoleErrors }));
   process.exitCode = 1;
 } finally {
