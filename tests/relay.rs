@@ -152,12 +152,15 @@ fn phone_shell_through_the_relay_end_to_end_and_blind() {
         // flood; the output after the flood still arrives. Out-of-range asks are clamped.
         for (ask, cap) in [(16 * 1024, 16 * 1024), (1, app::MIN_WINDOW)] {
             again.attach_with(&id, 100, 30, Some(ask)).await.unwrap();
+            let cmd = format!(
+                "head -c 3000000 /dev/zero | tr '\\0' y; echo; echo FLOOD-$((1+{ask}))-DONE\r"
+            );
+            again.input(cmd.as_bytes()).await.unwrap();
             again
-                .input(b"head -c 3000000 /dev/zero | tr '\\0' y; echo; echo FLOOD-$((2+3))-DONE\r")
-                .await
-                .unwrap();
-            again
-                .until(b"FLOOD-5-DONE", Duration::from_secs(60))
+                .until(
+                    format!("FLOOD-{}-DONE", ask + 1).as_bytes(),
+                    Duration::from_secs(60),
+                )
                 .await
                 .unwrap();
             assert!(
@@ -167,6 +170,59 @@ fn phone_shell_through_the_relay_end_to_end_and_blind() {
                 again.most_unacked
             );
         }
+
+        // A phone that stops painting (no acknowledgements) while a flood runs, then comes
+        // back, is not sent the stale output queued for it: the first thing it gets is a
+        // fresh screen, then what came after.
+        again
+            .attach_with(&id, 100, 30, Some(16 * 1024))
+            .await
+            .unwrap();
+        again.hold_acks = true;
+        again.input(b"yes stale-line\r").await.unwrap();
+        again
+            .until(b"stale-line", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let at_stall = again.received();
+        // Wait until the session has printed far more than the phone got (megabytes queued
+        // for it on the laptop, had nothing been skipped).
+        let mut produced = 0;
+        for _ in 0..300 {
+            let (ok, list) = again.call("loopsy_session_list", json!({})).await.unwrap();
+            assert!(ok, "{list}");
+            produced = list["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == id.as_str())
+                .and_then(|s| s["output_bytes"].as_u64())
+                .unwrap_or(0);
+            if produced > 4_000_000 {
+                break;
+            }
+        }
+        assert!(
+            produced > 4_000_000,
+            "the flood printed only {produced} bytes"
+        );
+        assert!(
+            again.received() - at_stall <= 16 * 1024,
+            "output past the window"
+        );
+        again.input(b"\x03").await.unwrap();
+        again.output.clear();
+        again.ack_now().await.unwrap();
+        again.input(b"echo SKIPPED-$((3+4))-DONE\r").await.unwrap();
+        again
+            .wait_output("SKIPPED-7-DONE", Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(
+            again.output.starts_with(b"\x1b[?1049l"),
+            "the first output after the stall is not a fresh screen: {:?}",
+            String::from_utf8_lossy(&again.output[..again.output.len().min(200)])
+        );
         again.close().await;
     });
 

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use crate::SessionId;
 use crate::keys::{bracketed, key_bytes};
 use crate::proto::{
-    Frame, Kind, MAX_FRAME, MAX_READ, MAX_WRITE, ReadMode, ReadOut, Reply, Request, check_size,
-    decode_resize, page, read_frame, write_frame, write_json,
+    Frame, HOST_PROTO, Kind, MAX_FRAME, MAX_READ, MAX_WRITE, ReadMode, ReadOut, Reply, Request,
+    check_size, decode_resize, page, read_frame, write_frame, write_json,
 };
 use crate::record::{
     SessionDir, SessionInfo, SessionSpec, SessionState, load_json, now_ms, save_json, write_private,
@@ -47,6 +47,19 @@ struct Client {
     id: u64,
     tx: mpsc::Sender<Frame>,
     lagging: bool,
+    /// It sent `Skip`: its fresh screens go as `Screen` frames, so it can tell them apart
+    /// from the stale output it drops.
+    screens: bool,
+}
+
+impl Client {
+    fn screen_kind(&self) -> Kind {
+        if self.screens {
+            Kind::Screen
+        } else {
+            Kind::Output
+        }
+    }
 }
 
 struct Shared {
@@ -114,7 +127,7 @@ impl Shared {
             if c.tx.capacity() >= CLIENT_QUEUE / 2
                 && c.tx
                     .try_send(Frame {
-                        kind: Kind::Output,
+                        kind: c.screen_kind(),
                         data: snap.clone(),
                     })
                     .is_ok()
@@ -308,6 +321,7 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
         clients: 0,
         output_bytes: 0,
         host_pid: std::process::id(),
+        proto: HOST_PROTO,
     };
     let rows =
         std::num::NonZeroU16::new(spec.rows).ok_or_else(|| HostError::Spawn("rows".into()))?;
@@ -360,10 +374,10 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
         s.info.state = SessionState::Exited;
         s.info.exit_code = code;
         s.info.ended_ms = Some(now_ms());
-        let clients: Vec<(mpsc::Sender<Frame>, bool)> = s
+        let clients: Vec<(mpsc::Sender<Frame>, bool, Kind)> = s
             .clients
             .iter()
-            .map(|c| (c.tx.clone(), c.lagging))
+            .map(|c| (c.tx.clone(), c.lagging, c.screen_kind()))
             .collect();
         (
             s.info.clone(),
@@ -383,13 +397,13 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
     // Every client gets the final screen (a skipped-forward one would otherwise miss the
     // last output) and then the exit, all within one short deadline.
     let payload = serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap_or_default();
-    let sends = clients.into_iter().map(|(tx, lagging)| {
+    let sends = clients.into_iter().map(|(tx, lagging, kind)| {
         let (snapshot, payload) = (snapshot.clone(), payload.clone());
         async move {
             if lagging
                 && tx
                     .send(Frame {
-                        kind: Kind::Output,
+                        kind,
                         data: snapshot,
                     })
                     .await
@@ -530,6 +544,7 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
             id,
             tx,
             lagging: false,
+            screens: false,
         });
         s.info.clients = s.clients.len() as u32;
         Ok::<u64, String>(id)
@@ -583,6 +598,16 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
                 if let Some((c, r)) = decode_resize(&f.data) {
                     let _ = lock(&shared).resize(c, r);
                 }
+            }
+            Kind::Skip => {
+                // Queue nothing more of the old output for it; a fresh screen goes as soon
+                // as its queue has room (now, on the next output, or on the next tick).
+                let mut s = lock(&shared);
+                if let Some(c) = s.clients.iter_mut().find(|c| c.id == id) {
+                    c.lagging = true;
+                    c.screens = true;
+                }
+                s.resync();
             }
             _ => {}
         }

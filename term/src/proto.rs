@@ -28,7 +28,16 @@ pub enum Kind {
     Resize = 5,
     /// The program ended: JSON `{"code": n|null}` (host → client).
     Exit = 6,
+    /// The whole current screen, replacing everything sent before it: the answer to `Skip`
+    /// (host → client; only to clients that sent `Skip`).
+    Screen = 7,
+    /// "I am far behind": stop queueing output for me and send a `Screen` (client → host;
+    /// only to hosts whose [`SessionInfo::proto`](crate::record::SessionInfo) is at least 1).
+    Skip = 8,
 }
+
+/// This host protocol's revision (`SessionInfo::proto`): 1 added `Skip` and `Screen`.
+pub const HOST_PROTO: u32 = 1;
 
 impl Kind {
     fn from_u8(b: u8) -> Option<Self> {
@@ -39,6 +48,8 @@ impl Kind {
             4 => Self::Input,
             5 => Self::Resize,
             6 => Self::Exit,
+            7 => Self::Screen,
+            8 => Self::Skip,
             _ => return None,
         })
     }

@@ -92,6 +92,10 @@ pub struct SessionInfo {
     pub output_bytes: u64,
     /// The host process.
     pub host_pid: u32,
+    /// The host's protocol revision ([`HOST_PROTO`](crate::proto::HOST_PROTO) of the loopsy
+    /// that started it; 0 for hosts from before revisions were kept).
+    #[serde(default)]
+    pub proto: u32,
 }
 
 /// Paths of one session's directory.

@@ -364,6 +364,8 @@ pub struct PhoneConn {
     pub largest_output: usize,
     /// The most output received and not yet acknowledged on this attachment.
     pub most_unacked: u64,
+    /// Play a phone that stopped painting: acknowledge nothing until [`PhoneConn::ack_now`].
+    pub hold_acks: bool,
     next_call: u64,
     /// Binary messages received (for benchmarks).
     pub msgs: u64,
@@ -433,6 +435,7 @@ impl PhoneConn {
             ack_every: app::ACK_EVERY,
             largest_output: 0,
             most_unacked: 0,
+            hold_acks: false,
             next_call: 1,
             msgs: 0,
         })
@@ -466,6 +469,19 @@ impl PhoneConn {
         Ok(())
     }
 
+    /// Acknowledge all output received so far, and go back to acknowledging as it comes.
+    pub async fn ack_now(&mut self) -> Result<(), String> {
+        self.hold_acks = false;
+        self.acked = self.received;
+        let n = self.received;
+        self.control(&Control::Ack { bytes: n }).await
+    }
+
+    /// Output received on this attachment so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
     /// Type bytes into the attached session.
     pub async fn input(&mut self, bytes: &[u8]) -> Result<(), String> {
         for m in app::encode_bytes(Kind::Input, bytes) {
@@ -489,7 +505,7 @@ impl PhoneConn {
                         self.largest_output = self.largest_output.max(o.len());
                         self.most_unacked = self.most_unacked.max(self.received - self.acked);
                         self.output.extend_from_slice(&o);
-                        if self.received - self.acked >= self.ack_every {
+                        if !self.hold_acks && self.received - self.acked >= self.ack_every {
                             self.acked = self.received;
                             let n = self.received;
                             self.control(&Control::Ack { bytes: n }).await?;

@@ -19,11 +19,18 @@ const COALESCE: usize = loopsy_relay::app::MAX_BODY;
 /// How long one write into the host may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Output events queued behind the window at which a phone that asked for a window counts
+/// as far behind: it is skipped to a fresh screen instead of being sent the stale output.
+const FAR_BEHIND: usize = QUEUE / 2;
+
 /// What the host sent.
 #[derive(Debug)]
 pub enum HostEvent {
     /// Terminal output.
     Output(Vec<u8>),
+    /// A fresh screen that replaces all output before it (the host's answer to `Skip`;
+    /// handed out as `Output`).
+    Screen(Vec<u8>),
     /// The program ended.
     Exit(Option<i32>),
     /// The host went away.
@@ -43,6 +50,11 @@ pub struct Attachment {
     rest: Vec<u8>,
     /// Output bytes allowed in flight (what the phone asked for, within bounds).
     window: u64,
+    /// Whether a phone that falls far behind is skipped to a fresh screen (it asked for a
+    /// window, and the host knows `Skip`).
+    can_skip: bool,
+    /// Dropping stale output until the host's fresh screen arrives.
+    skipping: bool,
     sent: u64,
     acked: u64,
 }
@@ -72,12 +84,14 @@ impl Attachment {
             .await
             .map_err(|e| ("unavailable".to_string(), format!("cannot attach: {e}")))?;
         let info = serde_json::to_value(&att.info).unwrap_or_default();
+        let can_skip = window.is_some() && att.info.proto >= 1;
         let (etx, events) = mpsc::channel(QUEUE);
         let mut rx = att.rx;
         let reader = tokio::spawn(async move {
             loop {
                 let ev = match read_frame(&mut rx).await {
                     Ok(Some(f)) if f.kind == Kind::Output => HostEvent::Output(f.data),
+                    Ok(Some(f)) if f.kind == Kind::Screen => HostEvent::Screen(f.data),
                     Ok(Some(f)) if f.kind == Kind::Exit => {
                         let code = serde_json::from_slice::<serde_json::Value>(&f.data)
                             .ok()
@@ -104,6 +118,8 @@ impl Attachment {
             stash: None,
             rest: Vec::new(),
             window: window.map_or(OUTPUT_WINDOW, |w| w.clamp(MIN_WINDOW, OUTPUT_WINDOW)),
+            can_skip,
+            skipping: false,
             sent: 0,
             acked: 0,
         })
@@ -124,13 +140,26 @@ impl Attachment {
         if !self.rest.is_empty() {
             return HostEvent::Output(std::mem::take(&mut self.rest));
         }
-        let ev = match self.stash.take() {
-            Some(e) => e,
-            None => self
-                .events
-                .recv()
-                .await
-                .unwrap_or_else(|| HostEvent::Closed("the session host closed".into())),
+        let ev = loop {
+            let ev = match self.stash.take() {
+                Some(e) => e,
+                None => self
+                    .events
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| HostEvent::Closed("the session host closed".into())),
+            };
+            match ev {
+                HostEvent::Output(_) if self.skipping => continue,
+                HostEvent::Screen(screen) => {
+                    self.skipping = false;
+                    break HostEvent::Output(screen);
+                }
+                other => {
+                    self.skipping = false;
+                    break other;
+                }
+            }
         };
         let HostEvent::Output(mut buf) = ev else {
             return ev;
@@ -179,9 +208,21 @@ impl Attachment {
         self.sent += buf.len() as u64;
     }
 
-    /// The phone has received `bytes` in all (cumulative; never goes back).
-    pub fn acked(&mut self, bytes: u64) {
+    /// The phone has received `bytes` in all (cumulative; never goes back). If it is far
+    /// behind (the window was shut while the host kept queueing), the stale output is
+    /// dropped and the host asked for a fresh screen, which goes out next.
+    pub async fn acked(&mut self, bytes: u64) -> Result<(), String> {
         self.acked = self.acked.max(bytes.min(self.sent));
+        if self.can_skip && !self.skipping && self.window_open() && self.events.len() >= FAR_BEHIND
+        {
+            self.write(Kind::Skip, &[]).await?;
+            self.skipping = true;
+            self.rest.clear();
+            if matches!(self.stash, Some(HostEvent::Output(_))) {
+                self.stash = None;
+            }
+        }
+        Ok(())
     }
 
     async fn write(&mut self, kind: Kind, data: &[u8]) -> Result<(), String> {

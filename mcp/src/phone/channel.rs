@@ -221,7 +221,7 @@ async fn serve(
             Some(r) = results_rx.recv() => io.control(&r).await?,
             ev = async { match attach.as_mut() { Some(a) => a.next().await, None => std::future::pending().await } }, if window_open => {
                 match ev {
-                    HostEvent::Output(mut b) => {
+                    HostEvent::Output(mut b) | HostEvent::Screen(mut b) => {
                         if let Some(a) = attach.as_mut() {
                             // Streaming: a big chunk right after other output. Keystroke
                             // echoes and prompts are small and go out at once.
@@ -307,12 +307,16 @@ async fn handle(
             }
             None => None,
         },
-        Control::Ack { bytes } => {
-            if let Some(a) = attach.as_mut() {
-                a.acked(bytes);
-            }
-            None
-        }
+        Control::Ack { bytes } => match attach.as_mut() {
+            Some(a) => match a.acked(bytes).await {
+                Ok(()) => None,
+                Err(e) => {
+                    *attach = None;
+                    Some(Control::Detached { reason: e })
+                }
+            },
+            None => None,
+        },
         Control::Detach => {
             *attach = None;
             Some(Control::Detached {
