@@ -1,10 +1,14 @@
 //! Phone web app benchmarks (`scripts/bench`): the app in headless Chromium (a 390×844 touch
 //! viewport) against the real Worker under `wrangler dev` and a real daemon. First-load bytes
 //! (and gzipped), time to interactive beside a bare page from the same relay, tap → first
-//! prompt, and frame rate while `yes` floods the terminal beside an idle terminal. The browser
-//! half is `tests/js/phone_bench.mjs`.
+//! prompt beside the same shell started in a plain PTY, and frame rate while `yes` floods the
+//! terminal beside an idle terminal. The browser half is `tests/js/phone_bench.mjs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use serde_json::Value;
 
 mod common;
@@ -14,7 +18,57 @@ mod relay_support;
 use common::{loopsy, ok};
 use relay_support::Wrangler;
 
+/// Milliseconds from spawning the user's shell (`$SHELL`, as a "shell" session runs it) in a
+/// plain 80×24 PTY to its first prompt on screen: the baseline for tap → prompt, since most
+/// of that is the shell's own start-up files.
+fn shell_to_prompt_ms() -> f64 {
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 80,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
+    let mut cmd = CommandBuilder::new(shell);
+    cmd.env("TERM", "xterm-256color");
+    if let Some(home) = std::env::var_os("HOME") {
+        cmd.cwd(home);
+    }
+    let t = Instant::now();
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let size = |n| std::num::NonZeroU16::new(n).unwrap();
+    let mut screen = vt100::Parser::new(size(24), size(80), 0);
+    let prompt = regex::Regex::new(r"(?m)[$#] ?$").unwrap();
+    let took = loop {
+        let chunk = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the shell showed no prompt within 10 s");
+        screen.process(&chunk);
+        if prompt.is_match(screen.screen().contents().trim_end()) {
+            break t.elapsed();
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    took.as_secs_f64() * 1000.0
+}
+
 fn main() {
+    let mut bare: Vec<f64> = (0..5).map(|_| shell_to_prompt_ms()).collect();
+    bare.sort_by(f64::total_cmp);
     let w = Wrangler::start_with(None, false);
     let tmp = tempfile::Builder::new()
         .prefix("lp")
@@ -75,9 +129,12 @@ fn main() {
         r["interactive_ms"].as_f64().unwrap_or(0.0)
             / r["plain_page_ms"].as_f64().unwrap_or(1.0).max(1.0)
     );
+    let bare_median = bare[bare.len() / 2];
     println!(
-        "| tap \"shell\" → first prompt, median of 5 ({:?}) | **{median:.0} ms** | — | — | ≤ 500 ms |",
-        taps
+        "| tap \"shell\" → first prompt, median of 5 ({:?}) | **{median:.0} ms** | the same shell in a plain PTY, median of 5 ({:?}): {bare_median:.0} ms | +{:.0} ms | ≤ 500 ms |",
+        taps,
+        bare.iter().map(|x| x.round()).collect::<Vec<_>>(),
+        median - bare_median
     );
     println!(
         "| frames while `yes` floods the terminal (3 s) | **{:.1} fps**, p95 frame {:.1} ms, {} long tasks | idle terminal {:.1} fps, p95 {:.1} ms | {:.2}× | 60 fps |",
