@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use portable_pty::CommandBuilder;
 use serde_json::Value;
 
 mod common;
@@ -22,14 +22,7 @@ use relay_support::Wrangler;
 /// plain 80×24 PTY to its first prompt on screen: the baseline for tap → prompt, since most
 /// of that is the shell's own start-up files.
 fn shell_to_prompt_ms() -> f64 {
-    let pair = native_pty_system()
-        .openpty(PtySize {
-            rows: 24,
-            cols: 80,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .unwrap();
+    let pair = common::pty_80x24();
     let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
     let mut cmd = CommandBuilder::new(shell);
     cmd.env("TERM", "xterm-256color");

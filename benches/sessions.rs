@@ -68,15 +68,8 @@ async fn until(rx: &mut loopsy_term::client::Rx, marker: &[u8]) -> u64 {
 }
 
 fn bare_pty_echo_latency(runs: usize) -> Vec<f64> {
-    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-    let pair = native_pty_system()
-        .openpty(PtySize {
-            rows: 24,
-            cols: 80,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .unwrap();
+    use portable_pty::CommandBuilder;
+    let pair = common::pty_80x24();
     let mut child = pair
         .slave
         .spawn_command(CommandBuilder::new("cat"))

@@ -157,3 +157,15 @@ pub fn paired_on_loopback(dir: &Path, extra: &str) -> (std::path::PathBuf, std::
     pair.wait().unwrap();
     (a, b)
 }
+
+/// A plain 80×24 PTY (the baselines beside loopsy's sessions).
+pub fn pty_80x24() -> portable_pty::PtyPair {
+    portable_pty::native_pty_system()
+        .openpty(portable_pty::PtySize {
+            rows: 24,
+            cols: 80,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap()
+}
