@@ -98,7 +98,8 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     // before a restart are found again through their records under sessions/.
     let exe = std::env::current_exe().context("cannot locate the loopsy binary")?;
     let sessions = loopsy_term::Manager::new(home.sessions(), exe, cfg.sessions.scrollback_bytes)
-        .with_auto_approve(cfg.sessions.auto_approve.clone());
+        .with_auto_approve(cfg.sessions.auto_approve.clone())
+        .with_spares(cfg.sessions.spare_shell_s);
     let ctx = DaemonCtx::new(
         name.clone(),
         home.clone(),

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "common/relay.rs"]
+mod relay_support;
 
 use std::time::{Duration, Instant};
 
@@ -717,4 +719,179 @@ fn loopsy_attach_in_a_real_terminal_takes_its_size_and_detaches_on_ctrl_close_br
     });
     let list: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
     assert_eq!(list[0]["state"], "running");
+}
+
+/// The parent of `pid` (for a session's shell: its session host).
+fn parent_of(pid: u64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // `pid (comm) state ppid …`; comm may hold spaces, so count from its closing parenthesis.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// While a phone (here: the local dashboard's channel, the same code) is connected, the daemon
+/// keeps a shell started ahead of use. It is never listed, ends unclaimed after
+/// `sessions.spare_shell_s`, is taken by the next plain shell start under that start's name
+/// and size, is replaced at once, is left alone by a start that asks for something else, and
+/// is still taken after a daemon restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phone_finds_a_spare_shell_ready() {
+    use relay_support::{PhoneConn, redeem};
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "lap"]);
+    let home = h.path().join("user");
+    std::fs::create_dir_all(&home).unwrap();
+    // Every shell notes its pid when its start-up file runs.
+    std::fs::write(
+        home.join(".bashrc"),
+        "echo $$ >> \"$HOME/started\"\nPS1='ready$ '\n",
+    )
+    .unwrap();
+    let config = |spare_s: u64| {
+        std::fs::write(
+            h.path().join("config.toml"),
+            format!(
+                "[node]\nname = \"lap\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n\
+                 [sessions]\nspare_shell_s = {spare_s}\n"
+            ),
+        )
+        .unwrap()
+    };
+    let start = || {
+        let st = h
+            .cmd(&["start"])
+            .env("SHELL", "/bin/bash")
+            .env("HOME", &home)
+            .status()
+            .unwrap();
+        assert!(st.success(), "loopsy start failed");
+    };
+    let started = || -> Vec<u64> {
+        std::fs::read_to_string(home.join("started"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let dirs = || std::fs::read_dir(h.path().join("sessions")).map_or(0, |d| d.count());
+    let alive = |pid: u64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    async fn listed(p: &mut PhoneConn) -> Vec<String> {
+        let (ok, v) = p.call("loopsy_session_list", json!({})).await.unwrap();
+        assert!(ok, "{v}");
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    // A browser tab on the dashboard (paired afresh: each daemon run has its own key).
+    async fn dashboard_tab(h: &TestHome) -> PhoneConn {
+        let dash: Value = serde_json::from_str(&h.ok(&["dashboard", "--json"])).unwrap();
+        let (link, code) = dash["url"].as_str().unwrap().rsplit_once('.').unwrap();
+        let creds = redeem(link).await;
+        let mut phone = PhoneConn::connect(&creds).await.unwrap();
+        let w = phone.hello(Some((&creds.pair_id, code))).await.unwrap();
+        assert!(format!("{w:?}").contains("Welcome"), "{w:?}");
+        phone
+    }
+
+    // A spare nobody takes ends after its second, leaving nothing behind.
+    config(1);
+    start();
+    let mut phone = dashboard_tab(&h).await;
+    wait_until("a spare shell", Duration::from_secs(20), || {
+        started().len() == 1
+    });
+    let first = started()[0];
+    assert_eq!(
+        listed(&mut phone).await,
+        Vec::<String>::new(),
+        "a spare is never listed"
+    );
+    wait_until(
+        "the unclaimed spare to end",
+        Duration::from_secs(20),
+        || !alive(first) && dirs() == 0,
+    );
+    phone.close().await;
+
+    // With the default time: the next plain shell start takes the spare.
+    h.ok(&["stop"]);
+    config(600);
+    start();
+    let mut phone = dashboard_tab(&h).await;
+    wait_until("a spare shell", Duration::from_secs(20), || {
+        started().len() == 2
+    });
+    let spare = started()[1];
+    let (done, s) = phone
+        .call(
+            "loopsy_session_start",
+            json!({"kind": "shell", "name": "phone-shell", "cols": 50, "rows": 20}),
+        )
+        .await
+        .unwrap();
+    assert!(done, "{s}");
+    assert_eq!(s["name"], "phone-shell");
+    assert_eq!(
+        (s["cols"].as_u64(), s["rows"].as_u64()),
+        (Some(50), Some(20))
+    );
+    assert_eq!(s["host_pid"].as_u64(), Some(parent_of(spare)), "{s}");
+    let id = s["id"].as_str().unwrap().to_string();
+    phone.attach(&id, 50, 20).await.unwrap();
+    phone
+        .input(b"echo pid=$$ size=$(stty size)\r")
+        .await
+        .unwrap();
+    phone
+        .wait_output(&format!("pid={spare} size=20 50"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The next spare is started at once, and still only the claimed session is listed.
+    wait_until("the next spare", Duration::from_secs(20), || {
+        started().len() == 3
+    });
+    let next = started()[2];
+    assert_eq!(listed(&mut phone).await, vec!["phone-shell".to_string()]);
+
+    // A start that asks for another directory does not take it.
+    let (done, s) = phone
+        .call(
+            "loopsy_session_start",
+            json!({"kind": "shell", "cwd": "/tmp", "cols": 80, "rows": 24}),
+        )
+        .await
+        .unwrap();
+    assert!(done, "{s}");
+    assert_ne!(s["host_pid"].as_u64(), Some(parent_of(next)), "{s}");
+    assert!(alive(next), "the spare is still there");
+    phone.close().await;
+
+    // A restarted daemon finds the spare its predecessor left and hands it out.
+    h.ok(&["stop"]);
+    start();
+    let mut m = mcp(&h);
+    let s = ok(
+        &mut m,
+        "loopsy_session_start",
+        json!({"name": "after-restart", "cols": 80, "rows": 24}),
+    );
+    assert_eq!(s["host_pid"].as_u64(), Some(parent_of(next)), "{s}");
+    assert!(
+        !ok(&mut m, "loopsy_session_list", json!({}))["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["name"].as_str().unwrap().starts_with("spare-")),
+        "no spare is listed"
+    );
+    // The one started to replace it (ended with the test's sessions).
+    wait_until(
+        "the spare after the restart",
+        Duration::from_secs(20),
+        || started().len() == 5,
+    );
 }

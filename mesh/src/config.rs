@@ -170,6 +170,9 @@ pub struct SessionsConfig {
     /// Agent kinds (`claude`, `codex`, `gemini`) whose auto-approve flag may be used without
     /// asking `loopsy approve` each time.
     pub auto_approve: Vec<String>,
+    /// Seconds a spare shell, started while a phone or dashboard is connected so that "new
+    /// shell" opens at once, waits to be used before it ends (0: no spare shell).
+    pub spare_shell_s: u64,
 }
 
 impl Default for SessionsConfig {
@@ -177,6 +180,7 @@ impl Default for SessionsConfig {
         Self {
             scrollback_bytes: 2 * 1024 * 1024,
             auto_approve: Vec::new(),
+            spare_shell_s: 600,
         }
     }
 }

@@ -25,6 +25,8 @@ use crate::record::{
 };
 use crate::ring::Ring;
 
+mod spare;
+
 /// Frames queued per attached client before it counts as stalled.
 const CLIENT_QUEUE: usize = 64;
 /// Input chunks queued for the PTY before writers are told to slow down.
@@ -71,6 +73,8 @@ struct Shared {
     master: Box<dyn MasterPty + Send>,
     pid: Option<u32>,
     exited: bool,
+    /// `record.json`, rewritten when a spare is claimed.
+    record: std::path::PathBuf,
 }
 
 impl Shared {
@@ -322,6 +326,7 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
         output_bytes: 0,
         host_pid: std::process::id(),
         proto: HOST_PROTO,
+        spare: spec.spare_s.is_some(),
     };
     let rows =
         std::num::NonZeroU16::new(spec.rows).ok_or_else(|| HostError::Spawn("rows".into()))?;
@@ -336,6 +341,7 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
         master: pair.master,
         pid,
         exited: false,
+        record: dir.record(),
     }));
 
     let sock = dir.socket();
@@ -348,6 +354,8 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
     save_json(&dir.record(), &info)?;
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let expiry = spare::expire(shared.clone(), spec.spare_s);
+    tokio::pin!(expiry);
     let code = loop {
         tokio::select! {
             Some(bytes) = out_rx.recv() => lock(&shared).output(&bytes),
@@ -358,8 +366,14 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
                 }
             }
             _ = tick.tick() => lock(&shared).resync(),
+            () = &mut expiry => {}
         }
     };
+    if spare::ended_unclaimed(&shared) {
+        drop(listener);
+        let _ = std::fs::remove_dir_all(dir.path());
+        return Ok(());
+    }
     // The program is gone: take what it printed last (its PTY may stay open in a
     // background child, so only briefly), then record the end.
     let drain = async {
@@ -486,6 +500,11 @@ fn handle(shared: &Arc<Mutex<Shared>>, input: &SyncSender<Vec<u8>>, req: Request
             Err(e) => Reply::error("invalid_arguments", e),
         },
         Request::Stop => stop(shared),
+        Request::Claim { name, cols, rows } => {
+            let mut s = lock(shared);
+            let record = s.record.clone();
+            s.claim(name, cols, rows, &record)
+        }
         Request::Attach { .. } => Reply::error("internal", "attach is handled elsewhere"),
     }
 }

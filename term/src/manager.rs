@@ -10,6 +10,8 @@ use crate::proto::{ReadMode, ReadOut, Reply, Request, check_size, page};
 use crate::record::{SessionDir, SessionInfo, SessionSpec, SessionState, load_json, save_json};
 use crate::{SessionId, client};
 
+mod spare;
+
 /// How long a new host may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -105,6 +107,10 @@ pub struct Manager {
     exe: PathBuf,
     scrollback_bytes: usize,
     approvals: crate::Approvals,
+    /// How long a spare shell waits to be claimed (None: no spares).
+    spare_s: Option<u64>,
+    /// Held while a spare is looked for or started, so there is one at a time.
+    spare_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn alive(pid: u32) -> bool {
@@ -122,7 +128,16 @@ impl Manager {
             exe: exe.into(),
             scrollback_bytes,
             approvals: Default::default(),
+            spare_s: None,
+            spare_lock: Default::default(),
         }
+    }
+
+    /// Keep a spare ready after [`prewarm`](Self::prewarm), waiting `secs` to be claimed
+    /// (`sessions.spare_shell_s`; 0: never).
+    pub fn with_spares(mut self, secs: u64) -> Self {
+        self.spare_s = (secs > 0).then_some(secs);
+        self
     }
 
     /// With the agent kinds that may auto-approve without asking (`sessions.auto_approve`).
@@ -143,6 +158,13 @@ impl Manager {
 
     /// Every session, newest first: live ones asked directly, ended ones from their record.
     pub async fn list(&self) -> Vec<SessionInfo> {
+        let mut all = self.all().await;
+        all.retain(|s| !s.spare);
+        all
+    }
+
+    /// [`list`](Self::list) with the spares.
+    async fn all(&self) -> Vec<SessionInfo> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(&self.root) else {
             return out;
@@ -185,6 +207,7 @@ impl Manager {
     pub async fn find(&self, id_or_name: &str) -> Result<SessionInfo, SessionError> {
         if let Ok(id) = id_or_name.parse::<SessionId>()
             && let Ok(i) = self.info_of(&id).await
+            && !i.spare
         {
             return Ok(i);
         }
@@ -228,12 +251,29 @@ impl Manager {
         Ok((info, sock))
     }
 
-    /// Start a session and wait until its host answers.
+    /// Start a session and wait until its host answers. A matching spare is taken if one is
+    /// ready (and another made ready for next time).
     pub async fn start(&self, s: StartSpec) -> Result<SessionInfo, SessionError> {
         check_size(s.cols, s.rows).map_err(SessionError::Invalid)?;
+        if !s.cwd.is_dir() {
+            return Err(SessionError::Invalid(format!(
+                "working directory {} does not exist",
+                s.cwd.display()
+            )));
+        }
+        if let Some(info) = self.claim_spare(&s).await? {
+            return Ok(info);
+        }
         let id = SessionId::random();
+        let name = self.free_name(&s, &id).await?;
+        self.spawn(id, name, s, None).await
+    }
+
+    /// `s`'s name (default: kind-xxxx from `id`), checked and not taken by a live session.
+    async fn free_name(&self, s: &StartSpec, id: &SessionId) -> Result<String, SessionError> {
         let name = s
             .name
+            .clone()
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| format!("{}-{}", s.kind, &id.as_str()[..4]));
         if name.len() > 64 || name.chars().any(char::is_control) {
@@ -251,12 +291,17 @@ impl Manager {
                 "a running session is already named {name:?}; pick another name"
             )));
         }
-        if !s.cwd.is_dir() {
-            return Err(SessionError::Invalid(format!(
-                "working directory {} does not exist",
-                s.cwd.display()
-            )));
-        }
+        Ok(name)
+    }
+
+    /// Start a host for `s` (a spare when `spare_s` is set) and wait until it answers.
+    async fn spawn(
+        &self,
+        id: SessionId,
+        name: String,
+        s: StartSpec,
+        spare_s: Option<u64>,
+    ) -> Result<SessionInfo, SessionError> {
         let dir = SessionDir::new(&self.root, &id);
         // Unix socket paths are short (108 bytes on Linux, 104 on macOS).
         if dir.socket().as_os_str().len() > 100 {
@@ -283,6 +328,7 @@ impl Manager {
             cols: s.cols,
             rows: s.rows,
             scrollback_bytes: self.scrollback_bytes,
+            spare_s,
         };
         save_json(&dir.spec(), &spec)?;
         let log = std::fs::File::create(dir.log())?;

@@ -110,6 +110,15 @@ pub enum Request {
     },
     /// End the program: SIGHUP to its process group, SIGKILL 3 s later if it lingers.
     Stop,
+    /// Take a spare session into use under this name and size (refused once claimed).
+    Claim {
+        /// Its name from now on.
+        name: String,
+        /// Columns.
+        cols: u16,
+        /// Rows.
+        rows: u16,
+    },
     /// Become a live client at this size.
     Attach {
         /// Columns.

@@ -42,6 +42,10 @@ pub struct SessionSpec {
     pub rows: u16,
     /// Scrollback ring size in bytes.
     pub scrollback_bytes: usize,
+    /// A spare started ahead of use: hidden until claimed, and gone after this many seconds
+    /// unclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare_s: Option<u64>,
 }
 
 /// Running or not.
@@ -96,6 +100,9 @@ pub struct SessionInfo {
     /// that started it; 0 for hosts from before revisions were kept).
     #[serde(default)]
     pub proto: u32,
+    /// A spare nobody has claimed yet (never listed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spare: bool,
 }
 
 /// Paths of one session's directory.

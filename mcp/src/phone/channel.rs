@@ -184,6 +184,8 @@ async fn serve(
         paired,
     })
     .await?;
+    // A phone is likely to open a shell next: have one ready.
+    crate::tools::sessions::prewarm_shell(&cc.ctx);
     let caller = Caller::Phone(phone_id.to_string());
     let mut trust = cc.store.subscribe();
     let (results_tx, mut results_rx) = mpsc::channel::<Control>(MAX_CALLS);

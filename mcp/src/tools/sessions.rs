@@ -244,10 +244,7 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
             }
         }
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/".into());
-    let cwd = a.cwd.as_deref().map(PathBuf::from).unwrap_or(home);
+    let cwd = a.cwd.as_deref().map(PathBuf::from).unwrap_or_else(home);
     let spec = StartSpec {
         name: a.name.clone(),
         kind: kind.name().to_string(),
@@ -262,6 +259,40 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
         Ok(i) => success(format!("started {}", line(&i)), &i),
         Err(e) => err(e),
     }
+}
+
+/// Where sessions start when no `cwd` is given.
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/".into())
+}
+
+/// Have a spare shell ready here (in the background), for a client that is likely to open
+/// one soon: it is what `loopsy_session_start` with no arguments starts, so that start
+/// finds its prompt already drawn. Off when `sessions.spare_shell_s` is 0.
+pub fn prewarm_shell(ctx: &DaemonCtx) {
+    let shell = std::env::var_os("SHELL");
+    let path = std::env::var_os("PATH");
+    let Ok(program) = SessionKind::Shell.resolve(None, shell.as_deref(), path.as_deref()) else {
+        return;
+    };
+    let spec = StartSpec {
+        name: None,
+        kind: SessionKind::Shell.name().to_string(),
+        program,
+        args: Vec::new(),
+        cwd: home(),
+        env: Default::default(),
+        cols: 120,
+        rows: 40,
+    };
+    let sessions = ctx.sessions().clone();
+    tokio::spawn(async move {
+        if let Err(e) = sessions.prewarm(spec).await {
+            tracing::warn!("cannot start a spare shell: {e}");
+        }
+    });
 }
 
 /// One kind of session.
