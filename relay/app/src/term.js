@@ -216,6 +216,8 @@ export function mountTerminal(root, conn) {
       window.removeEventListener("resize", refit);
       if (frame) cancelAnimationFrame(frame);
       pending = [];
+      // The tests read the screen through this: never a closed session's.
+      if (window.loopsyTerm === term) window.loopsyTerm = null;
       term.dispose();
     },
   };
