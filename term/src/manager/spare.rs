@@ -6,7 +6,7 @@
 use super::{Manager, SessionError, StartSpec};
 use crate::SessionId;
 use crate::client;
-use crate::proto::{Reply, Request};
+use crate::proto::{HOST_PROTO, Reply, Request};
 use crate::record::{SessionDir, SessionSpec, SessionState, load_json};
 
 /// Whether a spare started from `spec` runs what `s` asks for (name and size aside).
@@ -29,6 +29,11 @@ impl Manager {
             let dir = SessionDir::new(&self.root, &id);
             if info.state != SessionState::Running {
                 let _ = std::fs::remove_dir_all(dir.path());
+                continue;
+            }
+            if info.proto != HOST_PROTO {
+                // Left by another loopsy version: of no use to this one (it then clears up).
+                let _ = client::request(&dir.socket(), &Request::Stop).await;
                 continue;
             }
             if found.is_none()
