@@ -658,6 +658,9 @@ name = "{name}"
 # Agent kinds allowed to skip their permission prompts without `loopsy approve` each time:
 # claude (--dangerously-skip-permissions), codex, gemini. Off for all by default.
 # auto_approve = []
+# While a phone or the dashboard is connected, one shell is kept started ahead of use so a
+# new shell opens at its prompt; unused, it ends after this many seconds (0: no spare).
+# spare_shell_s = 600
 
 [context]
 # Largest value one context key may hold, in bytes of JSON (keys are at most 512 bytes).

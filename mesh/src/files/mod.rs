@@ -2,6 +2,7 @@
 //! in chunks (bounded memory whatever the size), BLAKE3-checked end to end, written to a
 //! `.part` file and renamed only after the checksum matches, resumable after a cut.
 
+mod flush;
 mod policy;
 mod proto;
 mod server;

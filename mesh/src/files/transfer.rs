@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
+use super::flush::Flusher;
 use super::policy::{PathError, PathPolicy};
 use super::proto::{Entry, FileReply, FileRequest, MAX_ENTRIES, read_header, write_header};
 
@@ -140,13 +141,15 @@ async fn hash_prefix(path: &Path, len: u64, h: &mut blake3::Hasher) -> std::io::
     Ok(())
 }
 
-/// Copy exactly `len` bytes from `r` to `w`, hashing and counting them.
+/// Copy exactly `len` bytes from `r` to `w`, hashing and counting them; `wrote` hears of
+/// every chunk written.
 async fn copy_exact<R, W>(
     r: &mut R,
     w: &mut W,
     len: u64,
     h: &mut blake3::Hasher,
     p: &Progress,
+    mut wrote: impl FnMut(u64),
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -164,6 +167,7 @@ where
         }
         h.update(&buf[..n]);
         step(w.write_all(&buf[..n])).await?;
+        wrote(n as u64);
         left -= n as u64;
         p.done.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -194,7 +198,10 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut h = blake3::Hasher::new();
     hash_prefix(part, offset, &mut h).await?;
     let mut f = open_part(part).await?;
-    copy_exact(s, &mut f, size - offset, &mut h, p).await?;
+    let mut flusher = Flusher::new(f.try_clone().await?.into_std().await);
+    let copied = copy_exact(s, &mut f, size - offset, &mut h, p, |n| flusher.wrote(n)).await;
+    flusher.finish().await;
+    copied?;
     let mut digest = [0u8; 32];
     step(s.read_exact(&mut digest)).await?;
     let mine = h.finalize();
@@ -231,7 +238,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     hash_prefix(src, offset, &mut h).await?;
     let mut f = tokio::fs::File::open(src).await?;
     f.seek(std::io::SeekFrom::Start(offset)).await?;
-    copy_exact(&mut f, s, size - offset, &mut h, p).await?;
+    copy_exact(&mut f, s, size - offset, &mut h, p, |_| {}).await?;
     let digest = h.finalize();
     s.write_all(digest.as_bytes()).await?;
     s.flush().await?;
