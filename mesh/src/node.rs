@@ -482,6 +482,7 @@ pub async fn spawn(
             ready: ready_tx,
             snoops: 0,
             overflow: 0,
+            unheard: Default::default(),
         },
     );
     tokio::spawn(task.run(early));

@@ -10,10 +10,13 @@
 //! mail: it is disconnected and counted, and nothing is published on that topic while it is
 //! still connected.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::node::NodeError;
 use crate::node_task::NodeTask;
@@ -39,7 +42,14 @@ pub(crate) struct Gossip {
     pub(crate) snoops: u64,
     /// Messages dropped because the message layer was behind.
     pub(crate) overflow: u64,
+    /// Trusted peers that speak gossipsub but have not been seen to read their inbox, since
+    /// when (see [`NodeTask::gossip_watch`]).
+    pub(crate) unheard: HashMap<PeerId, Instant>,
 }
+
+/// How long a connected peer that speaks gossipsub may go without our seeing its inbox
+/// subscription before its connections are reset.
+const UNHEARD: Duration = Duration::from_secs(5);
 
 impl NodeTask {
     /// Subscribe to this node's own inbox.
@@ -97,20 +107,66 @@ impl NodeTask {
     /// `peer` just became trusted: if it already said it reads its inbox (it subscribed
     /// while it was still a stranger, during pairing), it can be sent mail now.
     pub(crate) fn inbox_maybe_ready(&mut self, peer: PeerId) {
-        let hash = inbox_topic(&peer).hash();
-        let open = self
-            .swarm
-            .behaviour()
-            .gossip
-            .all_peers()
-            .any(|(p, topics)| *p == peer && topics.contains(&&hash));
-        if open {
+        if self.reads_inbox(peer) {
             self.inbox_open(peer);
         }
     }
 
+    /// A trusted `peer` identified with these protocols: if it speaks gossipsub, its inbox
+    /// subscription is expected shortly.
+    pub(crate) fn gossip_identified(&mut self, peer: PeerId, protocols: &[libp2p::StreamProtocol]) {
+        if protocols
+            .iter()
+            .any(|p| p.as_ref().starts_with("/meshsub/"))
+            && !self.reads_inbox(peer)
+        {
+            self.gossip.unheard.entry(peer).or_insert_with(Instant::now);
+        }
+    }
+
+    /// `peer` has no connection left.
+    pub(crate) fn gossip_gone(&mut self, peer: &PeerId) {
+        self.gossip.unheard.remove(peer);
+    }
+
+    /// Gossipsub tells a peer our subscriptions only over its first connection. When a peer
+    /// restarts and reconnects while its old connection still looks alive here (a QUIC
+    /// connection of a killed process lingers until its idle timeout), it never hears that
+    /// we read our inbox, and we never hear of its: mail to it would wait until every
+    /// connection happened to close. So a trusted peer connected for a while without its
+    /// inbox subscription is disconnected, and the redial starts afresh on both sides.
+    pub(crate) fn gossip_watch(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<PeerId> = self
+            .gossip
+            .unheard
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= UNHEARD)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in overdue {
+            self.gossip.unheard.remove(&p);
+            if self.reads_inbox(p) || !self.trusted(&p) {
+                continue;
+            }
+            info!(peer = %p, "connected {UNHEARD:?} without hearing that it reads its inbox: reconnecting");
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+    }
+
+    /// Whether `peer` is known to read its inbox.
+    fn reads_inbox(&self, peer: PeerId) -> bool {
+        let hash = inbox_topic(&peer).hash();
+        self.swarm
+            .behaviour()
+            .gossip
+            .all_peers()
+            .any(|(p, topics)| *p == peer && topics.contains(&&hash))
+    }
+
     /// Tell the message layer that `peer` (trusted) reads its inbox: mail can go now.
     fn inbox_open(&mut self, peer: PeerId) {
+        self.gossip.unheard.remove(&peer);
         self.gossip.ready.send_modify(|(g, p)| {
             *g = g.wrapping_add(1);
             *p = Some(peer);

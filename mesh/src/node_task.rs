@@ -351,6 +351,7 @@ impl NodeTask {
         }
         self.pair_tick();
         self.nat_tick();
+        self.gossip_watch();
     }
 
     fn command(&mut self, cmd: Command) {
@@ -531,6 +532,9 @@ impl NodeTask {
             } => {
                 self.ping_failures.remove(&connection_id);
                 self.link_down(peer_id, connection_id);
+                if num_established == 0 {
+                    self.gossip_gone(&peer_id);
+                }
                 if num_established == 0 && self.trusted(&peer_id) {
                     debug!(peer = %peer_id, ?cause, "trusted peer disconnected");
                     self.redial
@@ -630,6 +634,7 @@ impl NodeTask {
                     return;
                 }
                 self.on_identify(peer_id, &info);
+                self.gossip_identified(peer_id, &info.protocols);
                 for a in info.listen_addrs.into_iter().take(MAX_ADDRS) {
                     self.swarm.add_peer_address(peer_id, a);
                 }
