@@ -102,7 +102,27 @@ out.idle = await fps();
 await page.fill("#compose", "yes");
 await page.press("#compose", "Enter");
 await waitText(page, "yes flooding", (s) => s.split("\n").filter((l) => l === "y").length > 10, 10000);
+// LOOPSY_BENCH_TRACE=file.json saves a Chrome trace of the flood (for finding slow frames).
+const trace = process.env.LOOPSY_BENCH_TRACE;
+if (trace) {
+  await browser.startTracing(page, {
+    path: trace,
+    categories: [
+      "toplevel",
+      "devtools.timeline",
+      "disabled-by-default-devtools.timeline",
+      "disabled-by-default-devtools.timeline.frame",
+      "blink",
+      "cc",
+      "viz",
+      "v8",
+      "benchmark",
+      "disabled-by-default-v8.gc",
+    ],
+  });
+}
 out.yes = await fps();
+if (trace) await browser.stopTracing();
 await page.click("#term");
 await page.keyboard.press("Control+C");
 out.ok = true;

@@ -10,9 +10,12 @@ import { el } from "./ui.js";
 // Output handed to xterm.js per painted frame at most, in slices: parsing a flood (`yes`)
 // costs about 0.25 ms per KiB here, so this keeps a frame's parsing to a few milliseconds and
 // the terminal at the display's frame rate. The rest waits for the next frame (conn.js keeps
-// the laptop from sending much more than that).
-const FRAME_BUDGET = 16 * 1024;
+// the laptop from sending much more than that). The budget adapts: a frame that came late
+// (the page missed the display's refresh) halves it, each frame on time gives 1 KiB back.
+const MAX_BUDGET = 16 * 1024;
+const MIN_BUDGET = 2 * 1024;
 const SLICE = 4 * 1024;
+const LATE_MS = 20;
 
 const KEYS = [
   ["Esc", "\x1b"],
@@ -160,10 +163,12 @@ export function mountTerminal(root, conn) {
   let pending = [];
   let used = 0;
   let frame = 0;
+  let budget = MAX_BUDGET;
+  let lastFrame = 0; // time of the previous frame while output keeps coming, else 0
   const feed = () => {
-    while (pending.length && used < FRAME_BUDGET) {
+    while (pending.length && used < budget) {
       const p = pending[0];
-      const n = Math.min(FRAME_BUDGET - used, SLICE, p.bytes.length - p.off);
+      const n = Math.min(budget - used, SLICE, p.bytes.length - p.off);
       const last = p.off + n === p.bytes.length;
       term.write(p.bytes.subarray(p.off, p.off + n), last ? p.done : undefined);
       p.off += n;
@@ -171,10 +176,14 @@ export function mountTerminal(root, conn) {
       if (last) pending.shift();
     }
     if (used > 0 && !frame) {
-      frame = requestAnimationFrame(() => {
+      frame = requestAnimationFrame((t) => {
         frame = 0;
         used = 0;
+        if (lastFrame && t - lastFrame > LATE_MS) budget = Math.max(MIN_BUDGET, budget / 2);
+        else budget = Math.min(MAX_BUDGET, budget + 1024);
+        lastFrame = t;
         feed();
+        if (!frame) lastFrame = 0; // the output stopped: the next frame is not "late"
       });
     }
   };
