@@ -153,6 +153,13 @@ fn main() {
         r["idle"]["p95_frame_ms"].as_f64().unwrap_or(0.0),
         r["yes"]["fps"].as_f64().unwrap_or(0.0) / r["idle"]["fps"].as_f64().unwrap_or(1.0).max(1.0)
     );
+    println!(
+        "| the same terminal fed 16 KiB of `y\\n` per frame from inside the page (xterm.js alone: no network, no laptop side) | {:.1} fps, p95 frame {:.1} ms | idle terminal | {:.2}× | — |",
+        r["local"]["fps"].as_f64().unwrap_or(0.0),
+        r["local"]["p95_frame_ms"].as_f64().unwrap_or(0.0),
+        r["local"]["fps"].as_f64().unwrap_or(0.0)
+            / r["idle"]["fps"].as_f64().unwrap_or(1.0).max(1.0)
+    );
     let _ = loopsy(&home, &["stop"]).status();
     for e in std::fs::read_dir(home.join("sessions"))
         .into_iter()
