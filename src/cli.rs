@@ -30,7 +30,8 @@ pub enum Command {
     RelayNode(StartArgs),
     /// Ask the running daemon to shut down, and wait until it has.
     Stop,
-    /// Stop, then start.
+    /// Stop, then start. Without flags, with the flags the daemon last started with (so a
+    /// `--local-only` daemon stays local-only); with flags, with those instead.
     Restart(DaemonArgs),
     /// Show this node: name, PeerId, version, pid, listen addresses.
     Status(JsonFlag),
@@ -379,7 +380,8 @@ pub struct InitArgs {
 }
 
 /// Flags that configure a daemon run (override config.toml and LOOPSY_* env).
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct DaemonArgs {
     /// Mesh listen port (0 = any free port).
     #[arg(long, value_name = "PORT")]

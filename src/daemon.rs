@@ -8,15 +8,17 @@ use loopsy_mesh::behaviour::RelayServe;
 use loopsy_mesh::exec::JobManager;
 use loopsy_mesh::files::PathPolicy;
 use loopsy_mesh::node::{self, NodeConfig};
-use loopsy_mesh::{ApiToken, Config, Home, Identity, Overrides, PidLock};
+use loopsy_mesh::{ApiToken, Config, Home, Identity, PidLock};
+
+use crate::cli::DaemonArgs;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Run the daemon until asked to stop.
-pub fn run(home: &Home, overrides: &Overrides) -> anyhow::Result<()> {
+pub fn run(home: &Home, args: &DaemonArgs) -> anyhow::Result<()> {
     crate::setup::ensure(home, None, false)?;
-    let cfg = Config::load(&home.config(), overrides)?;
+    let cfg = Config::load(&home.config(), &args.overrides())?;
     let filter = EnvFilter::try_new(&cfg.log.level)
         .with_context(|| format!("log.level {:?} is not a valid filter", cfg.log.level))?;
     tracing_subscriber::fmt()
@@ -25,6 +27,7 @@ pub fn run(home: &Home, overrides: &Overrides) -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let lock = PidLock::acquire(&home.pidfile())?;
+    crate::lifecycle::remember_flags(home, args);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

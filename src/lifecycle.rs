@@ -156,6 +156,45 @@ pub fn ensure_running(home: &Home) -> anyhow::Result<Welcome> {
     }
 }
 
+/// Record the flags a daemon started with, for `loopsy restart` (best effort: a daemon that
+/// cannot write it still runs, and `restart` then needs the flags again).
+pub fn remember_flags(home: &Home, args: &DaemonArgs) {
+    let written = serde_json::to_vec(args)
+        .map_err(std::io::Error::other)
+        .and_then(|b| loopsy_mesh::fsutil::atomic_write(&home.daemon_flags(), &b, 0o600));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot record the daemon's flags; `loopsy restart` will need them again");
+    }
+}
+
+/// The flags the daemon last started with (none recorded, or unreadable: none).
+fn remembered_flags(home: &Home) -> DaemonArgs {
+    std::fs::read(home.daemon_flags())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// `loopsy restart`: stop, then start with `args`, or without any, with the flags the daemon
+/// last started with.
+pub fn restart(home: &Home, args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let args = if args == DaemonArgs::default() {
+        let last = remembered_flags(home);
+        if last != DaemonArgs::default() {
+            anstream::eprintln!(
+                "{} restarting with the flags it last started with: {}",
+                ui::paint(DIM, "·"),
+                last.to_args().join(" ")
+            );
+        }
+        last
+    } else {
+        args
+    };
+    stop(home, true)?;
+    start(home, &args)
+}
+
 /// `loopsy start`
 pub fn start(home: &Home, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     match probe(home) {

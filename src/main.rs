@@ -45,21 +45,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Init(a) => ok(setup::init(&home, a.name.as_deref(), a.force, a.json)),
-        Command::Start(a) if a.foreground => ok(daemon::run(&home, &a.daemon.overrides())),
+        Command::Start(a) if a.foreground => ok(daemon::run(&home, &a.daemon)),
         Command::Start(a) => lifecycle::start(&home, &a.daemon),
         Command::RelayNode(mut a) => {
             a.daemon.relay_node = true;
             if a.foreground {
-                ok(daemon::run(&home, &a.daemon.overrides()))
+                ok(daemon::run(&home, &a.daemon))
             } else {
                 lifecycle::start(&home, &a.daemon)
             }
         }
         Command::Stop => lifecycle::stop(&home, false).map(|_| ExitCode::SUCCESS),
-        Command::Restart(a) => {
-            lifecycle::stop(&home, true)?;
-            lifecycle::start(&home, &a)
-        }
+        Command::Restart(a) => lifecycle::restart(&home, a),
         Command::Status(a) => lifecycle::status(&home, a.json),
         Command::Logs(a) => ok(logs::logs(&home, a.audit, a.lines, a.follow)),
         Command::Doctor(a) => doctor::doctor(&home, a.fix, a.json),
@@ -127,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "loopsy", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Daemon(a) => ok(daemon::run(&home, &a.overrides())),
+        Command::Daemon(a) => ok(daemon::run(&home, &a)),
         Command::Ctx(CtxCommand::Set {
             key,
             value,

@@ -160,13 +160,40 @@ fn kill9_then_start_recovers_stale_pidfile_and_socket() {
 }
 
 #[test]
-fn restart_replaces_the_daemon() {
+fn restart_replaces_the_daemon_and_keeps_its_flags() {
     let h = TestHome::new();
-    h.start();
+    h.ok(&["start", "--port", "0", "--local-only", "--http-port", "0"]);
     let pid = h.pid();
+    let loopback_only = |s: &serde_json::Value| {
+        let addrs = s["listen_addrs"].as_array().expect("listen_addrs");
+        assert!(!addrs.is_empty(), "{s}");
+        addrs.iter().all(|a| {
+            let a = a.as_str().unwrap_or("");
+            a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/")
+        })
+    };
+    assert!(loopback_only(&h.status()));
+
+    // No flags: the same ones as before (a local-only daemon does not start listening on
+    // every interface because it was restarted).
+    h.ok(&["restart"]);
+    let s = h.status();
+    assert_ne!(s["pid"].as_u64(), Some(u64::from(pid)));
+    assert!(loopback_only(&s), "restart dropped --local-only: {s}");
+    assert!(
+        s["http_url"].is_string(),
+        "restart dropped --http-port: {s}"
+    );
+
+    // Flags given: those instead.
     h.ok(&["restart", "--port", "0", "--local-only"]);
-    let new_pid = h.pid();
-    assert_ne!(pid, new_pid);
+    let s = h.status();
+    assert!(loopback_only(&s));
+    assert!(s["http_url"].is_null(), "{s}");
+    // …and they are what the next bare restart keeps.
+    h.ok(&["restart"]);
+    let s = h.status();
+    assert!(loopback_only(&s) && s["http_url"].is_null(), "{s}");
 }
 
 #[test]

@@ -64,6 +64,11 @@ impl Home {
     pub fn pidfile(&self) -> PathBuf {
         self.root.join("daemon.pid")
     }
+    /// `daemon.flags.json`: the command-line flags the daemon last started with (what
+    /// `loopsy restart` reuses when given none).
+    pub fn daemon_flags(&self) -> PathBuf {
+        self.root.join("daemon.flags.json")
+    }
     /// `logs/`.
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
