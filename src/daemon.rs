@@ -9,11 +9,11 @@ use loopsy_mesh::exec::JobManager;
 use loopsy_mesh::files::PathPolicy;
 use loopsy_mesh::node::{self, NodeConfig};
 use loopsy_mesh::{ApiToken, Config, Home, Identity, PidLock};
-
-use crate::cli::DaemonArgs;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
+
+use crate::cli::DaemonArgs;
 
 /// Run the daemon until asked to stop.
 pub fn run(home: &Home, args: &DaemonArgs) -> anyhow::Result<()> {
