@@ -261,7 +261,16 @@ fn main() {
     // before it runs gives both the same start. One untimed round warms this up, and the order
     // alternates from round to round.
     let sync = || ok(&mut Command::new("sync"));
-    let rounds = if quick { 1 } else { 3 };
+    // The RSS target is for the transfer: forget the peaks of the job phases above (writing
+    // 5 to clear_refs resets a process's VmHWM to its current RSS).
+    let jobs_peak = (
+        vm_hwm_kib(pid_a) as f64 / 1024.0,
+        vm_hwm_kib(pid_b) as f64 / 1024.0,
+    );
+    for pid in [pid_a, pid_b] {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    }
+    let rounds = if quick { 1 } else { 5 };
     let (mut scp_runs, mut push_runs) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
         let order = if round % 2 == 0 {
@@ -338,7 +347,11 @@ fn main() {
         scp_s / push_s
     );
     println!(
-        "| daemon peak RSS (A sender / B receiver) | {rss_a:.1} / {rss_b:.1} MiB | — | — | ≤ 64 MiB |"
+        "| daemon peak RSS during the pushes (A sender / B receiver) | {rss_a:.1} / {rss_b:.1} MiB | — | — | ≤ 64 MiB |"
+    );
+    println!(
+        "| daemon peak RSS before the pushes, over the job phases (A / B) | {:.1} / {:.1} MiB | — | — | — |",
+        jobs_peak.0, jobs_peak.1
     );
     println!(
         "| 100 concurrent `echo` jobs A→B | {concurrent_ms:.0} ms, {errors} errors | — | — | no error |"
