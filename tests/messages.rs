@@ -11,7 +11,9 @@ mod gossip;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{agent, counts, inbox_all, kill9, pair, started_on_fixed_port, tool, wait_until};
+use common::{
+    agent, counts, inbox_all, kill9, pair, peers, started_on_fixed_port, tool, wait_until,
+};
 use serde_json::{Value, json};
 
 #[test]
@@ -205,8 +207,14 @@ async fn bad_messages_from_a_trusted_peer_are_dropped_counted_and_never_stored()
     let g = started_on_fixed_port("gamma");
     pair(&b, &a);
     pair(&b, &g);
-    // Gamma's daemon steps aside; a raw node with gamma's key speaks for it.
+    // Gamma's daemon steps aside; a raw node with gamma's key speaks for it, once beta has
+    // seen gamma go (gossipsub tells its subscriptions only on a peer's first connection).
     g.ok(&["stop"]);
+    wait_until("beta sees gamma offline", Duration::from_secs(5), || {
+        peers(&b)
+            .iter()
+            .any(|p| p["name"] == "gamma" && p["online"] == false)
+    });
     let gid = loopsy_mesh::Identity::load(&g.path().join("identity.key")).unwrap();
     let g_peer = gid.peer_id().to_string();
     let a_peer = a.status()["peer_id"].as_str().unwrap().to_string();

@@ -275,6 +275,7 @@ impl NodeTask {
                 cmd = self.rx.recv() => match cmd {
                     Some(Command::Shutdown(done)) => {
                         info!("mesh node stopping");
+                        self.close_all().await;
                         drop(self.swarm);
                         let _ = done.send(());
                         return;
@@ -288,6 +289,27 @@ impl NodeTask {
                 }
                 _ = tick.tick() => self.tick(),
             }
+        }
+    }
+
+    /// Close every connection and drive the swarm until they are closed (a second at most),
+    /// so peers hear of it now. Only dropped, a QUIC connection would go without its close
+    /// packet when the process exits, and linger at the peer until its idle timeout (10 s):
+    /// the peer would show this machine online, and gossipsub there would take a restarted
+    /// machine's new connection for a second one and not tell it its subscriptions.
+    async fn close_all(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for p in peers {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(1), async {
+            while self.swarm.connected_peers().next().is_some() {
+                let _ = self.swarm.select_next_some().await;
+            }
+        })
+        .await;
+        if closed.is_err() {
+            debug!("connections still open after 1 s; stopping anyway");
         }
     }
 
