@@ -1,6 +1,8 @@
 //! Mesh benchmarks (`scripts/bench`): `loopsy exec <peer> true` A→B against `ssh` with a warm
-//! ControlMaster to localhost, a 1 GiB push A→B against `scp` to localhost (with both
-//! daemons' peak RSS), and 100 concurrent small jobs — all in the same run.
+//! ControlMaster to localhost, a 1 GiB push A→B against `scp` to localhost (with the
+//! daemons' peak RSS; B writes with direct I/O, a third daemon C receives the same pushes
+//! through the page cache, `files.direct_io = false`), and 100 concurrent small jobs — all in
+//! the same run.
 //!
 //! Needs `sshd` (scripts/bench installs openssh-server when missing). `--quick`: fewer runs,
 //! 256 MiB instead of 1 GiB.
@@ -154,44 +156,47 @@ fn main() {
     let data = tmp.path().join("data");
     std::fs::create_dir_all(data.join("in")).unwrap();
     std::fs::create_dir_all(data.join("out")).unwrap();
-    let homes: Vec<PathBuf> = ["a", "b"].iter().map(|n| tmp.path().join(n)).collect();
-    for (h, name) in homes.iter().zip(["alpha", "beta"]) {
+    let homes: Vec<PathBuf> = ["a", "b", "c"].iter().map(|n| tmp.path().join(n)).collect();
+    for (h, name) in homes.iter().zip(["alpha", "beta", "gamma"]) {
         ok(&mut loopsy(h, &["init", "--name", name]));
         let cfg = format!(
             // The bench starts ~700 jobs a minute: lift the per-caller rate limit (600/min).
-            "[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[exec]\nrate_per_minute = 100000\n[files]\nallowed_paths = [\"{}\"]\n",
-            data.display()
+            "[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[exec]\nrate_per_minute = 100000\n[files]\nallowed_paths = [\"{}\"]\ndirect_io = {}\n",
+            data.display(),
+            name != "gamma"
         );
         std::fs::write(h.join("config.toml"), cfg).unwrap();
         ok(&mut loopsy(h, &["start"]));
     }
-    let (a, b) = (&homes[0], &homes[1]);
-    let mut pair = loopsy(a, &["pair", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(pair.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let t: Value = serde_json::from_str(&line).unwrap();
-    // Pair (and so connect) over TCP: the numbers below are for TCP + noise + yamux.
-    let tcp = t["addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .find(|a| a.contains("/tcp/"))
-        .unwrap();
-    ok(&mut loopsy(
-        b,
-        &["pair", tcp, "--code", t["code"].as_str().unwrap()],
-    ));
-    pair.wait().unwrap();
+    let (a, b, c) = (&homes[0], &homes[1], &homes[2]);
+    for other in [b, c] {
+        let mut pair = loopsy(a, &["pair", "--json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(pair.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let t: Value = serde_json::from_str(&line).unwrap();
+        // Pair (and so connect) over TCP: the numbers below are for TCP + noise + yamux.
+        let tcp = t["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .find(|a| a.contains("/tcp/"))
+            .unwrap();
+        ok(&mut loopsy(
+            other,
+            &["pair", tcp, "--code", t["code"].as_str().unwrap()],
+        ));
+        pair.wait().unwrap();
+    }
     let pid_of = |h: &Path| -> u32 {
         let s: Value = serde_json::from_str(&ok(&mut loopsy(h, &["status", "--json"]))).unwrap();
         s["pid"].as_u64().unwrap() as u32
     };
-    let (pid_a, pid_b) = (pid_of(a), pid_of(b));
+    let (pid_a, pid_b, pid_c) = (pid_of(a), pid_of(b), pid_of(c));
     let sshd = Sshd::start(tmp.path());
 
     // 1. exec `true` A→B: the tool round trip an agent sees.
@@ -267,50 +272,48 @@ fn main() {
         vm_hwm_kib(pid_a) as f64 / 1024.0,
         vm_hwm_kib(pid_b) as f64 / 1024.0,
     );
-    for pid in [pid_a, pid_b] {
+    for pid in [pid_a, pid_b, pid_c] {
         std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     }
     let rounds = if quick { 1 } else { 5 };
-    let (mut scp_runs, mut push_runs) = (Vec::new(), Vec::new());
+    // Three copies a round: scp (0), loopsy to beta with direct I/O (1), loopsy to gamma
+    // through the page cache (2); the order rotates from round to round.
+    let mut runs_by: [Vec<f64>; 3] = Default::default();
     for round in 0..=rounds {
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for by_loopsy in order {
-            let dest = data.join(if by_loopsy {
-                "out/loopsy.bin"
-            } else {
-                "out/scp.bin"
-            });
+        for k in 0..3 {
+            let tool = (round + k) % 3;
+            let dest = data.join(["out/scp.bin", "out/loopsy.bin", "out/cached.bin"][tool]);
             sync();
             let _ = std::fs::remove_file(&dest);
             let t0 = Instant::now();
-            if by_loopsy {
+            if tool == 0 {
+                sshd.scp(&src, &dest);
+            } else {
+                let peer = ["", "beta", "gamma"][tool];
                 let r = mcp.call(
                     "tools/call",
-                    json!({"name":"loopsy_transfer_file","arguments":{"direction":"push","peer":"beta","source":src.display().to_string(),"dest":dest.display().to_string(),"overwrite":true}}),
+                    json!({"name":"loopsy_transfer_file","arguments":{"direction":"push","peer":peer,"source":src.display().to_string(),"dest":dest.display().to_string(),"overwrite":true}}),
                 );
                 assert_eq!(r["result"]["isError"], false, "round {round}: {r}");
-            } else {
-                sshd.scp(&src, &dest);
             }
-            let took = t0.elapsed().as_secs_f64();
             if round > 0 {
-                if by_loopsy {
-                    push_runs.push(took);
-                } else {
-                    scp_runs.push(took);
-                }
+                runs_by[tool].push(t0.elapsed().as_secs_f64());
             }
         }
     }
-    eprintln!("push runs: scp {scp_runs:.2?} s, loopsy {push_runs:.2?} s");
-    let (scp_s, push_s) = (median(&mut scp_runs), median(&mut push_runs));
-    let (rss_a, rss_b) = (
+    let [mut scp_runs, mut push_runs, mut cached_runs] = runs_by;
+    eprintln!(
+        "push runs: scp {scp_runs:.2?} s, loopsy {push_runs:.2?} s, loopsy through the page cache {cached_runs:.2?} s"
+    );
+    let (scp_s, push_s, cached_s) = (
+        median(&mut scp_runs),
+        median(&mut push_runs),
+        median(&mut cached_runs),
+    );
+    let (rss_a, rss_b, rss_c) = (
         vm_hwm_kib(pid_a) as f64 / 1024.0,
         vm_hwm_kib(pid_b) as f64 / 1024.0,
+        vm_hwm_kib(pid_c) as f64 / 1024.0,
     );
     drop(mcp);
     for h in &homes {
@@ -347,7 +350,13 @@ fn main() {
         scp_s / push_s
     );
     println!(
-        "| daemon peak RSS during the pushes (A sender / B receiver) | {rss_a:.1} / {rss_b:.1} MiB | — | — | ≤ 64 MiB |"
+        "| the same push written through the page cache (`files.direct_io = false`) | {:.0} MiB/s ({cached_s:.2} s) | {:.0} MiB/s (`scp`, {scp_s:.2} s) | {:.2}× | — |",
+        mibf / cached_s,
+        mibf / scp_s,
+        scp_s / cached_s
+    );
+    println!(
+        "| daemon peak RSS during the pushes (A sender / B receiver / C receiver) | {rss_a:.1} / {rss_b:.1} / {rss_c:.1} MiB | — | — | ≤ 64 MiB |"
     );
     println!(
         "| daemon peak RSS before the pushes, over the job phases (A / B) | {:.1} / {:.1} MiB | — | — | — |",

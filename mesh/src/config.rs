@@ -651,6 +651,9 @@ name = "{name}"
 # allowed_paths = ["~"]
 # Never read or written, even under an allowed root.
 # denied_paths = ["~/.ssh", "~/.gnupg", "~/.aws", "~/.config/gcloud", "~/.kube", "~/.loopsy", "~/.netrc", "~/.docker/config.json"]
+# Write large received files straight to the disk (direct I/O), past the page cache, where
+# the file system supports it (elsewhere they go through the cache).
+# direct_io = true
 
 [sessions]
 # Raw output each terminal session keeps for scrollback reads, in bytes (per session).

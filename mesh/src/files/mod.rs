@@ -6,6 +6,7 @@ mod flush;
 mod policy;
 mod proto;
 mod server;
+mod sink;
 mod transfer;
 
 pub use policy::{FilesConfig, PathError, PathPolicy};

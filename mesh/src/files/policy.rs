@@ -14,6 +14,9 @@ pub struct FilesConfig {
     pub allowed_paths: Vec<String>,
     /// Paths never read or written, even under an allowed root.
     pub denied_paths: Vec<String>,
+    /// Write large received files with direct I/O (past the page cache) where the file
+    /// system supports it.
+    pub direct_io: bool,
 }
 
 impl Default for FilesConfig {
@@ -32,6 +35,7 @@ impl Default for FilesConfig {
             ]
             .map(String::from)
             .to_vec(),
+            direct_io: true,
         }
     }
 }
@@ -59,6 +63,7 @@ pub struct PathPolicy {
     home: PathBuf,
     allowed: Vec<PathBuf>,
     denied: Vec<PathBuf>,
+    direct_io: bool,
 }
 
 fn expand(p: &str, home: &Path) -> PathBuf {
@@ -100,7 +105,13 @@ impl PathPolicy {
                 .map(|p| canonical_lenient(&expand(p, &home)))
                 .collect(),
             home,
+            direct_io: cfg.direct_io,
         }
+    }
+
+    /// Whether large received files are written with direct I/O (`files.direct_io`).
+    pub fn direct_io(&self) -> bool {
+        self.direct_io
     }
 
     fn check(&self, canon: PathBuf, shown: &str) -> Result<PathBuf, PathError> {
@@ -177,6 +188,7 @@ mod tests {
         let cfg = FilesConfig {
             allowed_paths: vec!["~/share".into()],
             denied_paths: vec!["~/share/sub".into()],
+            ..FilesConfig::default()
         };
         let p = PathPolicy::new(&cfg, home);
 

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
-use super::flush::Flusher;
 use super::policy::{PathError, PathPolicy};
 use super::proto::{Entry, FileReply, FileRequest, MAX_ENTRIES, read_header, write_header};
+use super::sink::{Sink, usable_prefix};
 
 /// Bytes per read/write.
 const CHUNK: usize = 1024 * 1024;
@@ -109,16 +109,6 @@ fn part_path(dest: &Path, id: &str) -> Option<PathBuf> {
     Some(dest.with_file_name(format!(".{name}.loopsy-{id}.part")))
 }
 
-async fn open_part(part: &Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .mode(0o600)
-        .open(part)
-        .await
-}
-
 /// Hash the first `len` bytes of `path`.
 async fn hash_prefix(path: &Path, len: u64, h: &mut blake3::Hasher) -> std::io::Result<()> {
     if len == 0 {
@@ -175,7 +165,8 @@ where
 }
 
 /// fsync, then rename `part` over `dest`, then fsync the directory.
-async fn commit(file: tokio::fs::File, part: &Path, dest: &Path) -> std::io::Result<()> {
+async fn commit(file: std::fs::File, part: &Path, dest: &Path) -> std::io::Result<()> {
+    let file = tokio::fs::File::from_std(file);
     file.sync_all().await?;
     drop(file);
     tokio::fs::rename(part, dest).await?;
@@ -191,20 +182,39 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     dest: &Path,
     part: &Path,
-    offset: u64,
-    size: u64,
+    (offset, size): (u64, u64),
+    direct_io: bool,
     p: &Progress,
 ) -> Result<String, FileError> {
     let mut h = blake3::Hasher::new();
     hash_prefix(part, offset, &mut h).await?;
-    let mut f = open_part(part).await?;
-    let mut flusher = Flusher::new(f.try_clone().await?.into_std().await);
-    let copied = copy_exact(s, &mut f, size - offset, &mut h, p, |n| flusher.wrote(n)).await;
-    flusher.finish().await;
-    copied?;
+    let mut sink = Sink::open(part, offset, size - offset, direct_io, h).await?;
+    let mut left = size - offset;
+    let copied = async {
+        while left > 0 {
+            let space = sink.space();
+            let want = space.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = step(s.read(&mut space[..want])).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "stream ended early",
+                ));
+            }
+            sink.filled(n).await?;
+            left -= n as u64;
+            p.done.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = copied {
+        sink.abandon().await;
+        return Err(e.into());
+    }
+    let (f, mine) = sink.finish().await?;
     let mut digest = [0u8; 32];
     step(s.read_exact(&mut digest)).await?;
-    let mine = h.finalize();
     if mine.as_bytes() != &digest {
         drop(f);
         let _ = tokio::fs::remove_file(part).await;
@@ -212,18 +222,6 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     }
     commit(f, part, dest).await?;
     Ok(mine.to_hex().to_string())
-}
-
-/// Length of a usable `.part` (0 when absent or longer than `size`).
-async fn resume_point(part: &Path, size: u64) -> u64 {
-    match tokio::fs::metadata(part).await {
-        Ok(m) if m.len() <= size => m.len(),
-        Ok(_) => {
-            let _ = tokio::fs::remove_file(part).await;
-            0
-        }
-        Err(_) => 0,
-    }
 }
 
 /// Send `src` from `offset`, then its digest.
@@ -287,9 +285,18 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             let Some(part) = part_path(&dest, &id) else {
                 return write_header(s, &reply_err("invalid", "bad transfer id")).await;
             };
-            let offset = resume_point(&part, size).await;
+            let offset = usable_prefix(&part, Some(size)).await;
             write_header(s, &FileReply::Ready { offset }).await?;
-            match receive(s, &dest, &part, offset, size, &Progress::default()).await {
+            match receive(
+                s,
+                &dest,
+                &part,
+                (offset, size),
+                policy.direct_io(),
+                &Progress::default(),
+            )
+            .await
+            {
                 Ok(hash) => write_header(s, &FileReply::Done { hash }).await,
                 Err(FileError::Checksum) => {
                     write_header(s, &reply_err("checksum_mismatch", "checksum mismatch")).await
@@ -468,10 +475,7 @@ pub async fn pull<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let part =
         part_path(&dest_path, id).ok_or_else(|| PathError::Invalid("bad transfer id".into()))?;
-    let offset = tokio::fs::metadata(&part)
-        .await
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let offset = usable_prefix(&part, None).await;
     write_header(
         s,
         &FileRequest::Pull {
@@ -493,7 +497,7 @@ pub async fn pull<S: AsyncRead + AsyncWrite + Unpin>(
     };
     p.total.store(size, Ordering::Relaxed);
     p.done.store(offset, Ordering::Relaxed);
-    let hash = receive(s, &dest_path, &part, offset, size, p).await?;
+    let hash = receive(s, &dest_path, &part, (offset, size), local.direct_io(), p).await?;
     Ok(TransferOutcome {
         bytes: size,
         resumed_from: offset,
