@@ -1,5 +1,5 @@
 //! Both ends of push, pull and list, over any byte stream (a libp2p stream in the daemon, a
-//! duplex pipe in tests). Memory stays at one chunk whatever the file size.
+//! duplex pipe in tests). Memory stays at two 1 MiB chunks per transfer whatever the file size.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
