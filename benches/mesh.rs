@@ -8,7 +8,7 @@
 //! 256 MiB instead of 1 GiB.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -169,29 +169,8 @@ fn main() {
         ok(&mut loopsy(h, &["start"]));
     }
     let (a, b, c) = (&homes[0], &homes[1], &homes[2]);
-    for other in [b, c] {
-        let mut pair = loopsy(a, &["pair", "--json"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(pair.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let t: Value = serde_json::from_str(&line).unwrap();
-        // Pair (and so connect) over TCP: the numbers below are for TCP + noise + yamux.
-        let tcp = t["addrs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .find(|a| a.contains("/tcp/"))
-            .unwrap();
-        ok(&mut loopsy(
-            other,
-            &["pair", tcp, "--code", t["code"].as_str().unwrap()],
-        ));
-        pair.wait().unwrap();
-    }
+    common::pair(a, b);
+    common::pair(a, c);
     let pid_of = |h: &Path| -> u32 {
         let s: Value = serde_json::from_str(&ok(&mut loopsy(h, &["status", "--json"]))).unwrap();
         s["pid"].as_u64().unwrap() as u32

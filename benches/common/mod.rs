@@ -137,25 +137,33 @@ pub fn paired_on_loopback(dir: &Path, extra: &str) -> (std::path::PathBuf, std::
         ok(&mut loopsy(h, &["start"]));
     }
     let (a, b) = (homes[0].clone(), homes[1].clone());
-    let mut pair = loopsy(&a, &["pair", "--json"])
+    pair(&a, &b);
+    (a, b)
+}
+
+/// Pair `joiner` with `holder` (both started): `holder` opens a window, `joiner` dials its
+/// TCP address with the code. Over TCP, so the figures are for TCP + noise + yamux.
+pub fn pair(holder: &Path, joiner: &Path) {
+    let mut window = loopsy(holder, &["pair", "--json"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(pair.stdout.take().unwrap());
+    let mut out = BufReader::new(window.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let t: Value = serde_json::from_str(&line).unwrap();
+    let tcp = t["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .find(|a| a.contains("/tcp/"))
+        .unwrap();
     ok(&mut loopsy(
-        &b,
-        &[
-            "pair",
-            t["addrs"][0].as_str().unwrap(),
-            "--code",
-            t["code"].as_str().unwrap(),
-        ],
+        joiner,
+        &["pair", tcp, "--code", t["code"].as_str().unwrap()],
     ));
-    pair.wait().unwrap();
-    (a, b)
+    window.wait().unwrap();
 }
 
 /// A plain 80×24 PTY (the baselines beside loopsy's sessions).

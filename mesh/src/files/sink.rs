@@ -198,15 +198,7 @@ impl Sink {
             f.finish().await;
         }
         let (disk, _) = idle?;
-        let tail = std::mem::replace(
-            &mut self.cur,
-            Block {
-                mem: Vec::new(),
-                start: 0,
-                len: 0,
-            },
-        );
-        let pos = self.pos;
+        let (tail, pos) = (self.cur, self.pos);
         joined(
             spawn_blocking(move || {
                 let mut disk = disk;
