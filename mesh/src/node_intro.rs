@@ -11,6 +11,9 @@ use crate::node_task::{MAX_ADDRS, MIN_REDIAL, NodeTask, now_unix};
 use crate::trust::TrustedPeer;
 use crate::wire::{INTRODUCE, Introduction, MAX_INTRODUCTIONS, RpcRequest, RpcResponse};
 
+/// Ticks (500 ms) to keep retrying an introduction the peer refused.
+const INTRO_RETRIES: u8 = 10;
+
 impl NodeTask {
     /// Send `to` an introduction of every other peer we trust.
     pub(crate) fn introduce_all_to(&mut self, to: PeerId) {
@@ -63,6 +66,32 @@ impl NodeTask {
             args,
         };
         let _ = self.swarm.behaviour_mut().rpc.send_request(&to, req);
+    }
+
+    /// `peer` refused an introduction. Right after pairing that is the newcomer, which may
+    /// not have stored its side of the pairing when ours arrived: try again at the next ticks
+    /// (10 times, 5 s), while we still trust it.
+    pub(crate) fn intro_refused(&mut self, peer: PeerId) {
+        if self.trust.peers.contains_key(&peer.to_string()) {
+            self.intro_retry.entry(peer).or_insert(INTRO_RETRIES);
+        }
+    }
+
+    /// Retry refused introductions (each tick).
+    pub(crate) fn intro_tick(&mut self) {
+        let due: Vec<PeerId> = self.intro_retry.keys().copied().collect();
+        for peer in due {
+            match self.intro_retry.get_mut(&peer) {
+                Some(left) if *left > 0 && self.trust.peers.contains_key(&peer.to_string()) => {
+                    *left -= 1;
+                }
+                _ => {
+                    self.intro_retry.remove(&peer);
+                    continue;
+                }
+            }
+            self.introduce_all_to(peer);
+        }
     }
 
     /// Accept a trusted member's introductions: new peers get at most the introducer's own

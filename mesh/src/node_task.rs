@@ -107,6 +107,9 @@ pub(crate) struct NodeTask {
     connect_waiters: HashMap<PeerId, Vec<Reply<PeerId>>>,
     /// When a reconnect last brought every backed-off redial forward.
     last_wake: Option<Instant>,
+    /// Peers that refused our introductions because they did not trust us yet (a newcomer
+    /// that has not finished its side of pairing): how many more times to try, at each tick.
+    pub(crate) intro_retry: HashMap<PeerId, u8>,
     /// Bumped when a trusted peer comes online.
     connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
     /// Relays, paths, reachability.
@@ -149,6 +152,7 @@ impl NodeTask {
             discovered: HashMap::new(),
             connect_waiters: HashMap::new(),
             last_wake: None,
+            intro_retry: HashMap::new(),
             connected,
             nat,
             gossip,
@@ -341,6 +345,7 @@ impl NodeTask {
     }
 
     fn tick(&mut self) {
+        self.intro_tick();
         let now = Instant::now();
         let due: Vec<PeerId> = self
             .redial
@@ -742,6 +747,7 @@ impl NodeTask {
                 }));
             }
             Event::Message {
+                peer,
                 message:
                     Message::Response {
                         request_id,
@@ -749,6 +755,15 @@ impl NodeTask {
                     },
                 ..
             } => {
+                // Only introductions go out without a caller waiting.
+                if !self.calls.contains_key(&request_id) {
+                    match response {
+                        RpcResponse::Denied => self.intro_refused(peer),
+                        _ => {
+                            self.intro_retry.remove(&peer);
+                        }
+                    }
+                }
                 if let Some((who, reply)) = self.calls.remove(&request_id) {
                     let _ = reply.send(match response {
                         RpcResponse::Result(json) => Ok(json),
