@@ -9,7 +9,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, gossipsub, identify, mdns, noise,
-    ping, relay, tcp, yamux,
+    ping, relay, tcp,
 };
 
 use crate::Identity;
@@ -126,11 +126,11 @@ pub fn build(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            crate::muxer::Config::new,
         )
         .map_err(|e| NodeError::Build(e.to_string()))?
         .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, crate::muxer::Config::new)
         .map_err(|e| NodeError::Build(e.to_string()))?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();

@@ -14,6 +14,7 @@ pub mod home;
 pub mod identity;
 pub mod journal;
 pub mod msg;
+mod muxer;
 pub mod node;
 mod node_gossip;
 mod node_intro;

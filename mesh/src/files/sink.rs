@@ -1,18 +1,21 @@
 //! Where a received file's bytes go. They arrive into 1 MiB blocks; each full block is hashed
-//! and written by a blocking task while the next one fills from the network, so the network
-//! task only reads. Large transfers are written with direct I/O (`O_DIRECT`, Linux): straight
-//! from the block to the disk, past the page cache. Copying a big image then neither evicts
-//! what the machine had cached nor piles up gigabytes of dirty pages for the final fsync (the
-//! transfer is made durable before it is acknowledged either way). Where direct I/O is not
-//! available (another system, a file system without it, a device wanting a larger alignment)
-//! or `files.direct_io = false`, the same blocks go through the page cache, flushed in the
-//! background as they go.
+//! as it completes and queued for a writer thread, which writes blocks in order while the
+//! network fills the next ones ([`DEPTH`] blocks in all, so memory stays bounded and a slow
+//! disk slows the sender through the stream's flow control). Large transfers are written with
+//! direct I/O (`O_DIRECT`, Linux): straight from the block to the disk, past the page cache.
+//! Copying a big image then neither evicts what the machine had cached nor piles up gigabytes
+//! of dirty pages for the final fsync (the transfer is made durable before it is acknowledged
+//! either way). Where direct I/O is not available (another system, a file system without it,
+//! a device wanting a larger alignment) or `files.direct_io = false`, the same blocks go
+//! through the page cache, flushed in the background as they go.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, spawn_blocking};
 
 use super::flush::Flusher;
@@ -23,6 +26,11 @@ use super::flush::Flusher;
 pub(super) const ALIGN: u64 = 4096;
 /// One write to the disk.
 const BLOCK: usize = 1024 * 1024;
+/// Blocks per transfer: one filling, the rest queued for or being written. Hashing on the
+/// network side and keeping several writes queued lets the disk's waits overlap with the
+/// network and the decryption (with one block in flight and the hash in the writer, the
+/// receiver spent half of a 1 GiB push waiting for its writer).
+const DEPTH: usize = 4;
 /// Transfers with less than this left go through the page cache.
 const DIRECT_MIN: u64 = 8 * 1024 * 1024;
 
@@ -51,18 +59,16 @@ impl Block {
     }
 }
 
-/// The file and the running hash: with the blocking task while a block is being written.
+/// The file, owned by the writer thread while the transfer runs.
 struct Disk {
     file: File,
     path: PathBuf,
     direct: bool,
-    hasher: blake3::Hasher,
 }
 
 impl Disk {
-    /// Hash `b` and write it at `pos`.
+    /// Write `b` at `pos`.
     fn put(&mut self, b: &Block, pos: u64) -> io::Result<()> {
-        self.hasher.update(b.data());
         match self.file.write_all_at(b.data(), pos) {
             Err(e) if self.direct && e.kind() == io::ErrorKind::InvalidInput => {
                 tracing::debug!(path = %self.path.display(), "direct write refused ({e}); going on through the page cache");
@@ -72,6 +78,22 @@ impl Disk {
             }
             r => r,
         }
+    }
+
+    /// Write the blocks that come in, in order, handing each back empty; stop at the first
+    /// error or when the sending side is done.
+    fn run(
+        mut self,
+        mut full: mpsc::Receiver<(Block, u64)>,
+        empty: mpsc::Sender<Block>,
+    ) -> io::Result<Self> {
+        while let Some((mut b, pos)) = full.blocking_recv() {
+            self.put(&b, pos)?;
+            b.len = 0;
+            // The receiving side may be gone (a failed transfer); the block is then dropped.
+            let _ = empty.try_send(b);
+        }
+        Ok(self)
     }
 }
 
@@ -91,20 +113,24 @@ fn joined<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> 
     r.unwrap_or_else(|e| Err(io::Error::other(format!("disk writer failed: {e}"))))
 }
 
-/// Whether a write is under way.
-enum State {
-    Idle(Box<Disk>, Block),
-    Busy(JoinHandle<io::Result<(Box<Disk>, Block)>>),
-    Failed,
-}
-
 /// A `.part` file being written from `pos` on.
 pub(super) struct Sink {
-    state: State,
     cur: Block,
     /// File offset of `cur`'s first byte.
     pos: u64,
+    /// Hash of everything before `cur`.
+    hasher: blake3::Hasher,
+    /// Full blocks to the writer (`None` once closed).
+    full: Option<mpsc::Sender<(Block, u64)>>,
+    /// Written blocks back from it.
+    empty: mpsc::Receiver<Block>,
+    /// Blocks not yet made (they are allocated as the transfer needs them).
+    unmade: usize,
+    /// The writer thread (`None` once joined).
+    writer: Option<JoinHandle<io::Result<Disk>>>,
     flusher: Option<Flusher>,
+    /// Time spent waiting for the writer (a measure of how much the disk held us back).
+    waited: Duration,
 }
 
 impl Sink {
@@ -134,12 +160,7 @@ impl Sink {
                     },
                     false => (open(&path, false)?, false),
                 };
-                Ok(Disk {
-                    file,
-                    path,
-                    direct,
-                    hasher,
-                })
+                Ok(Disk { file, path, direct })
             })
             .await,
         )?;
@@ -147,11 +168,19 @@ impl Sink {
             true => None,
             false => Some(Flusher::new(disk.file.try_clone()?)),
         };
+        let (full_tx, full_rx) = mpsc::channel(DEPTH);
+        let (empty_tx, empty_rx) = mpsc::channel(DEPTH);
+        let writer = Some(spawn_blocking(move || disk.run(full_rx, empty_tx)));
         Ok(Self {
-            state: State::Idle(Box::new(disk), Block::new()),
             cur: Block::new(),
             pos: offset,
+            hasher,
+            full: Some(full_tx),
+            empty: empty_rx,
+            unmade: DEPTH - 1,
+            writer,
             flusher,
+            waited: Duration::ZERO,
         })
     }
 
@@ -160,50 +189,80 @@ impl Sink {
         self.cur.space()
     }
 
-    /// `n` bytes of [`Sink::space`] were filled; a full block goes to the disk.
+    /// `n` bytes of [`Sink::space`] were filled; a full block goes to the writer.
     pub(super) async fn filled(&mut self, n: usize) -> io::Result<()> {
         self.cur.len += n;
         if self.cur.len < BLOCK {
             return Ok(());
         }
-        let (mut disk, spare) = self.idle().await?;
+        let spare = match self.unmade {
+            0 => {
+                let t0 = Instant::now();
+                let b = self.empty.recv().await;
+                self.waited += t0.elapsed();
+                match b {
+                    Some(b) => b,
+                    None => return Err(self.writer_error().await),
+                }
+            }
+            _ => {
+                self.unmade -= 1;
+                Block::new()
+            }
+        };
         let full = std::mem::replace(&mut self.cur, spare);
+        self.hasher.update(full.data());
         let pos = self.pos;
         self.pos += full.len as u64;
         if let Some(f) = &mut self.flusher {
             f.wrote(full.len as u64);
         }
-        self.state = State::Busy(spawn_blocking(move || {
-            disk.put(&full, pos)?;
-            let mut block = full;
-            block.len = 0;
-            Ok((disk, block))
-        }));
-        Ok(())
+        let sent = match &self.full {
+            Some(tx) => tx.send((full, pos)).await.is_ok(),
+            None => false,
+        };
+        match sent {
+            true => Ok(()),
+            false => Err(self.writer_error().await),
+        }
     }
 
-    /// Wait for the write under way, if any.
-    async fn idle(&mut self) -> io::Result<(Box<Disk>, Block)> {
-        match std::mem::replace(&mut self.state, State::Failed) {
-            State::Idle(d, b) => Ok((d, b)),
-            State::Busy(h) => joined(h.await),
-            State::Failed => Err(io::Error::other("an earlier disk write failed")),
+    /// Why the writer stopped early.
+    async fn writer_error(&mut self) -> io::Error {
+        match self.drain().await {
+            Err(e) => e,
+            Ok(_) => io::Error::other("the disk writer stopped"),
         }
+    }
+
+    /// Close the queue and wait for the writer to write what it holds (once: later calls
+    /// find it gone).
+    async fn drain(&mut self) -> io::Result<Disk> {
+        self.full = None;
+        let r = match self.writer.take() {
+            Some(w) => joined(w.await),
+            None => Err(io::Error::other("the disk writer stopped")),
+        };
+        if let Some(f) = self.flusher.take() {
+            f.finish().await;
+        }
+        r
     }
 
     /// Write what is left and hand back the file (not yet synced) and the whole file's hash.
     pub(super) async fn finish(mut self) -> io::Result<(File, blake3::Hash)> {
-        let idle = self.idle().await;
-        if let Some(f) = self.flusher.take() {
-            f.finish().await;
-        }
-        let (disk, _) = idle?;
+        let disk = self.drain().await?;
+        tracing::debug!(
+            waited_ms = self.waited.as_millis() as u64,
+            "received file written"
+        );
         let (tail, pos) = (self.cur, self.pos);
-        joined(
+        let mut hasher = self.hasher;
+        hasher.update(tail.data());
+        let hash = hasher.finalize();
+        let file = joined(
             spawn_blocking(move || {
-                let mut disk = disk;
                 if tail.len > 0 {
-                    disk.hasher.update(tail.data());
                     // A tail that is not a whole number of blocks cannot be written directly:
                     // it goes through the page cache (the final fsync covers both).
                     match disk.direct {
@@ -211,19 +270,17 @@ impl Sink {
                         false => disk.file.write_all_at(tail.data(), pos)?,
                     }
                 }
-                Ok((disk.file, disk.hasher.finalize()))
+                Ok(disk.file)
             })
             .await,
-        )
+        )?;
+        Ok((file, hash))
     }
 
-    /// Give up: wait for any write under way so the file's length is final (a retry resumes
+    /// Give up: wait for the writes under way so the file's length is final (a retry resumes
     /// from it).
     pub(super) async fn abandon(mut self) {
-        let _ = self.idle().await;
-        if let Some(f) = self.flusher.take() {
-            f.finish().await;
-        }
+        let _ = self.drain().await;
     }
 }
 
@@ -253,5 +310,39 @@ pub(super) async fn usable_prefix(part: &Path, max: Option<u64>) -> u64 {
             let _ = tokio::fs::remove_file(part).await;
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A disk that fails (`/dev/full`: every write is `ENOSPC`) fails the transfer with that
+    /// error within the blocks already queued, and giving up afterwards neither hangs nor
+    /// panics.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_disk_fails_the_transfer_with_its_error() {
+        let left = 64 * BLOCK as u64;
+        let mut sink = Sink::open(Path::new("/dev/full"), 0, left, true, blake3::Hasher::new())
+            .await
+            .unwrap();
+        let mut blocks = 0;
+        let err = loop {
+            let space = sink.space();
+            let n = space.len();
+            space.fill(7);
+            match sink.filled(n).await {
+                Ok(()) => blocks += usize::from(n == BLOCK),
+                Err(e) => break e,
+            }
+            assert!(blocks < 64, "all blocks accepted by a disk that is full");
+        };
+        assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{err}");
+        assert!(
+            blocks <= DEPTH + 1,
+            "{blocks} blocks accepted after the disk failed"
+        );
+        sink.abandon().await;
     }
 }
