@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::policy::{PathError, PathPolicy};
 use super::proto::{Entry, FileReply, FileRequest, MAX_ENTRIES, read_header, write_header};
@@ -131,39 +131,6 @@ async fn hash_prefix(path: &Path, len: u64, h: &mut blake3::Hasher) -> std::io::
     Ok(())
 }
 
-/// Copy exactly `len` bytes from `r` to `w`, hashing and counting them; `wrote` hears of
-/// every chunk written.
-async fn copy_exact<R, W>(
-    r: &mut R,
-    w: &mut W,
-    len: u64,
-    h: &mut blake3::Hasher,
-    p: &Progress,
-    mut wrote: impl FnMut(u64),
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut left = len;
-    let mut buf = vec![0u8; CHUNK];
-    while left > 0 {
-        let n = step(r.read(&mut buf[..CHUNK.min(left as usize)])).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "stream ended early",
-            ));
-        }
-        h.update(&buf[..n]);
-        step(w.write_all(&buf[..n])).await?;
-        wrote(n as u64);
-        left -= n as u64;
-        p.done.fetch_add(n as u64, Ordering::Relaxed);
-    }
-    step(w.flush()).await
-}
-
 /// fsync, then rename `part` over `dest`, then fsync the directory.
 async fn commit(file: std::fs::File, part: &Path, dest: &Path) -> std::io::Result<()> {
     let file = tokio::fs::File::from_std(file);
@@ -224,7 +191,30 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(mine.to_hex().to_string())
 }
 
-/// Send `src` from `offset`, then its digest.
+/// Read `len` bytes of `file` at `pos` into `buf` and hash them, on a blocking thread.
+fn read_chunk(
+    file: Arc<std::fs::File>,
+    mut buf: Vec<u8>,
+    mut h: blake3::Hasher,
+    pos: u64,
+    len: usize,
+) -> tokio::task::JoinHandle<std::io::Result<(Vec<u8>, blake3::Hasher, usize)>> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut buf[..len], pos)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    std::io::Error::new(e.kind(), "the file shrank while being sent")
+                }
+                _ => e,
+            })?;
+        h.update(&buf[..len]);
+        Ok((buf, h, len))
+    })
+}
+
+/// Send `src` from `offset`, then its digest. The next chunk is read and hashed on a
+/// blocking thread while this one goes out.
 async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     src: &Path,
@@ -234,9 +224,39 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<String> {
     let mut h = blake3::Hasher::new();
     hash_prefix(src, offset, &mut h).await?;
-    let mut f = tokio::fs::File::open(src).await?;
-    f.seek(std::io::SeekFrom::Start(offset)).await?;
-    copy_exact(&mut f, s, size - offset, &mut h, p, |_| {}).await?;
+    let file = Arc::new(tokio::fs::File::open(src).await?.into_std().await);
+    let mut pos = offset;
+    let start = |pos: &mut u64, buf: Option<Vec<u8>>, h: blake3::Hasher| {
+        let len = CHUNK.min(usize::try_from(size - *pos).unwrap_or(CHUNK));
+        let buf = buf.unwrap_or_else(|| vec![0u8; CHUNK]);
+        let task = read_chunk(file.clone(), buf, h, *pos, len);
+        *pos += len as u64;
+        task
+    };
+    let mut pending = Some(start(&mut pos, None, h));
+    let mut spare = None;
+    let h = loop {
+        let task = pending
+            .take()
+            .ok_or_else(|| std::io::Error::other("no read under way"))?;
+        let (buf, h, n) = task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("file reader failed: {e}"))))?;
+        let h = match pos < size {
+            true => {
+                pending = Some(start(&mut pos, spare.take(), h));
+                None
+            }
+            false => Some(h),
+        };
+        step(s.write_all(&buf[..n])).await?;
+        p.done.fetch_add(n as u64, Ordering::Relaxed);
+        spare = Some(buf);
+        if let Some(h) = h {
+            break h;
+        }
+    };
+    step(s.flush()).await?;
     let digest = h.finalize();
     s.write_all(digest.as_bytes()).await?;
     s.flush().await?;
