@@ -1,5 +1,6 @@
 //! Both ends of push, pull and list, over any byte stream (a libp2p stream in the daemon, a
-//! duplex pipe in tests). Memory stays at two 1 MiB chunks per transfer whatever the file size.
+//! duplex pipe in tests). Memory per transfer is bounded whatever the file size: two 1 MiB
+//! chunks on the sending side, four 1 MiB blocks on the receiving side (`sink.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
