@@ -24,6 +24,7 @@ mod node_task;
 pub mod pair;
 pub mod pidlock;
 pub mod task;
+mod tls;
 pub mod token;
 pub mod trust;
 pub mod wire;
