@@ -77,19 +77,21 @@ impl NodeTask {
         }
     }
 
-    /// Retry refused introductions (each tick).
+    /// Retry refused introductions (each tick), dropping peers out of tries or no longer
+    /// trusted.
     pub(crate) fn intro_tick(&mut self) {
-        let due: Vec<PeerId> = self.intro_retry.keys().copied().collect();
+        let trusted = &self.trust.peers;
+        self.intro_retry
+            .retain(|p, left| *left > 0 && trusted.contains_key(&p.to_string()));
+        let due: Vec<PeerId> = self
+            .intro_retry
+            .iter_mut()
+            .map(|(p, left)| {
+                *left -= 1;
+                *p
+            })
+            .collect();
         for peer in due {
-            match self.intro_retry.get_mut(&peer) {
-                Some(left) if *left > 0 && self.trust.peers.contains_key(&peer.to_string()) => {
-                    *left -= 1;
-                }
-                _ => {
-                    self.intro_retry.remove(&peer);
-                    continue;
-                }
-            }
             self.introduce_all_to(peer);
         }
     }
