@@ -145,13 +145,22 @@ fn main() {
         median - bare_median
     );
     println!(
-        "| frames while `yes` floods the terminal (3 s) | **{:.1} fps**, p95 frame {:.1} ms, {} long tasks | idle terminal {:.1} fps, p95 {:.1} ms | {:.2}× | 60 fps |",
+        "| frames while `yes` floods the terminal (3 s) | **{:.1} fps**, p95 frame {:.1} ms, {} long tasks; the terminal redrew {:.0} times/s | idle terminal {:.1} fps, p95 {:.1} ms | {:.2}× | 60 fps |",
         r["yes"]["fps"].as_f64().unwrap_or(0.0),
         r["yes"]["p95_frame_ms"].as_f64().unwrap_or(0.0),
         r["yes"]["long_tasks"],
+        r["yes"]["renders_per_s"].as_f64().unwrap_or(0.0),
         r["idle"]["fps"].as_f64().unwrap_or(0.0),
         r["idle"]["p95_frame_ms"].as_f64().unwrap_or(0.0),
         r["yes"]["fps"].as_f64().unwrap_or(0.0) / r["idle"]["fps"].as_f64().unwrap_or(1.0).max(1.0)
+    );
+    println!(
+        "| frames while `seq 1 inf` floods it (every line differs; 3 s) | **{:.1} fps**, p95 frame {:.1} ms, {} long tasks; the terminal redrew {:.0} times/s | idle terminal | {:.2}× | 60 fps |",
+        r["seq"]["fps"].as_f64().unwrap_or(0.0),
+        r["seq"]["p95_frame_ms"].as_f64().unwrap_or(0.0),
+        r["seq"]["long_tasks"],
+        r["seq"]["renders_per_s"].as_f64().unwrap_or(0.0),
+        r["seq"]["fps"].as_f64().unwrap_or(0.0) / r["idle"]["fps"].as_f64().unwrap_or(1.0).max(1.0)
     );
     println!(
         "| the same terminal fed 16 KiB of `y\\n` per frame from inside the page (xterm.js alone: no network, no laptop side) | {:.1} fps, p95 frame {:.1} ms | idle terminal | {:.2}× | — |",

@@ -224,6 +224,81 @@ fn phone_shell_through_the_relay_end_to_end_and_blind() {
             "the first output after the stall is not a fresh screen: {:?}",
             String::from_utf8_lossy(&again.output[..again.output.len().min(200)])
         );
+
+        // A phone that acknowledges each message as it paints it (as the web app does) is
+        // sent fresh screens through a flood, about one per acknowledgement, instead of the
+        // flood itself; once the flood ends, output comes byte for byte again.
+        again
+            .attach_with(&id, 100, 30, Some(16 * 1024))
+            .await
+            .unwrap();
+        again.ack_each_message();
+        again.paint = Duration::from_millis(40);
+        let produced = |list: &Value| {
+            list["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == id.as_str())
+                .and_then(|s| s["output_bytes"].as_u64())
+                .unwrap_or(0)
+        };
+        let (ok, list) = again.call("loopsy_session_list", json!({})).await.unwrap();
+        assert!(ok, "{list}");
+        let before = produced(&list);
+        again.input(b"yes screens-line\r").await.unwrap();
+        again
+            .until_screens(40, Duration::from_secs(30))
+            .await
+            .unwrap();
+        // After the first fresh screen of the flood (the first screen is the attach's), the
+        // phone got screens, and output between them at most twice (an acknowledgement that
+        // comes while the session happened to print less than the phone can take lets output
+        // through; without the hold it is a window of output after every screen).
+        let after: Vec<(bool, usize)> = again
+            .messages
+            .iter()
+            .copied()
+            .skip_while(|(screen, _)| !screen)
+            .skip(1)
+            .skip_while(|(screen, _)| !screen)
+            .collect();
+        let raw: usize = after.iter().filter(|m| !m.0).map(|m| m.1).sum();
+        assert!(
+            raw <= 2 * 16 * 1024,
+            "{raw} bytes of output between the flood's {} screens",
+            after.iter().filter(|m| m.0).count()
+        );
+        again.paint = Duration::ZERO;
+        let (ok, list) = again.call("loopsy_session_list", json!({})).await.unwrap();
+        assert!(ok, "{list}");
+        let printed = produced(&list) - before;
+        assert!(
+            again.received() * 10 < printed,
+            "through the flood the phone got {} bytes of the {printed} printed: the flood itself, not screens",
+            again.received()
+        );
+        again.input(b"\x03").await.unwrap();
+        again.input(b"echo FLOOD-$((1+1))-OVER\r").await.unwrap();
+        again
+            .until(b"FLOOD-2-OVER", Duration::from_secs(20))
+            .await
+            .unwrap();
+        again
+            .input(b"seq 1 3000; echo SEQ-$((2+3))-DONE\r")
+            .await
+            .unwrap();
+        again
+            .wait_output("SEQ-5-DONE", Duration::from_secs(20))
+            .await
+            .unwrap();
+        let all: String = (1..=3000).map(|n| format!("{n}\r\n")).collect();
+        let text = String::from_utf8_lossy(&again.output).to_string();
+        let gap = (2..=3000).find(|n| !text.contains(&format!("\n{}\r\n{n}\r\n", n - 1)));
+        assert!(
+            text.contains(&all),
+            "the output after the flood is not byte for byte (the first break is before {gap:?})"
+        );
         again.close().await;
     });
 

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -52,6 +53,10 @@ struct Client {
     /// It sent `Skip`: its fresh screens go as `Screen` frames, so it can tell them apart
     /// from the stale output it drops.
     screens: bool,
+    /// Set by `Skip` until its fresh screen goes out: the client's writer drops the output
+    /// still queued ahead of that screen instead of sending it (it would be dropped at the
+    /// other end anyway, after costing both sides a copy).
+    discard: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -117,18 +122,25 @@ impl Shared {
         self.info.clients = self.clients.len() as u32;
     }
 
-    /// Give stalled clients that drained their queue a fresh snapshot.
+    /// Give stalled clients that drained their queue a fresh snapshot (a client that asked
+    /// for one with `Skip` gets it as soon as it fits: its writer drops the output ahead of
+    /// it).
     fn resync(&mut self) {
-        if !self
-            .clients
-            .iter()
-            .any(|c| c.lagging && c.tx.capacity() >= CLIENT_QUEUE / 2)
-        {
+        let ready = |c: &Client| {
+            c.lagging
+                && c.tx.capacity()
+                    >= if c.discard.load(Ordering::Acquire) {
+                        1
+                    } else {
+                        CLIENT_QUEUE / 2
+                    }
+        };
+        if !self.clients.iter().any(ready) {
             return;
         }
         let snap = self.snapshot();
-        for c in self.clients.iter_mut().filter(|c| c.lagging) {
-            if c.tx.capacity() >= CLIENT_QUEUE / 2
+        for c in self.clients.iter_mut() {
+            if ready(c)
                 && c.tx
                     .try_send(Frame {
                         kind: c.screen_kind(),
@@ -542,6 +554,7 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
         return;
     };
     let (tx, mut rx) = mpsc::channel::<Frame>(CLIENT_QUEUE);
+    let discard = Arc::new(AtomicBool::new(false));
     let registered = (|| {
         let mut s = lock(&shared);
         s.resize(cols, rows)?;
@@ -564,6 +577,7 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
             tx,
             lagging: false,
             screens: false,
+            discard: discard.clone(),
         });
         s.info.clients = s.clients.len() as u32;
         Ok::<u64, String>(id)
@@ -575,8 +589,14 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
             return;
         }
     };
+    let dropping = discard.clone();
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
+            match f.kind {
+                Kind::Output if dropping.load(Ordering::Acquire) => continue,
+                Kind::Screen => dropping.store(false, Ordering::Release),
+                _ => {}
+            }
             // Output is a byte stream: a snapshot larger than a frame goes in several.
             let mut failed = false;
             for part in f.data.chunks(MAX_FRAME as usize) {
@@ -625,6 +645,7 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
                 if let Some(c) = s.clients.iter_mut().find(|c| c.id == id) {
                     c.lagging = true;
                     c.screens = true;
+                    c.discard.store(true, Ordering::Release);
                 }
                 s.resync();
             }

@@ -366,6 +366,13 @@ pub struct PhoneConn {
     pub most_unacked: u64,
     /// Play a phone that stopped painting: acknowledge nothing until [`PhoneConn::ack_now`].
     pub hold_acks: bool,
+    /// Fresh screens received on this attachment (output messages that begin with the
+    /// laptop's screen snapshot).
+    pub screens: u64,
+    /// Each output message of this attachment: (a fresh screen, its length).
+    pub messages: Vec<(bool, usize)>,
+    /// Play a phone that takes this long to paint what it got before acknowledging it.
+    pub paint: Duration,
     next_call: u64,
     /// Binary messages received (for benchmarks).
     pub msgs: u64,
@@ -436,6 +443,9 @@ impl PhoneConn {
             largest_output: 0,
             most_unacked: 0,
             hold_acks: false,
+            screens: 0,
+            messages: Vec::new(),
+            paint: Duration::ZERO,
             next_call: 1,
             msgs: 0,
         })
@@ -504,8 +514,12 @@ impl PhoneConn {
                         self.received += o.len() as u64;
                         self.largest_output = self.largest_output.max(o.len());
                         self.most_unacked = self.most_unacked.max(self.received - self.acked);
+                        let screen = o.starts_with(b"\x1b[?1049");
+                        self.screens += u64::from(screen);
+                        self.messages.push((screen, o.len()));
                         self.output.extend_from_slice(&o);
                         if !self.hold_acks && self.received - self.acked >= self.ack_every {
+                            tokio::time::sleep(self.paint).await;
                             self.acked = self.received;
                             let n = self.received;
                             self.control(&Control::Ack { bytes: n }).await?;
@@ -518,6 +532,8 @@ impl PhoneConn {
                             self.acked = 0;
                             self.largest_output = 0;
                             self.most_unacked = 0;
+                            self.screens = 0;
+                            self.messages.clear();
                         }
                         self.controls.push_back(c)
                     }
@@ -635,6 +651,28 @@ impl PhoneConn {
             Control::Attached { session } => Ok(session),
             other => Err(format!("{other:?}")),
         }
+    }
+
+    /// Acknowledge every output message as it arrives (as the web app does once per painted
+    /// frame), until the next attach.
+    pub fn ack_each_message(&mut self) {
+        self.ack_every = 1;
+    }
+
+    /// Wait until `n` fresh screens have arrived on this attachment.
+    pub async fn until_screens(&mut self, n: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while self.screens < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "{} fresh screens within {timeout:?}, not {n}",
+                    self.screens
+                ));
+            }
+            self.pump(left.min(Duration::from_millis(200))).await?;
+        }
+        Ok(())
     }
 
     /// Wait until the output received contains `needle`.

@@ -85,6 +85,10 @@ const fps = (local = false) =>
         } catch {
           // not supported
         }
+        // How often the terminal redrew its rows (xterm.js's onRender): the screen's own
+        // update rate, beside the page's frame rate.
+        let renders = 0;
+        const counting = window.loopsyTerm.onRender(() => renders++);
         const start = performance.now();
         const tick = (t) => {
           frames.push(t);
@@ -97,12 +101,14 @@ const fps = (local = false) =>
           if (t - start < 3000) requestAnimationFrame(tick);
           else {
             obs.disconnect();
+            counting.dispose();
             const gaps = frames.slice(1).map((f, i) => f - frames[i]);
             gaps.sort((a, b) => a - b);
             resolve({
               fps: (frames.length - 1) / ((frames[frames.length - 1] - frames[0]) / 1000),
               p95_frame_ms: gaps[Math.floor(gaps.length * 0.95)],
               long_tasks: longTasks.length,
+              renders_per_s: renders / ((frames[frames.length - 1] - frames[0]) / 1000),
             });
           }
         };
@@ -138,6 +144,15 @@ if (trace) await browser.stopTracing();
 await page.click("#term");
 await page.keyboard.press("Control+C");
 await waitText(page, "the prompt after yes", (s) => /[$#] ?$/m.test(s.trimEnd()), 10000);
+// A flood whose every line differs (`yes` repeats one line, so its screen looks the same
+// from frame to frame): every row of the terminal changes in every frame.
+await page.fill("#compose", "seq 1 inf");
+await page.press("#compose", "Enter");
+await waitText(page, "seq flooding", (s) => s.split("\n").filter((l) => /^[0-9]{5,}$/.test(l)).length > 10, 10000);
+out.seq = await fps();
+await page.click("#term");
+await page.keyboard.press("Control+C");
+await waitText(page, "the prompt after seq", (s) => /[$#] ?$/m.test(s.trimEnd()), 10000);
 out.local = await fps(true);
 out.ok = true;
 console.log(JSON.stringify(out));

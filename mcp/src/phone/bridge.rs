@@ -3,6 +3,8 @@
 //! acknowledging makes the host skip it forward to a fresh screen instead of blocking the
 //! PTY), and pass input and resizes in.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loopsy_relay::app::{MIN_WINDOW, OUTPUT_WINDOW};
@@ -19,9 +21,15 @@ const COALESCE: usize = loopsy_relay::app::MAX_BODY;
 /// How long one write into the host may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Output events queued behind the window at which a phone that asked for a window counts
-/// as far behind: it is skipped to a fresh screen instead of being sent the stale output.
-const FAR_BEHIND: usize = QUEUE / 2;
+/// Output bytes queued behind the window at which a phone that asked for a window counts as
+/// far behind: it is skipped to a fresh screen instead of being sent the stale output. (Counted
+/// in bytes: a program that prints line by line makes many events of a few bytes each.)
+const FAR_BEHIND: usize = 64 * 1024;
+
+/// The longest output waits for a phone to acknowledge a fresh screen (a phone that only
+/// acknowledges every so many bytes, or one farther away than this, then gets output as
+/// before).
+const SCREEN_HOLD: Duration = Duration::from_millis(250);
 
 /// What the host sent.
 #[derive(Debug)]
@@ -43,6 +51,8 @@ pub struct Attachment {
     pub info: serde_json::Value,
     tx: loopsy_term::client::Tx,
     events: mpsc::Receiver<HostEvent>,
+    /// Output bytes in `events`.
+    queued: Arc<AtomicUsize>,
     reader: JoinHandle<()>,
     /// An event taken while coalescing output, handed out next.
     stash: Option<HostEvent>,
@@ -55,6 +65,12 @@ pub struct Attachment {
     can_skip: bool,
     /// Dropping stale output until the host's fresh screen arrives.
     skipping: bool,
+    /// A fresh screen was handed out and nothing after it has gone yet: once it is sent whole,
+    /// output waits until the phone acknowledges it (see [`Attachment::acked`]).
+    screen_out: bool,
+    /// Output waits until the phone has acknowledged this many bytes (the end of a screen),
+    /// or until the instant passes.
+    hold: Option<(u64, tokio::time::Instant)>,
     sent: u64,
     acked: u64,
 }
@@ -86,6 +102,8 @@ impl Attachment {
         let info = serde_json::to_value(&att.info).unwrap_or_default();
         let can_skip = window.is_some() && att.info.proto >= 1;
         let (etx, events) = mpsc::channel(QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counted = queued.clone();
         let mut rx = att.rx;
         let reader = tokio::spawn(async move {
             loop {
@@ -105,6 +123,9 @@ impl Attachment {
                     Err(e) => HostEvent::Closed(format!("the session host: {e}")),
                 };
                 let end = matches!(ev, HostEvent::Closed(_));
+                if let HostEvent::Output(b) = &ev {
+                    counted.fetch_add(b.len(), Ordering::Relaxed);
+                }
                 if etx.send(ev).await.is_err() || end {
                     return;
                 }
@@ -114,12 +135,15 @@ impl Attachment {
             info,
             tx: att.tx,
             events,
+            queued,
             reader,
             stash: None,
             rest: Vec::new(),
             window: window.map_or(OUTPUT_WINDOW, |w| w.clamp(MIN_WINDOW, OUTPUT_WINDOW)),
             can_skip,
             skipping: false,
+            screen_out: false,
+            hold: None,
             sent: 0,
             acked: 0,
         })
@@ -130,6 +154,31 @@ impl Attachment {
         self.in_flight() < self.window
     }
 
+    /// The next event from the reader (cancel-safe).
+    async fn recv(&mut self) -> Option<HostEvent> {
+        let ev = self.events.recv().await;
+        self.took(ev.as_ref());
+        ev
+    }
+
+    fn try_recv(&mut self) -> Result<HostEvent, mpsc::error::TryRecvError> {
+        let ev = self.events.try_recv();
+        self.took(ev.as_ref().ok());
+        ev
+    }
+
+    fn took(&self, ev: Option<&HostEvent>) {
+        if let Some(HostEvent::Output(b)) = ev {
+            self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the output queued behind the window is stale enough to skip: [`FAR_BEHIND`]
+    /// bytes of it, or a full queue (the host is about to leave this client behind anyway).
+    fn far_behind(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= FAR_BEHIND || self.events.len() + 1 >= QUEUE
+    }
+
     fn in_flight(&self) -> u64 {
         self.sent.saturating_sub(self.acked)
     }
@@ -137,6 +186,11 @@ impl Attachment {
     /// The next event from the host; output already queued behind it is joined on (up to one
     /// end-to-end message), so a busy terminal goes out in few large frames, not many small.
     pub async fn next(&mut self) -> HostEvent {
+        // (Cancel-safe up to here: nothing is taken while waiting.)
+        if let Some((_, until)) = self.hold {
+            tokio::time::sleep_until(until).await;
+            self.hold = None;
+        }
         if !self.rest.is_empty() {
             return HostEvent::Output(std::mem::take(&mut self.rest));
         }
@@ -144,7 +198,6 @@ impl Attachment {
             let ev = match self.stash.take() {
                 Some(e) => e,
                 None => self
-                    .events
                     .recv()
                     .await
                     .unwrap_or_else(|| HostEvent::Closed("the session host closed".into())),
@@ -153,7 +206,8 @@ impl Attachment {
                 HostEvent::Output(_) if self.skipping => continue,
                 HostEvent::Screen(screen) => {
                     self.skipping = false;
-                    break HostEvent::Output(screen);
+                    self.screen_out = self.can_skip;
+                    return HostEvent::Output(screen);
                 }
                 other => {
                     self.skipping = false;
@@ -165,7 +219,7 @@ impl Attachment {
             return ev;
         };
         while buf.len() < COALESCE {
-            match self.events.try_recv() {
+            match self.try_recv() {
                 Ok(HostEvent::Output(more)) if buf.len() + more.len() <= COALESCE => {
                     buf.extend_from_slice(&more)
                 }
@@ -182,8 +236,8 @@ impl Attachment {
     /// Join more output onto `buf` until it is a full message or `deadline` passes (used while
     /// output is streaming, so a busy terminal goes out in few large messages).
     pub async fn fill(&mut self, buf: &mut Vec<u8>, deadline: tokio::time::Instant) {
-        while buf.len() < COALESCE && self.stash.is_none() {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+        while buf.len() < COALESCE && self.stash.is_none() && !self.screen_out {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
                 Ok(Some(HostEvent::Output(more))) if buf.len() + more.len() <= COALESCE => {
                     buf.extend_from_slice(&more)
                 }
@@ -206,14 +260,33 @@ impl Attachment {
             self.rest = buf.split_off(room);
         }
         self.sent += buf.len() as u64;
+        if self.screen_out && self.rest.is_empty() {
+            self.screen_out = false;
+            self.hold = Some((self.sent, tokio::time::Instant::now() + SCREEN_HOLD));
+        }
     }
 
     /// The phone has received `bytes` in all (cumulative; never goes back). If it is far
     /// behind (the window was shut while the host kept queueing), the stale output is
     /// dropped and the host asked for a fresh screen, which goes out next.
+    ///
+    /// After a fresh screen, nothing more goes out until the phone has acknowledged it (for at
+    /// most [`SCREEN_HOLD`]): if by then the session has again printed more than the phone
+    /// can take, the phone gets the next screen instead. So through a flood (`yes`) a phone
+    /// is sent about one screen per frame it paints, like a local terminal that draws its
+    /// current screen at the display's rate, instead of parsing output it could never show;
+    /// once the flood ends, output flows byte for byte again. The laptop keeps everything
+    /// (`loopsy_session_read`).
     pub async fn acked(&mut self, bytes: u64) -> Result<(), String> {
         self.acked = self.acked.max(bytes.min(self.sent));
-        if self.can_skip && !self.skipping && self.window_open() && self.events.len() >= FAR_BEHIND
+        if self.hold.is_some_and(|(end, _)| self.acked >= end) {
+            self.hold = None;
+        }
+        if self.can_skip
+            && !self.skipping
+            && self.hold.is_none()
+            && self.window_open()
+            && self.far_behind()
         {
             self.write(Kind::Skip, &[]).await?;
             self.skipping = true;
