@@ -281,9 +281,40 @@ fn phone_shell_through_the_relay_end_to_end_and_blind() {
         again.input(b"\x03").await.unwrap();
         again.input(b"echo FLOOD-$((1+1))-OVER\r").await.unwrap();
         again
-            .until(b"FLOOD-2-OVER", Duration::from_secs(20))
+            .wait_screen("FLOOD-2-OVER", Duration::from_secs(20))
             .await
             .unwrap();
+        // The screens went as diffs from one to the next: what the phone shows is what the
+        // laptop shows (once the shell's next prompt has reached both).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (phone, laptop) = loop {
+            let (ok, read) = again
+                .call("loopsy_session_read", json!({"id": id}))
+                .await
+                .unwrap();
+            assert!(ok, "{read}");
+            let laptop = read["text"].as_str().unwrap().trim_end().to_string();
+            let phone = again.screen_text().trim_end().to_string();
+            if phone == laptop || std::time::Instant::now() > deadline {
+                break (phone, laptop);
+            }
+            again.pump_for(Duration::from_millis(100)).await.unwrap();
+        };
+        let differ: Vec<_> = phone
+            .lines()
+            .zip(laptop.lines())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .collect();
+        assert!(
+            phone == laptop,
+            "the phone's screen differs from the laptop's in rows {differ:?} (rows {} / {}); \
+             the last messages: {:?}",
+            phone.lines().count(),
+            laptop.lines().count(),
+            again.recent_text()
+        );
+        again.output.clear();
         again
             .input(b"seq 1 3000; echo SEQ-$((2+3))-DONE\r")
             .await

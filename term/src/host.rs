@@ -19,7 +19,7 @@ use crate::SessionId;
 use crate::keys::{bracketed, key_bytes};
 use crate::proto::{
     Frame, HOST_PROTO, Kind, MAX_FRAME, MAX_READ, MAX_WRITE, ReadMode, ReadOut, Reply, Request,
-    check_size, decode_resize, page, read_frame, write_frame, write_json,
+    check_size, decode_resize, decode_skip, page, read_frame, write_frame, write_json,
 };
 use crate::record::{
     SessionDir, SessionInfo, SessionSpec, SessionState, load_json, now_ms, save_json, write_private,
@@ -34,6 +34,9 @@ const CLIENT_QUEUE: usize = 64;
 const INPUT_QUEUE: usize = 256;
 /// Rows of screen-model scrollback (the byte ring is the real scrollback).
 const MODEL_SCROLLBACK: usize = 0;
+/// Diffs a skipping client gets in a row before a whole screen again (which repairs anything
+/// the client's terminal drew differently from the screen model).
+const MAX_DIFFS: u32 = 30;
 
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,12 @@ struct Client {
     /// still queued ahead of that screen instead of sending it (it would be dropped at the
     /// other end anyway, after costing both sides a copy).
     discard: Arc<AtomicBool>,
+    /// The screen its last `Screen` frame showed, and how many diffs in a row it has had.
+    shown: Option<(vt100::Screen, u32)>,
+    /// Its last `Skip` said it shows exactly `shown`: the next `Screen` may be a diff.
+    at_shown: bool,
+    /// `Screen` frames queued to it so far.
+    screens_out: u64,
 }
 
 impl Client {
@@ -83,6 +92,27 @@ struct Shared {
 }
 
 impl Shared {
+    /// What turns `prev` (shown on a client, nothing after it) into the current screen, or
+    /// `None` when only a whole screen will do (the size or the alternate screen changed).
+    fn diff(&self, prev: &vt100::Screen) -> Option<Vec<u8>> {
+        let s = self.parser.screen();
+        if s.size() != prev.size() || s.alternate_screen() != prev.alternate_screen() {
+            return None;
+        }
+        let mut v = s.state_diff(prev).into_bytes();
+        if v.is_empty() {
+            // Never an empty frame: the client acknowledges what it painted, and the daemon
+            // waits for that before the next screen. Re-stating the cursor's visibility
+            // changes nothing.
+            v.extend_from_slice(if s.hide_cursor() {
+                b"\x1b[?25l"
+            } else {
+                b"\x1b[?25h"
+            });
+        }
+        Some(v)
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         let s = self.parser.screen();
         let mut v = if s.alternate_screen() {
@@ -99,9 +129,6 @@ impl Shared {
         self.ring.push(bytes);
         self.info.output_bytes = self.ring.end();
         self.info.last_activity_ms = now_ms();
-        // A skipped client that has caught up resumes now, not at the next tick: a busy
-        // terminal would otherwise pause a merely slower client for up to a tick each time.
-        self.resync();
         self.clients.retain_mut(|c| {
             if c.lagging {
                 return true;
@@ -120,6 +147,10 @@ impl Shared {
             }
         });
         self.info.clients = self.clients.len() as u32;
+        // A skipped client that has caught up resumes now, not at the next tick: a busy
+        // terminal would otherwise pause a merely slower client for up to a tick each time.
+        // (After the others got `bytes`: its fresh screen already shows them.)
+        self.resync();
     }
 
     /// Give stalled clients that drained their queue a fresh snapshot (a client that asked
@@ -138,19 +169,40 @@ impl Shared {
         if !self.clients.iter().any(ready) {
             return;
         }
-        let snap = self.snapshot();
-        for c in self.clients.iter_mut() {
-            if ready(c)
-                && c.tx
-                    .try_send(Frame {
-                        kind: c.screen_kind(),
-                        data: snap.clone(),
-                    })
-                    .is_ok()
+        let mut snap = None;
+        let mut clients = std::mem::take(&mut self.clients);
+        for c in clients.iter_mut() {
+            if !ready(c) {
+                continue;
+            }
+            let diff = match &c.shown {
+                Some((prev, n)) if c.at_shown && *n < MAX_DIFFS => {
+                    self.diff(prev).map(|d| (d, n + 1))
+                }
+                _ => None,
+            };
+            let (data, diffs) = match diff {
+                Some(d) => d,
+                None => (snap.get_or_insert_with(|| self.snapshot()).clone(), 0),
+            };
+            // (The writer sends a screen larger than a frame as several.)
+            let frames = data.len().div_ceil(MAX_FRAME as usize).max(1) as u64;
+            if c.tx
+                .try_send(Frame {
+                    kind: c.screen_kind(),
+                    data,
+                })
+                .is_ok()
             {
+                if c.screens {
+                    c.shown = Some((self.parser.screen().clone(), diffs));
+                    c.screens_out += frames;
+                }
+                c.at_shown = false;
                 c.lagging = false;
             }
         }
+        self.clients = clients;
     }
 
     fn resize(&mut self, cols: u16, rows: u16) -> Result<(), String> {
@@ -578,6 +630,9 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
             lagging: false,
             screens: false,
             discard: discard.clone(),
+            shown: None,
+            at_shown: false,
+            screens_out: 0,
         });
         s.info.clients = s.clients.len() as u32;
         Ok::<u64, String>(id)
@@ -646,6 +701,8 @@ async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSende
                     c.lagging = true;
                     c.screens = true;
                     c.discard.store(true, Ordering::Release);
+                    // (Only if no other screen went to it since the one it shows.)
+                    c.at_shown = decode_skip(&f.data) == Some(c.screens_out);
                 }
                 s.resync();
             }

@@ -29,11 +29,34 @@ pub enum Kind {
     /// The program ended: JSON `{"code": n|null}` (host → client).
     Exit = 6,
     /// The whole current screen, replacing everything sent before it: the answer to `Skip`
-    /// (host → client; only to clients that sent `Skip`).
+    /// (host → client; only to clients that sent `Skip`). After a `Skip` with
+    /// [`SKIP_AT_SCREEN`], it may instead be only what changed since the previous `Screen`.
     Screen = 7,
     /// "I am far behind": stop queueing output for me and send a `Screen` (client → host;
     /// only to hosts whose [`SessionInfo::proto`](crate::record::SessionInfo) is at least 1).
+    /// Data: empty, or [`SKIP_AT_SCREEN`] and the number of `Screen` frames received so far
+    /// (u64 BE).
     Skip = 8,
+}
+
+/// `Skip` data: "what I show is exactly your `Screen` number n (counted from 1), and nothing
+/// after it", so the answer may be a diff from that screen if it was the host's last. (Hosts
+/// before this ignore it and send a whole one.)
+pub const SKIP_AT_SCREEN: u8 = 1;
+
+/// `Skip` data for a client that shows exactly its `screens`-th `Screen` frame.
+pub fn skip_at_screen(screens: u64) -> Vec<u8> {
+    let mut v = vec![SKIP_AT_SCREEN];
+    v.extend_from_slice(&screens.to_be_bytes());
+    v
+}
+
+/// The screen a `Skip` says its client shows, if it says so.
+pub fn decode_skip(data: &[u8]) -> Option<u64> {
+    match data {
+        [SKIP_AT_SCREEN, n @ ..] => Some(u64::from_be_bytes(n.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 /// This host protocol's revision (`SessionInfo::proto`): 1 added `Skip` and `Screen`.
@@ -380,6 +403,22 @@ mod tests {
         assert_eq!(utf8_page_len(s, 9), 6);
         assert_eq!(utf8_page_len(s, 10), 10);
         assert_eq!(utf8_page_len(b"plain", 3), 3);
+    }
+
+    #[test]
+    fn skip_says_which_screen_it_shows() {
+        assert_eq!(decode_skip(&skip_at_screen(7)), Some(7));
+        assert_eq!(decode_skip(&skip_at_screen(u64::MAX)), Some(u64::MAX));
+        // Empty (older clients), short, long or unknown: a whole screen, never a diff.
+        for bad in [
+            &[][..],
+            &[1],
+            &[1, 0, 0],
+            &[2, 0, 0, 0, 0, 0, 0, 0, 7],
+            &[1; 10],
+        ] {
+            assert_eq!(decode_skip(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -366,13 +366,17 @@ pub struct PhoneConn {
     pub most_unacked: u64,
     /// Play a phone that stopped painting: acknowledge nothing until [`PhoneConn::ack_now`].
     pub hold_acks: bool,
-    /// Fresh screens received on this attachment (output messages that begin with the
-    /// laptop's screen snapshot).
+    /// Fresh screens (whole, or what changed since the last) received on this attachment:
+    /// output messages with an escape sequence in them. (For floods of plain text only.)
     pub screens: u64,
     /// Each output message of this attachment: (a fresh screen, its length).
     pub messages: Vec<(bool, usize)>,
     /// Play a phone that takes this long to paint what it got before acknowledging it.
     pub paint: Duration,
+    /// The phone's terminal: every output message of this attachment applied in order.
+    model: vt100::Parser,
+    /// The last few output messages (for failure messages).
+    recent: VecDeque<Vec<u8>>,
     next_call: u64,
     /// Binary messages received (for benchmarks).
     pub msgs: u64,
@@ -446,6 +450,8 @@ impl PhoneConn {
             screens: 0,
             messages: Vec::new(),
             paint: Duration::ZERO,
+            model: vt100::Parser::default(),
+            recent: VecDeque::new(),
             next_call: 1,
             msgs: 0,
         })
@@ -514,9 +520,14 @@ impl PhoneConn {
                         self.received += o.len() as u64;
                         self.largest_output = self.largest_output.max(o.len());
                         self.most_unacked = self.most_unacked.max(self.received - self.acked);
-                        let screen = o.starts_with(b"\x1b[?1049");
+                        let screen = o.contains(&0x1b);
                         self.screens += u64::from(screen);
                         self.messages.push((screen, o.len()));
+                        self.model.process(&o);
+                        self.recent.push_back(o.clone());
+                        if self.recent.len() > 12 {
+                            self.recent.pop_front();
+                        }
                         self.output.extend_from_slice(&o);
                         if !self.hold_acks && self.received - self.acked >= self.ack_every {
                             tokio::time::sleep(self.paint).await;
@@ -634,6 +645,9 @@ impl PhoneConn {
         window: Option<u64>,
     ) -> Result<Value, String> {
         self.output.clear();
+        let size =
+            |n: u16| std::num::NonZeroU16::new(n.max(1)).unwrap_or(std::num::NonZeroU16::MIN);
+        self.model = vt100::Parser::new(size(rows), size(cols), 0);
         self.ack_every = window.map_or(app::ACK_EVERY, |w| (w / 4).max(1));
         self.control(&Control::Attach {
             session: session.into(),
@@ -657,6 +671,41 @@ impl PhoneConn {
     /// frame), until the next attach.
     pub fn ack_each_message(&mut self) {
         self.ack_every = 1;
+    }
+
+    /// Wait until the phone's terminal shows `needle` (output may come as screen diffs, which
+    /// write only the cells that changed: text need not arrive in one piece).
+    pub async fn wait_screen(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !self.model.screen().contents().contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "the screen shows no {needle:?} within {timeout:?}:\n{}",
+                    self.model.screen().contents()
+                ));
+            }
+            self.pump(left.min(Duration::from_millis(200))).await?;
+        }
+        Ok(())
+    }
+
+    /// Let output in for up to `d` (or until one message arrives).
+    pub async fn pump_for(&mut self, d: Duration) -> Result<(), String> {
+        self.pump(d).await
+    }
+
+    /// The last few output messages, as text (each cut to its last 300 bytes).
+    pub fn recent_text(&self) -> Vec<String> {
+        self.recent
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m[m.len().saturating_sub(300)..]).into_owned())
+            .collect()
+    }
+
+    /// What the phone's terminal shows (its rows as text).
+    pub fn screen_text(&self) -> String {
+        self.model.screen().contents()
     }
 
     /// Wait until `n` fresh screens have arrived on this attachment.

@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loopsy_relay::app::{MIN_WINDOW, OUTPUT_WINDOW};
-use loopsy_term::proto::{Kind, encode_resize, read_frame, write_frame};
+use loopsy_term::proto::{Kind, encode_resize, read_frame, skip_at_screen, write_frame};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::DaemonCtx;
 
-/// Output frames queued between the host reader and the channel.
-const QUEUE: usize = 32;
+/// Output frames queued between the host reader and the channel. (Each is one read of the
+/// PTY, at most 4 KiB on Linux and often a few bytes: a program that prints line by line
+/// makes many small ones, and a short burst of them must not look like a flood.)
+const QUEUE: usize = 256;
 /// Output joined into one event at most (one end-to-end message's worth).
 const COALESCE: usize = loopsy_relay::app::MAX_BODY;
 /// How long one write into the host may take.
@@ -68,6 +70,11 @@ pub struct Attachment {
     /// A fresh screen was handed out and nothing after it has gone yet: once it is sent whole,
     /// output waits until the phone acknowledges it (see [`Attachment::acked`]).
     screen_out: bool,
+    /// The phone was sent a whole fresh screen and nothing after it (so the next one may be a
+    /// diff from it: [`skip_at_screen`]).
+    at_screen: bool,
+    /// `Screen` frames taken from the host.
+    screens_in: u64,
     /// Output waits until the phone has acknowledged this many bytes (the end of a screen),
     /// or until the instant passes.
     hold: Option<(u64, tokio::time::Instant)>,
@@ -143,6 +150,8 @@ impl Attachment {
             can_skip,
             skipping: false,
             screen_out: false,
+            at_screen: false,
+            screens_in: 0,
             hold: None,
             sent: 0,
             acked: 0,
@@ -174,9 +183,10 @@ impl Attachment {
     }
 
     /// Whether the output queued behind the window is stale enough to skip: [`FAR_BEHIND`]
-    /// bytes of it, or a full queue (the host is about to leave this client behind anyway).
+    /// bytes of it. (A queue full of small frames short of that makes the host leave this
+    /// client behind and send it a fresh screen by itself.)
     fn far_behind(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) >= FAR_BEHIND || self.events.len() + 1 >= QUEUE
+        self.queued.load(Ordering::Relaxed) >= FAR_BEHIND
     }
 
     fn in_flight(&self) -> u64 {
@@ -205,6 +215,7 @@ impl Attachment {
             match ev {
                 HostEvent::Output(_) if self.skipping => continue,
                 HostEvent::Screen(screen) => {
+                    self.screens_in += 1;
                     self.skipping = false;
                     self.screen_out = self.can_skip;
                     return HostEvent::Output(screen);
@@ -260,7 +271,8 @@ impl Attachment {
             self.rest = buf.split_off(room);
         }
         self.sent += buf.len() as u64;
-        if self.screen_out && self.rest.is_empty() {
+        self.at_screen = self.screen_out && self.rest.is_empty();
+        if self.at_screen {
             self.screen_out = false;
             self.hold = Some((self.sent, tokio::time::Instant::now() + SCREEN_HOLD));
         }
@@ -288,8 +300,14 @@ impl Attachment {
             && self.window_open()
             && self.far_behind()
         {
-            self.write(Kind::Skip, &[]).await?;
+            let at = if self.at_screen {
+                skip_at_screen(self.screens_in)
+            } else {
+                Vec::new()
+            };
+            self.write(Kind::Skip, &at).await?;
             self.skipping = true;
+            self.screen_out = false;
             self.rest.clear();
             if matches!(self.stash, Some(HostEvent::Output(_))) {
                 self.stash = None;
