@@ -148,6 +148,9 @@ fn main() {
     let idle = fps("idle").max(1.0);
     let flood = |key: &str, what: &str| {
         let m = &r[key];
+        if m.is_null() {
+            return; // not measured (see below)
+        }
         println!(
             "| {what} | **{:.1} fps**, p95 frame {:.1} ms, {} long tasks; the terminal redrew {:.0} times/s | idle terminal {:.1} fps, p95 {:.1} ms | {:.2}× | 60 fps |",
             fps(key),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use loopsy_relay::app::{MIN_WINDOW, OUTPUT_WINDOW};
 use loopsy_term::proto::{Kind, encode_resize, read_frame, skip_at_screen, write_frame};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::DaemonCtx;
@@ -18,6 +18,9 @@ use crate::DaemonCtx;
 /// PTY, at most 4 KiB on Linux and often a few bytes: a program that prints line by line
 /// makes many small ones, and a short burst of them must not look like a flood.)
 const QUEUE: usize = 256;
+/// Output bytes queued between the host reader and the channel at most (past it the reader
+/// stops reading, and the host leaves this client behind and sends it a fresh screen later).
+const QUEUE_BYTES: usize = 256 * 1024;
 /// Output joined into one event at most (one end-to-end message's worth).
 const COALESCE: usize = loopsy_relay::app::MAX_BODY;
 /// How long one write into the host may take.
@@ -53,8 +56,9 @@ pub struct Attachment {
     pub info: serde_json::Value,
     tx: loopsy_term::client::Tx,
     events: mpsc::Receiver<HostEvent>,
-    /// Output bytes in `events`.
-    queued: Arc<AtomicUsize>,
+    /// Output bytes in `events` (and the reader waits on the `Notify` while they are over
+    /// [`QUEUE_BYTES`]).
+    queued: Arc<(AtomicUsize, Notify)>,
     reader: JoinHandle<()>,
     /// An event taken while coalescing output, handed out next.
     stash: Option<HostEvent>,
@@ -109,11 +113,14 @@ impl Attachment {
         let info = serde_json::to_value(&att.info).unwrap_or_default();
         let can_skip = window.is_some() && att.info.proto >= 1;
         let (etx, events) = mpsc::channel(QUEUE);
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new((AtomicUsize::new(0), Notify::new()));
         let counted = queued.clone();
         let mut rx = att.rx;
         let reader = tokio::spawn(async move {
             loop {
+                while counted.0.load(Ordering::Relaxed) >= QUEUE_BYTES {
+                    counted.1.notified().await;
+                }
                 let ev = match read_frame(&mut rx).await {
                     Ok(Some(f)) if f.kind == Kind::Output => HostEvent::Output(f.data),
                     Ok(Some(f)) if f.kind == Kind::Screen => HostEvent::Screen(f.data),
@@ -131,7 +138,7 @@ impl Attachment {
                 };
                 let end = matches!(ev, HostEvent::Closed(_));
                 if let HostEvent::Output(b) = &ev {
-                    counted.fetch_add(b.len(), Ordering::Relaxed);
+                    counted.0.fetch_add(b.len(), Ordering::Relaxed);
                 }
                 if etx.send(ev).await.is_err() || end {
                     return;
@@ -178,7 +185,8 @@ impl Attachment {
 
     fn took(&self, ev: Option<&HostEvent>) {
         if let Some(HostEvent::Output(b)) = ev {
-            self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+            self.queued.0.fetch_sub(b.len(), Ordering::Relaxed);
+            self.queued.1.notify_one();
         }
     }
 
@@ -186,7 +194,7 @@ impl Attachment {
     /// bytes of it. (A queue full of small frames short of that makes the host leave this
     /// client behind and send it a fresh screen by itself.)
     fn far_behind(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) >= FAR_BEHIND
+        self.queued.0.load(Ordering::Relaxed) >= FAR_BEHIND
     }
 
     fn in_flight(&self) -> u64 {
