@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,21 +11,25 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use crate::SessionId;
 use crate::keys::{bracketed, key_bytes};
 use crate::proto::{
-    Frame, HOST_PROTO, Kind, MAX_FRAME, MAX_READ, MAX_WRITE, ReadMode, ReadOut, Reply, Request,
-    check_size, decode_resize, decode_skip, page, read_frame, write_frame, write_json,
+    Frame, HOST_PROTO, Kind, MAX_READ, MAX_WRITE, ReadMode, ReadOut, Reply, Request, check_size,
+    page,
 };
 use crate::record::{
     SessionDir, SessionInfo, SessionSpec, SessionState, load_json, now_ms, save_json, write_private,
 };
 use crate::ring::Ring;
 
+mod client;
+mod screens;
 mod spare;
+
+use screens::Client;
 
 /// Frames queued per attached client before it counts as stalled.
 const CLIENT_QUEUE: usize = 64;
@@ -34,9 +37,6 @@ const CLIENT_QUEUE: usize = 64;
 const INPUT_QUEUE: usize = 256;
 /// Rows of screen-model scrollback (the byte ring is the real scrollback).
 const MODEL_SCROLLBACK: usize = 0;
-/// Diffs a skipping client gets in a row before a whole screen again (which repairs anything
-/// the client's terminal drew differently from the screen model).
-const MAX_DIFFS: u32 = 30;
 
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,35 +47,6 @@ pub enum HostError {
     /// The PTY or the program.
     #[error("session host: cannot start the program: {0}")]
     Spawn(String),
-}
-
-struct Client {
-    id: u64,
-    tx: mpsc::Sender<Frame>,
-    lagging: bool,
-    /// It sent `Skip`: its fresh screens go as `Screen` frames, so it can tell them apart
-    /// from the stale output it drops.
-    screens: bool,
-    /// Set by `Skip` until its fresh screen goes out: the client's writer drops the output
-    /// still queued ahead of that screen instead of sending it (it would be dropped at the
-    /// other end anyway, after costing both sides a copy).
-    discard: Arc<AtomicBool>,
-    /// The screen its last `Screen` frame showed, and how many diffs in a row it has had.
-    shown: Option<(vt100::Screen, u32)>,
-    /// Its last `Skip` said it shows exactly `shown`: the next `Screen` may be a diff.
-    at_shown: bool,
-    /// `Screen` frames queued to it so far.
-    screens_out: u64,
-}
-
-impl Client {
-    fn screen_kind(&self) -> Kind {
-        if self.screens {
-            Kind::Screen
-        } else {
-            Kind::Output
-        }
-    }
 }
 
 struct Shared {
@@ -92,38 +63,6 @@ struct Shared {
 }
 
 impl Shared {
-    /// What turns `prev` (shown on a client, nothing after it) into the current screen, or
-    /// `None` when only a whole screen will do (the size or the alternate screen changed).
-    fn diff(&self, prev: &vt100::Screen) -> Option<Vec<u8>> {
-        let s = self.parser.screen();
-        if s.size() != prev.size() || s.alternate_screen() != prev.alternate_screen() {
-            return None;
-        }
-        let mut v = s.state_diff(prev).into_bytes();
-        if v.is_empty() {
-            // Never an empty frame: the client acknowledges what it painted, and the daemon
-            // waits for that before the next screen. Re-stating the cursor's visibility
-            // changes nothing.
-            v.extend_from_slice(if s.hide_cursor() {
-                b"\x1b[?25l"
-            } else {
-                b"\x1b[?25h"
-            });
-        }
-        Some(v)
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        let s = self.parser.screen();
-        let mut v = if s.alternate_screen() {
-            b"\x1b[?1049h".to_vec()
-        } else {
-            b"\x1b[?1049l".to_vec()
-        };
-        v.extend_from_slice(s.state_formatted().as_bytes());
-        v
-    }
-
     fn output(&mut self, bytes: &[u8]) {
         self.parser.process(bytes);
         self.ring.push(bytes);
@@ -151,58 +90,6 @@ impl Shared {
         // terminal would otherwise pause a merely slower client for up to a tick each time.
         // (After the others got `bytes`: its fresh screen already shows them.)
         self.resync();
-    }
-
-    /// Give stalled clients that drained their queue a fresh snapshot (a client that asked
-    /// for one with `Skip` gets it as soon as it fits: its writer drops the output ahead of
-    /// it).
-    fn resync(&mut self) {
-        let ready = |c: &Client| {
-            c.lagging
-                && c.tx.capacity()
-                    >= if c.discard.load(Ordering::Acquire) {
-                        1
-                    } else {
-                        CLIENT_QUEUE / 2
-                    }
-        };
-        if !self.clients.iter().any(ready) {
-            return;
-        }
-        let mut snap = None;
-        let mut clients = std::mem::take(&mut self.clients);
-        for c in clients.iter_mut() {
-            if !ready(c) {
-                continue;
-            }
-            let diff = match &c.shown {
-                Some((prev, n)) if c.at_shown && *n < MAX_DIFFS => {
-                    self.diff(prev).map(|d| (d, n + 1))
-                }
-                _ => None,
-            };
-            let (data, diffs) = match diff {
-                Some(d) => d,
-                None => (snap.get_or_insert_with(|| self.snapshot()).clone(), 0),
-            };
-            // (The writer sends a screen larger than a frame as several.)
-            let frames = data.len().div_ceil(MAX_FRAME as usize).max(1) as u64;
-            if c.tx
-                .try_send(Frame {
-                    kind: c.screen_kind(),
-                    data,
-                })
-                .is_ok()
-            {
-                if c.screens {
-                    c.shown = Some((self.parser.screen().clone(), diffs));
-                    c.screens_out += frames;
-                }
-                c.at_shown = false;
-                c.lagging = false;
-            }
-        }
-        self.clients = clients;
     }
 
     fn resize(&mut self, cols: u16, rows: u16) -> Result<(), String> {
@@ -426,7 +313,7 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
             code = &mut exit_rx => break code.ok().flatten(),
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    tokio::spawn(client(stream, shared.clone(), in_tx.clone()));
+                    tokio::spawn(client::client(stream, shared.clone(), in_tx.clone()));
                 }
             }
             _ = tick.tick() => lock(&shared).resync(),
@@ -571,148 +458,4 @@ fn handle(shared: &Arc<Mutex<Shared>>, input: &SyncSender<Vec<u8>>, req: Request
         }
         Request::Attach { .. } => Reply::error("internal", "attach is handled elsewhere"),
     }
-}
-
-async fn client(stream: UnixStream, shared: Arc<Mutex<Shared>>, input: SyncSender<Vec<u8>>) {
-    let (mut rd, mut wr) = stream.into_split();
-    let first = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await {
-        Ok(Ok(Some(f))) if f.kind == Kind::Request => f,
-        Ok(Err(e)) => {
-            let _ = write_json(
-                &mut wr,
-                Kind::Reply,
-                &Reply::error("invalid_arguments", e.to_string()),
-            )
-            .await;
-            return;
-        }
-        _ => return,
-    };
-    let req: Request = match serde_json::from_slice(&first.data) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = write_json(
-                &mut wr,
-                Kind::Reply,
-                &Reply::error("invalid_arguments", e.to_string()),
-            )
-            .await;
-            return;
-        }
-    };
-    let Request::Attach { cols, rows } = req else {
-        let reply = handle(&shared, &input, req);
-        let _ = write_json(&mut wr, Kind::Reply, &reply).await;
-        return;
-    };
-    let (tx, mut rx) = mpsc::channel::<Frame>(CLIENT_QUEUE);
-    let discard = Arc::new(AtomicBool::new(false));
-    let registered = (|| {
-        let mut s = lock(&shared);
-        s.resize(cols, rows)?;
-        let info = s.info.clone();
-        let snap = s.snapshot();
-        let id = s.next_client;
-        s.next_client += 1;
-        // The reply and the first screen go through the queue, so nothing overtakes them.
-        let reply = serde_json::to_vec(&Reply::Info(info)).unwrap_or_default();
-        let _ = tx.try_send(Frame {
-            kind: Kind::Reply,
-            data: reply,
-        });
-        let _ = tx.try_send(Frame {
-            kind: Kind::Output,
-            data: snap,
-        });
-        s.clients.push(Client {
-            id,
-            tx,
-            lagging: false,
-            screens: false,
-            discard: discard.clone(),
-            shown: None,
-            at_shown: false,
-            screens_out: 0,
-        });
-        s.info.clients = s.clients.len() as u32;
-        Ok::<u64, String>(id)
-    })();
-    let id = match registered {
-        Ok(id) => id,
-        Err(e) => {
-            let _ = write_json(&mut wr, Kind::Reply, &Reply::error("invalid_arguments", e)).await;
-            return;
-        }
-    };
-    let dropping = discard.clone();
-    let writer = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
-            match f.kind {
-                Kind::Output if dropping.load(Ordering::Acquire) => continue,
-                Kind::Screen => dropping.store(false, Ordering::Release),
-                _ => {}
-            }
-            // Output is a byte stream: a snapshot larger than a frame goes in several.
-            let mut failed = false;
-            for part in f.data.chunks(MAX_FRAME as usize) {
-                if write_frame(&mut wr, f.kind, part).await.is_err() {
-                    failed = true;
-                    break;
-                }
-            }
-            if failed {
-                break;
-            }
-            if f.kind == Kind::Exit {
-                break;
-            }
-        }
-    });
-    while let Ok(Some(f)) = read_frame(&mut rd).await {
-        match f.kind {
-            Kind::Input => {
-                lock(&shared).info.last_activity_ms = now_ms();
-                // Hold this client back (not the PTY) while the program is not reading.
-                // (At most INPUT_QUEUE chunks of MAX_WRITE bytes wait for the PTY.)
-                for part in f.data.chunks(MAX_WRITE) {
-                    let mut bytes = part.to_vec();
-                    loop {
-                        match input.try_send(bytes) {
-                            Ok(()) => break,
-                            Err(TrySendError::Full(b)) => {
-                                bytes = b;
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                            }
-                            Err(TrySendError::Disconnected(_)) => break,
-                        }
-                    }
-                }
-            }
-            Kind::Resize => {
-                if let Some((c, r)) = decode_resize(&f.data) {
-                    let _ = lock(&shared).resize(c, r);
-                }
-            }
-            Kind::Skip => {
-                // Queue nothing more of the old output for it; a fresh screen goes as soon
-                // as its queue has room (now, on the next output, or on the next tick).
-                let mut s = lock(&shared);
-                if let Some(c) = s.clients.iter_mut().find(|c| c.id == id) {
-                    c.lagging = true;
-                    c.screens = true;
-                    c.discard.store(true, Ordering::Release);
-                    // (Only if no other screen went to it since the one it shows.)
-                    c.at_shown = decode_skip(&f.data) == Some(c.screens_out);
-                }
-                s.resync();
-            }
-            _ => {}
-        }
-    }
-    {
-        let mut s = lock(&shared);
-        s.clients.retain(|c| c.id != id);
-        s.info.clients = s.clients.len() as u32;
-    }
-    writer.abort();
 }
