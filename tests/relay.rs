@@ -233,6 +233,7 @@ fn phone_shell_through_the_relay_end_to_end_and_blind() {
             .await
             .unwrap();
         again.ack_each_message();
+        again.track_screen();
         again.paint = Duration::from_millis(40);
         let produced = |list: &Value| {
             list["sessions"]
@@ -325,10 +326,12 @@ fn phone_shell_through_the_relay_end_to_end_and_blind() {
             .unwrap();
         let all: String = (1..=3000).map(|n| format!("{n}\r\n")).collect();
         let text = String::from_utf8_lossy(&again.output).to_string();
-        let gap = (2..=3000).find(|n| !text.contains(&format!("\n{}\r\n{n}\r\n", n - 1)));
+        let gap = (2..=3000).find(|n| !text.contains(&format!("{}\r\n{n}\r\n", n - 1)));
         assert!(
             text.contains(&all),
-            "the output after the flood is not byte for byte (the first break is before {gap:?})"
+            "the output after the flood is not byte for byte (the first break is before {gap:?}): {:?}",
+            gap.and_then(|n| text.find(&format!("\r\n{}\r\n", n - 1)))
+                .map(|i| text[i..].chars().take(300).collect::<String>())
         );
         again.close().await;
     });

@@ -366,6 +366,9 @@ pub struct PhoneConn {
     pub most_unacked: u64,
     /// Play a phone that stopped painting: acknowledge nothing until [`PhoneConn::ack_now`].
     pub hold_acks: bool,
+    /// Keep the terminal model and the message log below for this attachment
+    /// ([`PhoneConn::track_screen`]; off by default, as benchmarks stream through here).
+    tracking: bool,
     /// Fresh screens (whole, or what changed since the last) received on this attachment:
     /// output messages with an escape sequence in them. (For floods of plain text only.)
     pub screens: u64,
@@ -447,6 +450,7 @@ impl PhoneConn {
             largest_output: 0,
             most_unacked: 0,
             hold_acks: false,
+            tracking: false,
             screens: 0,
             messages: Vec::new(),
             paint: Duration::ZERO,
@@ -520,13 +524,15 @@ impl PhoneConn {
                         self.received += o.len() as u64;
                         self.largest_output = self.largest_output.max(o.len());
                         self.most_unacked = self.most_unacked.max(self.received - self.acked);
-                        let screen = o.contains(&0x1b);
-                        self.screens += u64::from(screen);
-                        self.messages.push((screen, o.len()));
-                        self.model.process(&o);
-                        self.recent.push_back(o.clone());
-                        if self.recent.len() > 12 {
-                            self.recent.pop_front();
+                        if self.tracking {
+                            let screen = o.contains(&0x1b);
+                            self.screens += u64::from(screen);
+                            self.messages.push((screen, o.len()));
+                            self.model.process(&o);
+                            self.recent.push_back(o.clone());
+                            if self.recent.len() > 12 {
+                                self.recent.pop_front();
+                            }
                         }
                         self.output.extend_from_slice(&o);
                         if !self.hold_acks && self.received - self.acked >= self.ack_every {
@@ -645,6 +651,7 @@ impl PhoneConn {
         window: Option<u64>,
     ) -> Result<Value, String> {
         self.output.clear();
+        self.tracking = false;
         let size =
             |n: u16| std::num::NonZeroU16::new(n.max(1)).unwrap_or(std::num::NonZeroU16::MIN);
         self.model = vt100::Parser::new(size(rows), size(cols), 0);
@@ -665,6 +672,12 @@ impl PhoneConn {
             Control::Attached { session } => Ok(session),
             other => Err(format!("{other:?}")),
         }
+    }
+
+    /// From now until the next attach, apply every output message to a terminal model of the
+    /// phone's screen ([`PhoneConn::screen_text`]) and log it ([`PhoneConn::messages`]).
+    pub fn track_screen(&mut self) {
+        self.tracking = true;
     }
 
     /// Acknowledge every output message as it arrives (as the web app does once per painted

@@ -4,23 +4,16 @@
 //! PTY), and pass input and resizes in.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loopsy_relay::app::{MIN_WINDOW, OUTPUT_WINDOW};
 use loopsy_term::proto::{Kind, encode_resize, read_frame, skip_at_screen, write_frame};
-use tokio::sync::{Notify, mpsc};
+
 use tokio::task::JoinHandle;
 
+use super::outq::OutQueue;
 use crate::DaemonCtx;
 
-/// Output frames queued between the host reader and the channel. (Each is one read of the
-/// PTY, at most 4 KiB on Linux and often a few bytes: a program that prints line by line
-/// makes many small ones, and a short burst of them must not look like a flood.)
-const QUEUE: usize = 256;
-/// Output bytes queued between the host reader and the channel at most (past it the reader
-/// stops reading, and the host leaves this client behind and sends it a fresh screen later).
-const QUEUE_BYTES: usize = 256 * 1024;
 /// Output joined into one event at most (one end-to-end message's worth).
 const COALESCE: usize = loopsy_relay::app::MAX_BODY;
 /// How long one write into the host may take.
@@ -55,10 +48,7 @@ pub struct Attachment {
     /// The session as attached (JSON).
     pub info: serde_json::Value,
     tx: loopsy_term::client::Tx,
-    events: mpsc::Receiver<HostEvent>,
-    /// Output bytes in `events` (and the reader waits on the `Notify` while they are over
-    /// [`QUEUE_BYTES`]).
-    queued: Arc<(AtomicUsize, Notify)>,
+    events: Arc<OutQueue>,
     reader: JoinHandle<()>,
     /// An event taken while coalescing output, handed out next.
     stash: Option<HostEvent>,
@@ -112,15 +102,11 @@ impl Attachment {
             .map_err(|e| ("unavailable".to_string(), format!("cannot attach: {e}")))?;
         let info = serde_json::to_value(&att.info).unwrap_or_default();
         let can_skip = window.is_some() && att.info.proto >= 1;
-        let (etx, events) = mpsc::channel(QUEUE);
-        let queued = Arc::new((AtomicUsize::new(0), Notify::new()));
-        let counted = queued.clone();
+        let events = Arc::new(OutQueue::default());
+        let out = Closing(events.clone());
         let mut rx = att.rx;
         let reader = tokio::spawn(async move {
             loop {
-                while counted.0.load(Ordering::Relaxed) >= QUEUE_BYTES {
-                    counted.1.notified().await;
-                }
                 let ev = match read_frame(&mut rx).await {
                     Ok(Some(f)) if f.kind == Kind::Output => HostEvent::Output(f.data),
                     Ok(Some(f)) if f.kind == Kind::Screen => HostEvent::Screen(f.data),
@@ -129,7 +115,7 @@ impl Attachment {
                             .ok()
                             .and_then(|v| v["code"].as_i64())
                             .and_then(|c| i32::try_from(c).ok());
-                        let _ = etx.send(HostEvent::Exit(code)).await;
+                        out.0.push(HostEvent::Exit(code)).await;
                         return;
                     }
                     Ok(Some(_)) => continue,
@@ -137,10 +123,8 @@ impl Attachment {
                     Err(e) => HostEvent::Closed(format!("the session host: {e}")),
                 };
                 let end = matches!(ev, HostEvent::Closed(_));
-                if let HostEvent::Output(b) = &ev {
-                    counted.0.fetch_add(b.len(), Ordering::Relaxed);
-                }
-                if etx.send(ev).await.is_err() || end {
+                out.0.push(ev).await;
+                if end {
                     return;
                 }
             }
@@ -149,7 +133,6 @@ impl Attachment {
             info,
             tx: att.tx,
             events,
-            queued,
             reader,
             stash: None,
             rest: Vec::new(),
@@ -172,29 +155,17 @@ impl Attachment {
 
     /// The next event from the reader (cancel-safe).
     async fn recv(&mut self) -> Option<HostEvent> {
-        let ev = self.events.recv().await;
-        self.took(ev.as_ref());
-        ev
+        self.events.recv().await
     }
 
-    fn try_recv(&mut self) -> Result<HostEvent, mpsc::error::TryRecvError> {
-        let ev = self.events.try_recv();
-        self.took(ev.as_ref().ok());
-        ev
-    }
-
-    fn took(&self, ev: Option<&HostEvent>) {
-        if let Some(HostEvent::Output(b)) = ev {
-            self.queued.0.fetch_sub(b.len(), Ordering::Relaxed);
-            self.queued.1.notify_one();
-        }
+    fn try_recv(&mut self) -> Option<HostEvent> {
+        self.events.try_recv()
     }
 
     /// Whether the output queued behind the window is stale enough to skip: [`FAR_BEHIND`]
-    /// bytes of it. (A queue full of small frames short of that makes the host leave this
-    /// client behind and send it a fresh screen by itself.)
+    /// bytes of it.
     fn far_behind(&self) -> bool {
-        self.queued.0.load(Ordering::Relaxed) >= FAR_BEHIND
+        self.events.bytes() >= FAR_BEHIND
     }
 
     fn in_flight(&self) -> u64 {
@@ -239,14 +210,14 @@ impl Attachment {
         };
         while buf.len() < COALESCE {
             match self.try_recv() {
-                Ok(HostEvent::Output(more)) if buf.len() + more.len() <= COALESCE => {
+                Some(HostEvent::Output(more)) if buf.len() + more.len() <= COALESCE => {
                     buf.extend_from_slice(&more)
                 }
-                Ok(other) => {
+                Some(other) => {
                     self.stash = Some(other);
                     break;
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         HostEvent::Output(buf)
@@ -339,5 +310,14 @@ impl Attachment {
     /// Resize the session.
     pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), String> {
         self.write(Kind::Resize, &encode_resize(cols, rows)).await
+    }
+}
+
+/// Marks the queue closed when the reader task ends, however it ends.
+struct Closing(Arc<OutQueue>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod creds;
 pub mod link;
 pub mod local;
+mod outq;
 pub mod relay_api;
 pub mod store;
 
