@@ -369,10 +369,9 @@ pub struct PhoneConn {
     /// Keep the terminal model and the message log below for this attachment
     /// ([`PhoneConn::track_screen`]; off by default, as benchmarks stream through here).
     tracking: bool,
-    /// Fresh screens (whole, or what changed since the last) received on this attachment:
-    /// output messages with an escape sequence in them. (For floods of plain text only.)
-    pub screens: u64,
-    /// Each output message of this attachment: (a fresh screen, its length).
+    /// Each output message of this attachment: (a fresh screen, its length). A fresh screen
+    /// (whole, or what changed since the last) is a message with an escape sequence in it.
+    /// (For floods of plain text only.)
     pub messages: Vec<(bool, usize)>,
     /// Play a phone that takes this long to paint what it got before acknowledging it.
     pub paint: Duration,
@@ -451,7 +450,6 @@ impl PhoneConn {
             most_unacked: 0,
             hold_acks: false,
             tracking: false,
-            screens: 0,
             messages: Vec::new(),
             paint: Duration::ZERO,
             model: vt100::Parser::default(),
@@ -525,9 +523,7 @@ impl PhoneConn {
                         self.largest_output = self.largest_output.max(o.len());
                         self.most_unacked = self.most_unacked.max(self.received - self.acked);
                         if self.tracking {
-                            let screen = o.contains(&0x1b);
-                            self.screens += u64::from(screen);
-                            self.messages.push((screen, o.len()));
+                            self.messages.push((o.contains(&0x1b), o.len()));
                             self.model.process(&o);
                             self.recent.push_back(o.clone());
                             if self.recent.len() > 12 {
@@ -549,7 +545,6 @@ impl PhoneConn {
                             self.acked = 0;
                             self.largest_output = 0;
                             self.most_unacked = 0;
-                            self.screens = 0;
                             self.messages.clear();
                         }
                         self.controls.push_back(c)
@@ -724,12 +719,13 @@ impl PhoneConn {
     /// Wait until `n` fresh screens have arrived on this attachment.
     pub async fn until_screens(&mut self, n: u64, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
-        while self.screens < n {
+        let screens = |c: &Self| c.messages.iter().filter(|m| m.0).count() as u64;
+        while screens(self) < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(format!(
                     "{} fresh screens within {timeout:?}, not {n}",
-                    self.screens
+                    screens(self)
                 ));
             }
             self.pump(left.min(Duration::from_millis(200))).await?;

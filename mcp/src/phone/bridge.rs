@@ -153,15 +153,6 @@ impl Attachment {
         self.in_flight() < self.window
     }
 
-    /// The next event from the reader (cancel-safe).
-    async fn recv(&mut self) -> Option<HostEvent> {
-        self.events.recv().await
-    }
-
-    fn try_recv(&mut self) -> Option<HostEvent> {
-        self.events.try_recv()
-    }
-
     /// Whether the output queued behind the window is stale enough to skip: [`FAR_BEHIND`]
     /// bytes of it.
     fn far_behind(&self) -> bool {
@@ -187,6 +178,7 @@ impl Attachment {
             let ev = match self.stash.take() {
                 Some(e) => e,
                 None => self
+                    .events
                     .recv()
                     .await
                     .unwrap_or_else(|| HostEvent::Closed("the session host closed".into())),
@@ -209,7 +201,7 @@ impl Attachment {
             return ev;
         };
         while buf.len() < COALESCE {
-            match self.try_recv() {
+            match self.events.try_recv() {
                 Some(HostEvent::Output(more)) if buf.len() + more.len() <= COALESCE => {
                     buf.extend_from_slice(&more)
                 }
@@ -227,7 +219,7 @@ impl Attachment {
     /// output is streaming, so a busy terminal goes out in few large messages).
     pub async fn fill(&mut self, buf: &mut Vec<u8>, deadline: tokio::time::Instant) {
         while buf.len() < COALESCE && self.stash.is_none() && !self.screen_out {
-            match tokio::time::timeout_at(deadline, self.recv()).await {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(HostEvent::Output(more))) if buf.len() + more.len() <= COALESCE => {
                     buf.extend_from_slice(&more)
                 }
