@@ -3,7 +3,6 @@
 //! daemon and the bridge adds only a copy.
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
 
 use loopsy_mcp::control::Verb;
 use loopsy_mesh::Home;
@@ -46,8 +45,11 @@ pub fn run(home: &Home) -> anyhow::Result<()> {
                 }
             }
         }
-        // EOF from the agent: let the daemon finish and close its side.
-        let _ = to_daemon_w.shutdown(Shutdown::Write);
+        // EOF from the agent: let the daemon finish and close its side. Where the stream
+        // cannot half-close (Windows pipes), the agent is gone and so is the bridge.
+        if to_daemon_w.shutdown_write().is_err() {
+            std::process::exit(0);
+        }
     });
 
     let mut stdout = std::io::stdout().lock();

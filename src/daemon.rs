@@ -9,7 +9,6 @@ use loopsy_mesh::exec::JobManager;
 use loopsy_mesh::files::PathPolicy;
 use loopsy_mesh::node::{self, NodeConfig};
 use loopsy_mesh::{ApiToken, Config, Home, Identity, PidLock};
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -70,9 +69,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     files_cfg
         .denied_paths
         .push(home.root().display().to_string());
-    let user_home = std::env::var_os("HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/".into());
+    let user_home = loopsy_sys::home_dir().unwrap_or_else(|| "/".into());
     let files = PathPolicy::new(&files_cfg, &user_home);
     let context = loopsy_mesh::context::ContextHandle::open(
         &home.root().join("context"),
@@ -161,7 +158,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     loopsy_mcp::listener::serve(listener, ctx.clone()).await;
 
     info!("shutting down");
-    if let Err(e) = std::fs::remove_file(home.socket()) {
+    if let Err(e) = loopsy_sys::ipc::remove(&home.socket()) {
         warn!(error = %e, "cannot remove the control socket");
     }
     jobs.kill_all();
@@ -172,21 +169,15 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
 }
 
 async fn watch_signals(stop: CancellationToken) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM"); break; }
-            _ = int.recv() => { info!("SIGINT"); break; }
-            // A closed terminal must not take the daemon with it.
-            _ = hup.recv() => info!("SIGHUP ignored"),
+    // A closed terminal must not take the daemon with it: hang-ups are ignored there.
+    let mut signals = match loopsy_sys::signal::shutdown() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot install signal handlers: {e}");
+            return;
         }
-    }
+    };
+    let name = signals.recv().await;
+    info!("{name}");
     stop.cancel();
 }

@@ -4,9 +4,6 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +11,7 @@ use anyhow::{Context, bail};
 use loopsy_mcp::control::{self, ControlError, Verb, Welcome};
 use loopsy_mcp::tools::status::StatusOut;
 use loopsy_mesh::{Config, Home, PidLock};
+use loopsy_sys::ipc::BlockingStream;
 
 use crate::cli::DaemonArgs;
 use crate::ui::{self, BAD, BOLD, DIM, OK, WARN};
@@ -40,8 +38,8 @@ pub enum ProbeError {
 pub fn hello(
     home: &Home,
     verb: Verb,
-) -> Result<(BufReader<UnixStream>, UnixStream, Welcome), ProbeError> {
-    let stream = match UnixStream::connect(home.socket()) {
+) -> Result<(BufReader<BlockingStream>, BlockingStream, Welcome), ProbeError> {
+    let stream = match loopsy_sys::ipc::connect_blocking(&home.socket()) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -88,15 +86,19 @@ pub fn spawn_daemon(home: &Home, args: &DaemonArgs) -> anyhow::Result<Welcome> {
         );
     }
     let log_path = home.daemon_log();
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log = loopsy_sys::fs::with_mode(
+        OpenOptions::new().create(true).append(true),
+        loopsy_sys::fs::PRIVATE_FILE,
+    )
+    .open(&log_path)
+    .with_context(|| format!("cannot open {}", log_path.display()))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().context("cannot find the loopsy executable")?;
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    // Own process group (no console on Windows): a Ctrl-C in the starting terminal does not
+    // reach the daemon.
+    loopsy_sys::process::detach(&mut cmd, loopsy_sys::process::Detach::Group);
+    let mut child = cmd
         .arg("--home")
         .arg(home.root())
         .arg("daemon")
@@ -104,8 +106,6 @@ pub fn spawn_daemon(home: &Home, args: &DaemonArgs) -> anyhow::Result<Welcome> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        // Own process group: a Ctrl-C in the starting terminal does not reach the daemon.
-        .process_group(0)
         .spawn()
         .context("cannot spawn the daemon")?;
 

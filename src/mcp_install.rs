@@ -104,8 +104,7 @@ impl Agent {
 }
 
 fn on_path(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+    loopsy_sys::shell::find_on_path(bin, std::env::var_os("PATH").as_deref()).is_some()
 }
 
 /// The command an agent runs: this binary, with `--home` when it is not the default.
@@ -116,11 +115,11 @@ fn command(home: &Home) -> anyhow::Result<(String, Vec<String>)> {
     let exe = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("loopsy"))
+        .map(|d| d.join(format!("loopsy{}", std::env::consts::EXE_SUFFIX)))
         .find(|c| c.is_file() && std::fs::canonicalize(c).ok() == std::fs::canonicalize(&exe).ok())
         .unwrap_or(exe);
     let mut args = Vec::new();
-    let default = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".loopsy"));
+    let default = loopsy_sys::home_dir().map(|h| h.join(".loopsy"));
     if default.as_deref() != Some(home.root()) {
         args.push("--home".to_string());
         args.push(home.root().display().to_string());
@@ -355,9 +354,7 @@ fn apply(path: &Path, old: Option<&str>, new: &str, dry_run: bool) -> anyhow::Re
             .with_context(|| format!("cannot follow the link {}", path.display()))?,
         _ => path.to_path_buf(),
     };
-    let mode = std::fs::metadata(&real)
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-        .unwrap_or(0o644);
+    let mode = loopsy_sys::fs::mode_of(&real).unwrap_or(loopsy_sys::fs::PUBLIC_FILE);
     if let Some(old) = old {
         // The first backup is the file as it was before loopsy ever touched it; keep it.
         let mut backup = real.as_os_str().to_owned();
@@ -380,10 +377,8 @@ fn apply(path: &Path, old: Option<&str>, new: &str, dry_run: bool) -> anyhow::Re
         return Err(e).with_context(|| format!("cannot write {}", path.display()));
     }
     std::fs::rename(&tmp, &real).with_context(|| format!("cannot replace {}", path.display()))?;
-    if let Some(dir) = real.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
+    if let Some(dir) = real.parent() {
+        let _ = loopsy_sys::fs::sync_dir(dir);
     }
     Ok(true)
 }
@@ -391,12 +386,11 @@ fn apply(path: &Path, old: Option<&str>, new: &str, dry_run: bool) -> anyhow::Re
 /// Create `path` (it must not exist) with `mode` from the start, write and fsync.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
+    let mut f = loopsy_sys::fs::with_mode(
+        std::fs::OpenOptions::new().write(true).create_new(true),
+        mode,
+    )
+    .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -428,9 +422,7 @@ pub fn run(
     dry_run: bool,
     instructions: Instructions,
 ) -> anyhow::Result<ExitCode> {
-    let user_home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .context("HOME is not set")?;
+    let user_home = loopsy_sys::home_dir().context("no home directory (HOME is not set)")?;
     let chosen: Vec<Agent> = if agent == Agent::All {
         AGENTS
             .into_iter()

@@ -505,15 +505,11 @@ pub fn dashboard(home: &Home, no_open: bool, json_out: bool) -> anyhow::Result<E
         ui::print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else {
-        "xdg-open"
-    };
+    let (opener, args) = loopsy_sys::shell::opener(&url);
     let opened = !no_open
         && std::io::stdout().is_terminal()
         && Command::new(opener)
-            .arg(&url)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use loopsy_mesh::Home;
+use loopsy_sys::Os;
 
 use crate::ui::{self, DIM, OK, WARN};
 
@@ -78,36 +79,85 @@ pub fn launchd_plist(exe: &Path, home: &Home) -> String {
     )
 }
 
-/// The `schtasks` arguments that register the Windows logon task.
-pub fn schtasks_args(exe: &Path, home: &Home) -> Vec<String> {
-    vec![
-        "/Create".into(),
-        "/F".into(),
-        "/SC".into(),
-        "ONLOGON".into(),
-        "/RL".into(),
-        "LIMITED".into(),
-        "/TN".into(),
-        LABEL.into(),
-        "/TR".into(),
-        format!(
-            "\"{}\" --home \"{}\" daemon",
-            exe.display(),
-            home.root().display()
-        ),
-    ]
+/// The Task Scheduler definition (schtasks `/XML`): run the daemon at the user's logon, with
+/// the user's own rights, restarted if it fails, never stopped for running long or on battery.
+pub fn task_xml(exe: &Path, home: &Home, user: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-16"?>
+<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
+  <RegistrationInfo>
+    <Description>loopsy daemon (mesh for terminals and AI coding agents)</Description>
+    <URI>\{LABEL}</URI>
+  </RegistrationInfo>
+  <Triggers>
+    <LogonTrigger>
+      <Enabled>true</Enabled>
+      <UserId>{user}</UserId>
+    </LogonTrigger>
+  </Triggers>
+  <Principals>
+    <Principal id="Author">
+      <UserId>{user}</UserId>
+      <LogonType>InteractiveToken</LogonType>
+      <RunLevel>LeastPrivilege</RunLevel>
+    </Principal>
+  </Principals>
+  <Settings>
+    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
+    <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
+    <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
+    <AllowHardTerminate>true</AllowHardTerminate>
+    <StartWhenAvailable>true</StartWhenAvailable>
+    <AllowStartOnDemand>true</AllowStartOnDemand>
+    <Enabled>true</Enabled>
+    <Hidden>false</Hidden>
+    <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>
+    <RestartOnFailure>
+      <Interval>PT1M</Interval>
+      <Count>999</Count>
+    </RestartOnFailure>
+  </Settings>
+  <Actions Context="Author">
+    <Exec>
+      <Command>{}</Command>
+      <Arguments>--home "{}" daemon</Arguments>
+    </Exec>
+  </Actions>
+</Task>
+"#,
+        xml_escape(&exe.display().to_string()),
+        xml_escape(&home.root().display().to_string()),
+        user = xml_escape(user),
+    )
+}
+
+/// `DOMAIN\user` for the task's principal.
+fn windows_user() -> anyhow::Result<String> {
+    let user = std::env::var("USERNAME").context("USERNAME is not set")?;
+    Ok(match std::env::var("USERDOMAIN") {
+        Ok(d) if !d.is_empty() => format!("{d}\\{user}"),
+        _ => user,
+    })
+}
+
+/// `gui/<uid>`: the launchd domain of the logged-in user's session.
+fn launchd_domain() -> anyhow::Result<String> {
+    let uid = loopsy_sys::process::user_id().context("no user id on this platform")?;
+    Ok(format!("gui/{uid}"))
 }
 
 fn systemd_unit_path() -> anyhow::Result<PathBuf> {
     let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         Some(x) => PathBuf::from(x),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".config"),
+        None => loopsy_sys::home_dir()
+            .context("no home directory (HOME is not set)")?
+            .join(".config"),
     };
     Ok(base.join("systemd/user").join(format!("{LABEL}.service")))
 }
 
 fn launchd_plist_path() -> anyhow::Result<PathBuf> {
-    let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+    let home = loopsy_sys::home_dir().context("no home directory (HOME is not set)")?;
     Ok(home
         .join("Library/LaunchAgents")
         .join(format!("{LAUNCHD_LABEL}.plist")))
@@ -124,107 +174,152 @@ fn run_quiet(cmd: &str, args: &[&str]) -> Result<(), String> {
 /// `loopsy enable`
 pub fn enable(home: &Home, dry_run: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the loopsy executable")?;
-    if cfg!(target_os = "macos") {
-        let path = launchd_plist_path()?;
-        let body = launchd_plist(&exe, home);
-        if dry_run {
-            anstream::println!("would write {}:\n{body}", path.display());
-            return Ok(());
+    match loopsy_sys::OS {
+        Os::MacOs => enable_launchd(home, &exe, dry_run),
+        Os::Windows => enable_task(home, &exe, dry_run),
+        Os::Linux => enable_systemd(home, &exe, dry_run),
+    }
+}
+
+fn enable_launchd(home: &Home, exe: &Path, dry_run: bool) -> anyhow::Result<()> {
+    let path = launchd_plist_path()?;
+    let body = launchd_plist(exe, home);
+    if dry_run {
+        anstream::println!("would write {}:\n{body}", path.display());
+        return Ok(());
+    }
+    crate::setup::ensure(home, None, false)?;
+    crate::lifecycle::stop(home, true)?;
+    write_file(&path, &body)?;
+    let domain = launchd_domain()?;
+    // A loaded older definition is replaced: take it out first (absent is fine).
+    let _ = run_quiet(
+        "launchctl",
+        &["bootout", &format!("{domain}/{LAUNCHD_LABEL}")],
+    );
+    run_quiet(
+        "launchctl",
+        &["bootstrap", &domain, &path.display().to_string()],
+    )
+    .map_err(|e| anyhow::anyhow!("launchctl bootstrap {domain} failed: {e}"))?;
+    anstream::println!(
+        "{} enabled: launchd agent {} (logs: {})",
+        ui::paint(OK, "✓"),
+        path.display(),
+        home.daemon_log().display()
+    );
+    Ok(())
+}
+
+fn enable_task(home: &Home, exe: &Path, dry_run: bool) -> anyhow::Result<()> {
+    let xml = task_xml(exe, home, &windows_user()?);
+    if dry_run {
+        anstream::println!("would register the task {LABEL} with schtasks /Create /XML:\n{xml}");
+        return Ok(());
+    }
+    crate::setup::ensure(home, None, false)?;
+    let file = home.root().join("loopsy-task.xml");
+    // schtasks reads the file as the encoding its declaration names: UTF-16 with a BOM.
+    let bytes: Vec<u8> = std::iter::once(0xfeff_u16)
+        .chain(xml.encode_utf16())
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    loopsy_mesh::fsutil::atomic_write(&file, &bytes, loopsy_mesh::fsutil::PRIVATE_FILE)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let r = run_quiet(
+        "schtasks",
+        &[
+            "/Create",
+            "/F",
+            "/TN",
+            LABEL,
+            "/XML",
+            &file.display().to_string(),
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    r.map_err(|e| anyhow::anyhow!("schtasks /Create failed: {e}"))?;
+    anstream::println!(
+        "{} enabled: Task Scheduler task {LABEL} (runs at logon)",
+        ui::paint(OK, "✓")
+    );
+    Ok(())
+}
+
+fn enable_systemd(home: &Home, exe: &Path, dry_run: bool) -> anyhow::Result<()> {
+    let path = systemd_unit_path()?;
+    let body = systemd_unit(exe, home);
+    if dry_run {
+        anstream::println!("would write {}:\n{body}", path.display());
+        return Ok(());
+    }
+    crate::setup::ensure(home, None, false)?;
+    write_file(&path, &body)?;
+    anstream::println!("{} wrote {}", ui::paint(OK, "✓"), path.display());
+    match run_quiet("systemctl", &["--user", "daemon-reload"]) {
+        Ok(()) => {
+            crate::lifecycle::stop(home, true)?;
+            run_quiet(
+                "systemctl",
+                &["--user", "enable", "--now", &format!("{LABEL}.service")],
+            )
+            .map_err(|e| anyhow::anyhow!("systemctl --user enable --now {LABEL} failed: {e}"))?;
+            anstream::println!(
+                "{} enabled and started: systemctl --user status {LABEL}",
+                ui::paint(OK, "✓")
+            );
         }
-        crate::setup::ensure(home, None, false)?;
-        crate::lifecycle::stop(home, true)?;
-        write_file(&path, &body)?;
-        let p = path.display().to_string();
-        let _ = run_quiet("launchctl", &["unload", &p]);
-        run_quiet("launchctl", &["load", "-w", &p]).map_err(anyhow::Error::msg)?;
-        anstream::println!(
-            "{} enabled: launchd agent {}",
-            ui::paint(OK, "✓"),
-            path.display()
-        );
-    } else if cfg!(windows) {
-        let args = schtasks_args(&exe, home);
-        if dry_run {
-            anstream::println!("would run: schtasks {}", args.join(" "));
-            return Ok(());
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_quiet("schtasks", &refs).map_err(anyhow::Error::msg)?;
-        anstream::println!(
-            "{} enabled: Task Scheduler entry {LABEL}",
-            ui::paint(OK, "✓")
-        );
-    } else {
-        let path = systemd_unit_path()?;
-        let body = systemd_unit(&exe, home);
-        if dry_run {
-            anstream::println!("would write {}:\n{body}", path.display());
-            return Ok(());
-        }
-        crate::setup::ensure(home, None, false)?;
-        write_file(&path, &body)?;
-        anstream::println!("{} wrote {}", ui::paint(OK, "✓"), path.display());
-        match run_quiet("systemctl", &["--user", "daemon-reload"]) {
-            Ok(()) => {
-                crate::lifecycle::stop(home, true)?;
-                run_quiet(
-                    "systemctl",
-                    &["--user", "enable", "--now", &format!("{LABEL}.service")],
+        Err(e) => anstream::println!(
+            "{} no systemd user manager here ({e}); the unit is installed and starts at your next login.\n  {}",
+            ui::paint(WARN, "!"),
+            ui::paint(
+                DIM,
+                format!(
+                    "to start now: systemctl --user daemon-reload && systemctl --user enable --now {LABEL}"
                 )
-                .map_err(|e| {
-                    anyhow::anyhow!("systemctl --user enable --now {LABEL} failed: {e}")
-                })?;
-                anstream::println!(
-                    "{} enabled and started: systemctl --user status {LABEL}",
-                    ui::paint(OK, "✓")
-                );
-            }
-            Err(e) => anstream::println!(
-                "{} no systemd user manager here ({e}); the unit is installed and starts at your next login.\n  {}",
-                ui::paint(WARN, "!"),
-                ui::paint(
-                    DIM,
-                    format!(
-                        "to start now: systemctl --user daemon-reload && systemctl --user enable --now {LABEL}"
-                    )
-                )
-            ),
-        }
+            )
+        ),
     }
     Ok(())
 }
 
 /// `loopsy disable`
 pub fn disable(dry_run: bool) -> anyhow::Result<()> {
-    if cfg!(target_os = "macos") {
-        let path = launchd_plist_path()?;
-        if dry_run {
-            anstream::println!("would unload and remove {}", path.display());
-            return Ok(());
+    match loopsy_sys::OS {
+        Os::MacOs => {
+            let path = launchd_plist_path()?;
+            if dry_run {
+                anstream::println!("would unload and remove {}", path.display());
+                return Ok(());
+            }
+            let target = format!("{}/{LAUNCHD_LABEL}", launchd_domain()?);
+            let _ = run_quiet("launchctl", &["bootout", &target]);
+            remove_file(&path)?;
         }
-        let _ = run_quiet("launchctl", &["unload", "-w", &path.display().to_string()]);
-        remove_file(&path)?;
-    } else if cfg!(windows) {
-        if dry_run {
-            anstream::println!("would run: schtasks /Delete /F /TN {LABEL}");
-            return Ok(());
+        Os::Windows => {
+            if dry_run {
+                anstream::println!("would run: schtasks /Delete /F /TN {LABEL}");
+                return Ok(());
+            }
+            run_quiet("schtasks", &["/Delete", "/F", "/TN", LABEL])
+                .map_err(|e| anyhow::anyhow!("schtasks /Delete failed: {e}"))?;
         }
-        run_quiet("schtasks", &["/Delete", "/F", "/TN", LABEL]).map_err(anyhow::Error::msg)?;
-    } else {
-        let path = systemd_unit_path()?;
-        if dry_run {
-            anstream::println!(
-                "would disable {LABEL}.service and remove {}",
-                path.display()
+        Os::Linux => {
+            let path = systemd_unit_path()?;
+            if dry_run {
+                anstream::println!(
+                    "would disable {LABEL}.service and remove {}",
+                    path.display()
+                );
+                return Ok(());
+            }
+            let _ = run_quiet(
+                "systemctl",
+                &["--user", "disable", "--now", &format!("{LABEL}.service")],
             );
-            return Ok(());
+            remove_file(&path)?;
+            let _ = run_quiet("systemctl", &["--user", "daemon-reload"]);
         }
-        let _ = run_quiet(
-            "systemctl",
-            &["--user", "disable", "--now", &format!("{LABEL}.service")],
-        );
-        remove_file(&path)?;
-        let _ = run_quiet("systemctl", &["--user", "daemon-reload"]);
     }
     anstream::println!("{} disabled", ui::paint(OK, "✓"));
     Ok(())
@@ -234,7 +329,7 @@ fn write_file(path: &Path, body: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    loopsy_mesh::fsutil::atomic_write(path, body.as_bytes(), 0o644)
+    loopsy_mesh::fsutil::atomic_write(path, body.as_bytes(), loopsy_mesh::fsutil::PUBLIC_FILE)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -264,11 +359,14 @@ mod tests {
         let plist = launchd_plist(Path::new("/a&b/loopsy"), &home);
         assert!(plist.contains("<string>/a&amp;b/loopsy</string>"));
         assert!(plist.contains("<string>daemon</string>") && plist.contains(LAUNCHD_LABEL));
-        let args = schtasks_args(exe, &home);
-        assert_eq!(
-            args.last().map(String::as_str),
-            Some("\"/opt/bin/loopsy\" --home \"/home/u/.loopsy dir\" daemon")
+        let xml = task_xml(
+            Path::new("C:\\Program Files\\loopsy.exe"),
+            &home,
+            "PC\\u<1>",
         );
-        assert!(args.contains(&"ONLOGON".to_string()));
+        assert!(xml.contains("<Command>C:\\Program Files\\loopsy.exe</Command>"));
+        assert!(xml.contains("<Arguments>--home \"/home/u/.loopsy dir\" daemon</Arguments>"));
+        assert!(xml.contains("<UserId>PC\\u&lt;1&gt;</UserId>"));
+        assert!(xml.contains("<LogonTrigger>"));
     }
 }

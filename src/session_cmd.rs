@@ -227,10 +227,10 @@ async fn via_daemon(
     session: &str,
 ) -> anyhow::Result<(loopsy_term::client::Rx, loopsy_term::client::Tx)> {
     use tokio::io::AsyncWriteExt;
-    let s = tokio::net::UnixStream::connect(home.socket())
+    let s = loopsy_sys::ipc::connect(&home.socket())
         .await
         .context("the daemon is not running (start it with `loopsy start`)")?;
-    let (r, mut w) = s.into_split();
+    let (r, mut w) = loopsy_sys::ipc::split(s);
     let mut r = tokio::io::BufReader::new(r);
     loopsy_mcp::control::handshake(&mut r, &mut w, loopsy_mcp::control::Verb::Attach).await?;
     let req = loopsy_mcp::attach::LocalRequest {
@@ -353,7 +353,8 @@ async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
             }
         }
     });
-    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut winch = loopsy_sys::signal::resizes()?;
+    let mut size = term_size();
     let mut stdout = std::io::stdout();
     let mut stdin_open = true;
     let end = loop {
@@ -386,8 +387,12 @@ async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
                 None => stdin_open = false,
             },
             _ = winch.recv() => {
-                let (c, r) = term_size();
-                write_frame(&mut tx, Kind::Resize, &encode_resize(c, r)).await?;
+                // Where resizes are polled (Windows), most checks find the same size.
+                let now = term_size();
+                if now != size {
+                    size = now;
+                    write_frame(&mut tx, Kind::Resize, &encode_resize(now.0, now.1)).await?;
+                }
             }
         }
     };

@@ -108,7 +108,7 @@ pub async fn serve(ctx: DaemonCtx) {
                         return;
                     }
                 };
-                let mut host = match tokio::net::UnixStream::connect(&sock).await {
+                let mut host = match loopsy_sys::ipc::connect(&sock).await {
                     Ok(h) => h,
                     Err(e) => {
                         refuse_inbound(&mut s, "unavailable", format!("the session host: {e}"))

@@ -82,12 +82,9 @@ impl AuditLog {
 }
 
 async fn open(path: &PathBuf) -> std::io::Result<(tokio::fs::File, u64)> {
-    let f = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .await?;
+    let mut o = std::fs::OpenOptions::new();
+    loopsy_sys::fs::with_mode(o.create(true).append(true), loopsy_sys::fs::PRIVATE_FILE);
+    let f = tokio::fs::OpenOptions::from(o).open(path).await?;
     let len = f.metadata().await?.len();
     Ok((f, len))
 }

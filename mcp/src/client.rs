@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use loopsy_sys::ipc::{ReadHalf, WriteHalf};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
     ProgressNotificationParam,
@@ -9,8 +10,6 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::io::BufReader;
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::control::{self, ControlError, Verb, Welcome};
@@ -33,8 +32,8 @@ pub enum ClientError {
 pub async fn connect(
     socket: &Path,
     verb: Verb,
-) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf, Welcome), ClientError> {
-    let stream = match UnixStream::connect(socket).await {
+) -> Result<(BufReader<ReadHalf>, WriteHalf, Welcome), ClientError> {
+    let stream = match loopsy_sys::ipc::connect(socket).await {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -46,7 +45,7 @@ pub async fn connect(
         }
         Err(e) => return Err(ClientError::Control(e.into())),
     };
-    let (r, mut w) = stream.into_split();
+    let (r, mut w) = loopsy_sys::ipc::split(stream);
     let mut r = BufReader::new(r);
     let welcome = control::handshake(&mut r, &mut w, verb).await?;
     Ok((r, w, welcome))

@@ -1,12 +1,13 @@
-//! The control socket (`loopsy.sock`, 0600): accepts local connections and dispatches each by
-//! its hello line — MCP sessions, the liveness probe, shutdown, key reload.
+//! The control socket (`loopsy.sock`, 0600; a named pipe for the user alone on Windows):
+//! accepts local connections and dispatches each by its hello line — MCP sessions, the
+//! liveness probe, shutdown, key reload.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use loopsy_sys::ipc::{Listener, Stream};
 
 use rmcp::ServiceExt;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::control::{self, Verb};
@@ -29,45 +30,37 @@ pub enum BindError {
 }
 
 /// Bind the socket at `path`, removing a stale one only after a connect to it was refused.
-pub async fn bind(path: &Path) -> Result<UnixListener, BindError> {
-    let io = |source| BindError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    if std::fs::symlink_metadata(path).is_ok() {
-        match UnixStream::connect(path).await {
-            Ok(_) => return Err(BindError::InUse(path.display().to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                info!(path = %path.display(), "removing stale control socket");
-                std::fs::remove_file(path).map_err(io)?;
-            }
-            Err(e) => return Err(io(e)),
+pub async fn bind(path: &Path) -> Result<Listener, BindError> {
+    match Listener::bind(path).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(BindError::InUse(path.display().to_string()))
         }
+        Err(source) => Err(BindError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
     }
-    let listener = UnixListener::bind(path).map_err(io)?;
-    loopsy_mesh::fsutil::set_mode(path, loopsy_mesh::fsutil::PRIVATE_FILE).map_err(io)?;
-    Ok(listener)
 }
 
 /// Accept connections until the daemon shuts down.
-pub async fn serve(listener: UnixListener, ctx: DaemonCtx) {
-    // Only the data dir's owner (or root) may talk to the daemon, whatever the file modes say.
-    let owner = std::fs::metadata(ctx.home().root()).map(|m| m.uid()).ok();
+pub async fn serve(mut listener: Listener, ctx: DaemonCtx) {
     let stop = ctx.shutdown_token().clone();
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "control socket accept failed");
                     continue;
                 }
             },
         };
-        let uid = stream.peer_cred().map(|c| c.uid()).ok();
-        if uid.is_none() || (uid != owner && uid != Some(0)) {
-            warn!(?uid, "refusing control connection from another user");
+        // Only the data dir's owner (or root) may talk to the daemon, whatever the file
+        // modes say.
+        if !loopsy_sys::ipc::peer_is_owner(&stream, ctx.home().root()) {
+            warn!("refusing control connection from another user");
             continue;
         }
         let ctx = ctx.clone();
@@ -75,8 +68,8 @@ pub async fn serve(listener: UnixListener, ctx: DaemonCtx) {
     }
 }
 
-async fn handle(stream: UnixStream, ctx: DaemonCtx) {
-    let (r, mut w) = stream.into_split();
+async fn handle(stream: Stream, ctx: DaemonCtx) {
+    let (r, mut w) = loopsy_sys::ipc::split(stream);
     let mut r = BufReader::new(r);
     let line = match control::read_line(&mut r, control::HELLO_TIMEOUT).await {
         Ok(l) => l,

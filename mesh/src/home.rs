@@ -7,9 +7,6 @@ use crate::fsutil;
 /// Environment variable that selects the data dir.
 pub const HOME_ENV: &str = "LOOPSY_HOME";
 
-/// Longest path a Unix socket address can hold (`sun_path` is 108 bytes on Linux, 104 on macOS).
-const MAX_SOCKET_PATH: usize = 100;
-
 /// The data dir and the paths of the files the daemon keeps there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Home {
@@ -30,10 +27,9 @@ impl Home {
         if let Some(p) = std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()) {
             return Ok(Self::new(absolute(Path::new(&p))));
         }
-        let home = std::env::var_os("HOME")
-            .filter(|v| !v.is_empty())
-            .ok_or("neither LOOPSY_HOME nor HOME is set; pass --home <dir>")?;
-        Ok(Self::new(PathBuf::from(home).join(".loopsy")))
+        let home = loopsy_sys::home_dir()
+            .ok_or("neither LOOPSY_HOME nor a home directory is set; pass --home <dir>")?;
+        Ok(Self::new(home.join(".loopsy")))
     }
 
     /// The data dir itself.
@@ -96,15 +92,7 @@ impl Home {
 
     /// Refuse a data dir whose socket path would not fit in a Unix socket address.
     pub fn check_socket_path(&self) -> Result<(), String> {
-        let len = self.socket().as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(format!(
-                "the control socket path {} is {len} bytes; Unix sockets allow about {MAX_SOCKET_PATH}. \
-                 Use a shorter LOOPSY_HOME.",
-                self.socket().display()
-            ));
-        }
-        Ok(())
+        loopsy_sys::ipc::check_path(&self.socket())
     }
 }
 

@@ -6,7 +6,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Largest single record (a batch of changes).
@@ -69,14 +68,16 @@ impl ChangeLog {
             Err(e) => return Err(io(&snap_path)(e)),
         };
         let log_path = dir.join("doc.log");
-        let mut log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(io(&log_path))?;
+        let mut log = crate::fsutil::with_mode(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            crate::fsutil::PRIVATE_FILE,
+        )
+        .open(&log_path)
+        .map_err(io(&log_path))?;
         let mut all = Vec::new();
         log.read_to_end(&mut all).map_err(io(&log_path))?;
         let (records, good) = parse(&all);

@@ -3,10 +3,9 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::fsutil::PRIVATE_FILE;
+use crate::fsutil::{PRIVATE_FILE, with_mode};
 
 /// Held for the daemon's whole life; dropping it releases the lock.
 #[derive(Debug)]
@@ -29,13 +28,15 @@ pub enum PidLockError {
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(PRIVATE_FILE)
-        .open(path)
+    with_mode(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        PRIVATE_FILE,
+    )
+    .open(path)
 }
 
 fn read_pid(file: &mut File) -> Option<u32> {

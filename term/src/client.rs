@@ -3,8 +3,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::net::UnixStream;
-
 use crate::proto::{Kind, Reply, Request, read_frame, write_json};
 use crate::record::SessionInfo;
 
@@ -21,7 +19,7 @@ fn timed_out() -> std::io::Error {
 /// Send `req` to the host at `sock` and return its reply.
 pub async fn request(sock: &Path, req: &Request) -> std::io::Result<Reply> {
     let run = async {
-        let mut s = UnixStream::connect(sock).await?;
+        let mut s = loopsy_sys::ipc::connect(sock).await?;
         write_json(&mut s, Kind::Request, req).await?;
         match read_frame(&mut s).await? {
             Some(f) if f.kind == Kind::Reply => {
@@ -54,7 +52,7 @@ pub struct Attached {
 
 /// Attach to the host at `sock` at `cols`×`rows`.
 pub async fn attach(sock: &Path, cols: u16, rows: u16) -> std::io::Result<Attached> {
-    let (rx, tx) = UnixStream::connect(sock).await?.into_split();
+    let (rx, tx) = loopsy_sys::ipc::split(loopsy_sys::ipc::connect(sock).await?);
     attach_on(Box::new(rx), Box::new(tx), cols, rows).await
 }
 

@@ -8,10 +8,9 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use loopsy_sys::ipc::Listener;
+use loopsy_sys::process::Tree;
 use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
-use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use crate::SessionId;
@@ -180,7 +179,7 @@ fn lock(s: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 /// Run the host for `sessions_root/<id>` until its program exits (blocking; the process's
 /// main). Detaches into its own session first so a dying daemon takes nothing with it.
 pub fn run(sessions_root: &Path, id: &SessionId) -> Result<(), HostError> {
-    let _ = nix::unistd::setsid();
+    loopsy_sys::process::new_session();
     let dir = SessionDir::new(sessions_root, id);
     let spec: SessionSpec = load_json(&dir.spec())?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -296,12 +295,8 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
     }));
 
     let sock = dir.socket();
-    let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let _ = loopsy_sys::ipc::remove(&sock);
+    let mut listener = Listener::bind(&sock).await?;
     save_json(&dir.record(), &info)?;
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -312,7 +307,7 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
             Some(bytes) = out_rx.recv() => lock(&shared).output(&bytes),
             code = &mut exit_rx => break code.ok().flatten(),
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
+                if let Ok(stream) = accepted {
                     tokio::spawn(client::client(stream, shared.clone(), in_tx.clone()));
                 }
             }
@@ -358,7 +353,7 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
     write_private(&dir.final_scrollback(), &ring)?;
     save_json(&dir.record(), &info)?;
     drop(listener);
-    let _ = std::fs::remove_file(&sock);
+    let _ = loopsy_sys::ipc::remove(&sock);
     // Every client gets the final screen (a skipped-forward one would otherwise miss the
     // last output) and then the exit, all within one short deadline.
     let payload = serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap_or_default();
@@ -404,17 +399,17 @@ fn stop(shared: &Arc<Mutex<Shared>>) -> Reply {
     let Some(pid) = lock(shared).pid else {
         return Reply::error("unavailable", "the program's pid is unknown");
     };
-    let Ok(pid) = i32::try_from(pid) else {
-        return Reply::error("internal", "pid out of range");
-    };
     // portable-pty makes the program a session leader, so its pid is its process group.
-    let _ = killpg(Pid::from_raw(pid), Signal::SIGHUP);
-    let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+    let tree = match Tree::of_leader(pid) {
+        Ok(t) => t,
+        Err(e) => return Reply::error("unavailable", format!("cannot reach the program: {e}")),
+    };
+    tree.hang_up();
     let shared = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(3)).await;
         if !lock(&shared).exited {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            tree.kill();
         }
     });
     Reply::Ok

@@ -1,7 +1,7 @@
 //! Session kinds (shell and the agent CLIs) and how each is launched.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What runs in a session.
 #[derive(
@@ -117,15 +117,12 @@ impl SessionKind {
             })
         };
         match self {
-            Self::Shell => Ok(shell_env
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/bin/sh"))),
+            Self::Shell => Ok(loopsy_sys::shell::interactive(shell_env, path_env)),
             Self::Custom => {
                 let cmd = command
                     .and_then(|c| c.split_whitespace().next())
                     .ok_or(LaunchError::NoCommand)?;
-                if cmd.contains('/') {
+                if cmd.contains(std::path::is_separator) {
                     Ok(PathBuf::from(cmd))
                 } else {
                     find(cmd, "check the command name and PATH")
@@ -150,25 +147,17 @@ impl SessionKind {
     }
 }
 
-/// The first executable file called `bin` in the directories of `path_env`.
+/// The first executable file called `bin` in the directories of `path_env` (on Windows also
+/// `bin` with an extension from `PATHEXT`: `claude.cmd`).
 pub fn find_on_path(bin: &str, path_env: Option<&OsStr>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path_env = path_env?;
-    std::env::split_paths(path_env)
-        .filter(|d| d.is_absolute())
-        .map(|d| d.join(bin))
-        .find(|p: &PathBuf| {
-            std::fs::metadata(Path::new(p))
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    loopsy_sys::shell::find_on_path(bin, path_env)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
+    #[cfg(unix)]
     #[test]
     fn agents_resolve_only_when_installed() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -186,7 +175,7 @@ mod tests {
 
         let bin = dir.path().join("claude");
         std::fs::write(&bin, "#!/bin/sh\n")?;
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+        loopsy_sys::fs::set_mode(&bin, 0o755)?;
         assert_eq!(SessionKind::Claude.resolve(None, None, Some(path)), Ok(bin));
         assert_eq!(
             SessionKind::installed_agents(Some(path)),
@@ -195,6 +184,7 @@ mod tests {
         Ok(())
     }
 
+    #[cfg(unix)]
     #[test]
     fn shell_and_custom() {
         assert_eq!(

@@ -113,12 +113,7 @@ pub struct Manager {
     spare_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
-fn alive(pid: u32) -> bool {
-    i32::try_from(pid)
-        .ok()
-        .map(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
-        .unwrap_or(false)
-}
+use loopsy_sys::process::alive;
 
 impl Manager {
     /// Sessions under `root` (`<home>/sessions`), hosts run as `exe session-host`.
@@ -303,20 +298,8 @@ impl Manager {
         spare_s: Option<u64>,
     ) -> Result<SessionInfo, SessionError> {
         let dir = SessionDir::new(&self.root, &id);
-        // Unix socket paths are short (108 bytes on Linux, 104 on macOS).
-        if dir.socket().as_os_str().len() > 100 {
-            return Err(SessionError::Invalid(format!(
-                "the data dir's path is too long for session sockets ({}); use a shorter LOOPSY_HOME",
-                dir.socket().display()
-            )));
-        }
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir.path())?;
-        }
+        loopsy_sys::ipc::check_path(&dir.socket()).map_err(SessionError::Invalid)?;
+        loopsy_sys::fs::ensure_private_dir(dir.path())?;
         let spec = SessionSpec {
             id: id.clone(),
             name,
@@ -332,7 +315,9 @@ impl Manager {
         };
         save_json(&dir.spec(), &spec)?;
         let log = std::fs::File::create(dir.log())?;
-        let mut child = tokio::process::Command::new(&self.exe)
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        loopsy_sys::process::detach(cmd.as_std_mut(), loopsy_sys::process::Detach::Session);
+        let mut child = cmd
             .arg("session-host")
             .arg("--sessions")
             .arg(&self.root)

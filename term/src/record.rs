@@ -3,7 +3,6 @@
 //! (`screen.txt`) and raw scrollback (`scrollback.bin`). The host's socket is `host.sock`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -146,18 +145,7 @@ impl SessionDir {
 
 /// Write `bytes` to `path` atomically, mode 0600 (temp file, fsync, rename).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    loopsy_sys::fs::atomic_write(path, bytes, loopsy_sys::fs::PRIVATE_FILE)
 }
 
 /// Save a JSON value atomically.

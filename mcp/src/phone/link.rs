@@ -53,17 +53,10 @@ fn tune_socket(s: &tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>, hea
         tokio_tungstenite::MaybeTlsStream::Rustls(t) => t.get_ref().0,
         _ => return,
     };
-    let sock = socket2::SockRef::from(tcp);
     let interval = (heartbeat / 3).max(Duration::from_secs(1));
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(heartbeat)
-        .with_interval(interval)
-        .with_retries(3);
-    if let Err(e) = sock.set_tcp_keepalive(&ka) {
+    if let Err(e) = loopsy_sys::net::watch_path(tcp, heartbeat, interval, heartbeat + interval * 3)
+    {
         debug!("TCP keepalive not set: {e}");
-    }
-    if let Err(e) = sock.set_tcp_user_timeout(Some(heartbeat + interval * 3)) {
-        debug!("TCP_USER_TIMEOUT not set: {e}");
     }
 }
 

@@ -198,7 +198,7 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
     let (program, args) = match (kind, &a.command, &a.args) {
         // A command line without args runs under the shell, like loopsy_execute.
         (SessionKind::Custom, Some(cmd), None) if cmd.trim().contains(char::is_whitespace) => {
-            (PathBuf::from("/bin/sh"), vec!["-c".into(), cmd.clone()])
+            loopsy_sys::shell::command_line_parts(cmd)
         }
         _ => match kind.resolve(a.command.as_deref(), shell.as_deref(), path.as_deref()) {
             Ok(p) => (p, a.args.clone().unwrap_or_default()),
@@ -263,9 +263,7 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
 
 /// Where sessions start when no `cwd` is given.
 fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/".into())
+    loopsy_sys::home_dir().unwrap_or_else(|| "/".into())
 }
 
 /// Have a spare shell ready here (in the background), for a client that is likely to open

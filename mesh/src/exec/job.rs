@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use loopsy_sys::process::Tree;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
@@ -123,7 +122,7 @@ pub struct Job {
     req: ExecRequest,
     started: Instant,
     started_at_ms: u64,
-    pgid: Mutex<Option<i32>>,
+    tree: Mutex<Option<Tree>>,
     kill_requested: AtomicBool,
     data: Mutex<Data>,
     done: watch::Sender<bool>,
@@ -151,7 +150,7 @@ impl Job {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            pgid: Mutex::new(None),
+            tree: Mutex::new(None),
             kill_requested: AtomicBool::new(false),
             data: Mutex::new(Data {
                 state: JobState::Running,
@@ -169,24 +168,32 @@ impl Job {
                 c
             }
             None => {
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.arg("-c").arg(&job.req.command);
-                c
+                tokio::process::Command::from(loopsy_sys::shell::command_line(&job.req.command))
             }
         };
+        loopsy_sys::process::own_group(cmd.as_std_mut());
         cmd.envs(&job.req.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
-        let dir = job.req.cwd.clone().or_else(|| std::env::var("HOME").ok());
+        let dir = job
+            .req
+            .cwd
+            .as_ref()
+            .map(std::path::PathBuf::from)
+            .or_else(loopsy_sys::home_dir);
         if let Some(d) = dir {
             cmd.current_dir(d);
         }
         match cmd.spawn() {
             Ok(child) => {
-                *lock(&job.pgid) = child.id().map(|p| p as i32);
+                match Tree::adopt(&child) {
+                    Ok(t) => *lock(&job.tree) = Some(t),
+                    Err(e) => {
+                        tracing::warn!(job = %job.id, "cannot track the job's processes: {e}")
+                    }
+                }
                 tokio::spawn(run(job.clone(), child, cap, timeout));
             }
             Err(e) => job.finish(JobState::Failed {
@@ -207,9 +214,9 @@ impl Job {
         self.done.send_replace(true);
     }
 
-    /// The job's process group id, while it has one.
-    pub fn pgid(&self) -> Option<i32> {
-        *lock(&self.pgid)
+    /// The job's process tree, while it has one.
+    pub fn tree(&self) -> Option<Tree> {
+        lock(&self.tree).clone()
     }
 
     /// Is it still running?
@@ -270,20 +277,21 @@ impl Job {
             .is_ok()
     }
 
-    /// SIGTERM the process group, then SIGKILL after a grace period.
+    /// SIGTERM the process tree, then SIGKILL after a grace period (on Windows the job
+    /// object ends at once).
     pub fn kill(self: &Arc<Self>) {
-        let Some(pgid) = *lock(&self.pgid) else {
+        let Some(tree) = self.tree() else {
             return;
         };
         if !self.running() {
             return;
         }
         self.kill_requested.store(true, Ordering::SeqCst);
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        tree.terminate();
         let job = self.clone();
         tokio::spawn(async move {
             if !job.wait(KILL_GRACE).await {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                tree.kill();
             }
         });
     }
@@ -321,20 +329,20 @@ async fn run(job: Arc<Job>, mut child: tokio::process::Child, cap: u64, timeout:
             .take()
             .map(|p| tokio::spawn(pump(job.clone(), p, Stream::Stderr, cap))),
     ];
-    let pgid = *lock(&job.pgid);
+    let tree = job.tree();
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(s) => s,
         Err(_) => {
-            // Over time: the whole process group goes, not just the shell.
-            if let Some(pg) = pgid {
-                let _ = killpg(Pid::from_raw(pg), Signal::SIGKILL);
+            // Over time: the whole process tree goes, not just the shell.
+            if let Some(t) = &tree {
+                t.kill();
             }
             let _ = child.wait().await;
             for r in readers.into_iter().flatten() {
                 let _ = tokio::time::timeout(DRAIN_GRACE, r).await;
             }
             job.finish(JobState::Killed {
-                signal: 9,
+                signal: loopsy_sys::process::KILL_SIGNAL,
                 reason: "timeout".into(),
             });
             return;
@@ -346,9 +354,14 @@ async fn run(job: Arc<Job>, mut child: tokio::process::Child, cap: u64, timeout:
             tracing::debug!(job = %job.id, "output pipe still open after exit; not waiting");
         }
     }
-    use std::os::unix::process::ExitStatusExt;
+    let killed = job.kill_requested.load(Ordering::SeqCst);
     let state = match status {
-        Ok(s) => match (s.code(), s.signal()) {
+        // Without signals (Windows) a job ended by `kill` exits with a code: it was killed.
+        Ok(_) if killed && !loopsy_sys::process::HAS_SIGNALS => JobState::Killed {
+            signal: loopsy_sys::process::KILL_SIGNAL,
+            reason: "kill".into(),
+        },
+        Ok(s) => match (s.code(), loopsy_sys::process::exit_signal(&s)) {
             (Some(code), _) => JobState::Exited { code },
             (None, Some(sig)) => JobState::Killed {
                 signal: sig,

@@ -173,6 +173,7 @@ fn canon_or(p: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn traversal_symlinks_and_siblings_are_refused() -> std::io::Result<()> {
         let t = tempfile::tempdir()?;

@@ -2,7 +2,8 @@
 //! as it completes and queued for a writer thread, which writes blocks in order while the
 //! network fills the next ones ([`DEPTH`] blocks in all, so memory stays bounded and a slow
 //! disk slows the sender through the stream's flow control). Large transfers are written with
-//! direct I/O (`O_DIRECT`, Linux): straight from the block to the disk, past the page cache.
+//! uncached I/O (`O_DIRECT` on Linux, `F_NOCACHE` on macOS): straight from the block to the
+//! disk, past the page cache.
 //! Copying a big image then neither evicts what the machine had cached nor piles up gigabytes
 //! of dirty pages for the final fsync (the transfer is made durable before it is acknowledged
 //! either way). Where direct I/O is not available (another system, a file system without it,
@@ -11,12 +12,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, spawn_blocking};
+
+use loopsy_sys::fs::{PRIVATE_FILE, UNCACHED_IO, open_uncached, with_mode, write_all_at};
 
 use super::flush::Flusher;
 
@@ -69,12 +71,12 @@ struct Disk {
 impl Disk {
     /// Write `b` at `pos`.
     fn put(&mut self, b: &Block, pos: u64) -> io::Result<()> {
-        match self.file.write_all_at(b.data(), pos) {
+        match write_all_at(&self.file, b.data(), pos) {
             Err(e) if self.direct && e.kind() == io::ErrorKind::InvalidInput => {
                 tracing::debug!(path = %self.path.display(), "direct write refused ({e}); going on through the page cache");
                 self.file = open(&self.path, false)?;
                 self.direct = false;
-                self.file.write_all_at(b.data(), pos)
+                write_all_at(&self.file, b.data(), pos)
             }
             r => r,
         }
@@ -99,14 +101,11 @@ impl Disk {
 
 fn open(path: &Path, direct: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
-    o.create(true).write(true).read(true).mode(0o600);
-    #[cfg(target_os = "linux")]
-    if direct {
-        o.custom_flags(nix::libc::O_DIRECT);
+    with_mode(o.create(true).write(true).read(true), PRIVATE_FILE);
+    match direct {
+        true => open_uncached(&mut o, path),
+        false => o.open(path),
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = direct;
-    o.open(path)
 }
 
 fn joined<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> {
@@ -143,10 +142,8 @@ impl Sink {
         direct_io: bool,
         hasher: blake3::Hasher,
     ) -> io::Result<Self> {
-        let want_direct = direct_io
-            && cfg!(target_os = "linux")
-            && left >= DIRECT_MIN
-            && offset.is_multiple_of(ALIGN);
+        let want_direct =
+            direct_io && UNCACHED_IO && left >= DIRECT_MIN && offset.is_multiple_of(ALIGN);
         let path = part.to_path_buf();
         let disk = joined(
             spawn_blocking(move || {
@@ -266,8 +263,8 @@ impl Sink {
                     // A tail that is not a whole number of blocks cannot be written directly:
                     // it goes through the page cache (the final fsync covers both).
                     match disk.direct {
-                        true => open(&disk.path, false)?.write_all_at(tail.data(), pos)?,
-                        false => disk.file.write_all_at(tail.data(), pos)?,
+                        true => write_all_at(&open(&disk.path, false)?, tail.data(), pos)?,
+                        false => write_all_at(&disk.file, tail.data(), pos)?,
                     }
                 }
                 Ok(disk.file)
@@ -313,7 +310,8 @@ pub(super) async fn usable_prefix(part: &Path, max: Option<u64>) -> u64 {
     }
 }
 
-#[cfg(test)]
+// `/dev/full` is Linux's.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
@@ -338,7 +336,7 @@ mod tests {
             }
             assert!(blocks < 64, "all blocks accepted by a disk that is full");
         };
-        assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
         assert!(
             blocks <= DEPTH + 1,
             "{blocks} blocks accepted after the disk failed"

@@ -201,14 +201,12 @@ fn read_chunk(
     len: usize,
 ) -> tokio::task::JoinHandle<std::io::Result<(Vec<u8>, blake3::Hasher, usize)>> {
     tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(&mut buf[..len], pos)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    std::io::Error::new(e.kind(), "the file shrank while being sent")
-                }
-                _ => e,
-            })?;
+        loopsy_sys::fs::read_exact_at(&file, &mut buf[..len], pos).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                std::io::Error::new(e.kind(), "the file shrank while being sent")
+            }
+            _ => e,
+        })?;
         h.update(&buf[..len]);
         Ok((buf, h, len))
     })

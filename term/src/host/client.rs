@@ -6,7 +6,6 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::screens::Client;
@@ -18,11 +17,11 @@ use crate::proto::{
 use crate::record::now_ms;
 
 pub(super) async fn client(
-    stream: UnixStream,
+    stream: loopsy_sys::ipc::Stream,
     shared: Arc<Mutex<Shared>>,
     input: SyncSender<Vec<u8>>,
 ) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = loopsy_sys::ipc::split(stream);
     let first = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await {
         Ok(Ok(Some(f))) if f.kind == Kind::Request => f,
         Ok(Err(e)) => {
