@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -138,7 +137,7 @@ fn loopsy_cold_start(home: &Path) -> (f64, Child) {
         .spawn()
         .unwrap();
     let stream = loop {
-        if let Ok(s) = UnixStream::connect(&sock) {
+        if let Ok(s) = loopsy_sys::ipc::connect_blocking(&sock) {
             break s;
         }
         assert!(
@@ -263,7 +262,7 @@ fn main() {
     drop(rpc);
     let _ = bridge.wait();
     // The same calls straight on the control socket, to isolate what the bridge adds.
-    let stream = UnixStream::connect(home.join("loopsy.sock")).unwrap();
+    let stream = loopsy_sys::ipc::connect_blocking(&home.join("loopsy.sock")).unwrap();
     let mut w = stream.try_clone().unwrap();
     w.write_all(b"LOOPSY/1 mcp\n").unwrap();
     let mut r = BufReader::new(stream);

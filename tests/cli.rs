@@ -1,5 +1,8 @@
 //! CLI behaviour against the real binary: config errors, permissions and doctor, service
 //! files, completions, colour, keys.
+// Unix file modes, PTYs and POSIX shells: this suite runs on Linux and macOS; Windows is
+// covered by the wine smoke test (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;

@@ -1,6 +1,9 @@
 //! File transfer between two real daemons: integrity both ways, path policy on both ends
 //! (`..`, symlinks out, sibling prefixes, denied paths), overwrite, capabilities, listing, and
 //! a receiver killed mid-transfer leaving nothing under the destination name.
+// Unix file modes, PTYs and POSIX shells: this suite runs on Linux and macOS; Windows is
+// covered by the wine smoke test (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;

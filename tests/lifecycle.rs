@@ -1,5 +1,8 @@
 //! Daemon lifecycle against the real binary: init, start, status, MCP through `loopsy mcp`,
 //! stop, double start, crash recovery, side-by-side daemons.
+// Unix file modes, PTYs and POSIX shells: this suite runs on Linux and macOS; Windows is
+// covered by the wine smoke test (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;

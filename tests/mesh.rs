@@ -1,6 +1,9 @@
 //! Two and three real daemons on loopback: pairing (right code, wrong codes, attempt limit),
 //! remote jobs both ways, capability and trust revocation, reconnect after restart, and
 //! refusals of untrusted peers.
+// Unix file modes, PTYs and POSIX shells: this suite runs on Linux and macOS; Windows is
+// covered by the wine smoke test (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;

@@ -1,6 +1,9 @@
 //! The phone web app in headless Chromium (playwright-core, a 390×844 touch viewport) against
 //! the real Worker under `wrangler dev` and a real daemon. The browser half is
 //! `tests/js/phone_app.mjs`; screenshots land in `target/test-artifacts/phone-app/`.
+// Unix file modes, PTYs and POSIX shells: this suite runs on Linux and macOS; Windows is
+// covered by the wine smoke test (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;

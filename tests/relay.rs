@@ -1,6 +1,9 @@
 //! The phone relay end to end, against the real Worker under `wrangler dev` (workerd) and a real
 //! daemon: register, pair (token + code), connect, a shell session over the end-to-end channel,
 //! reconnect to the same screen; the relay sees only ciphertext; attacks are refused.
+// Unix file modes, PTYs and POSIX shells: this suite runs on Linux and macOS; Windows is
+// covered by the wine smoke test (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;

@@ -1,6 +1,9 @@
 //! Terminal sessions on a real daemon with real PTYs: type and read the screen, survive a
 //! daemon stop/start and a `kill -9`, attach a full-screen program at another size and match
 //! a reference terminal, and refuse bad input clearly.
+// Unix file modes, PTYs and POSIX shells: this suite runs on Linux and macOS; Windows is
+// covered by the wine smoke test (scripts/test-windows).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;

@@ -153,11 +153,11 @@ pub fn find_on_path(bin: &str, path_env: Option<&OsStr>) -> Option<PathBuf> {
     loopsy_sys::shell::find_on_path(bin, path_env)
 }
 
-#[cfg(test)]
+// POSIX paths and modes.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn agents_resolve_only_when_installed() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -184,7 +184,6 @@ mod tests {
         Ok(())
     }
 
-    #[cfg(unix)]
     #[test]
     fn shell_and_custom() {
         assert_eq!(

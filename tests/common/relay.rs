@@ -177,11 +177,9 @@ new_sqlite_classes = ["Device", "Limiter"]
     /// Kill it (the whole process group), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let pgid = c.id() as i32;
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            if let Ok(tree) = loopsy_sys::process::Tree::of_leader(c.id()) {
+                tree.kill();
+            }
             let _ = c.wait();
             // workerd children may take a moment to release the port.
             let deadline = Instant::now() + Duration::from_secs(10);
