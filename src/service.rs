@@ -347,6 +347,45 @@ fn remove_file(path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// The plist parses as launchd reads it: Python's plistlib is as strict as `plutil -lint`
+    /// about XML plists (a root dict, keys paired with typed values, escaped text).
+    // Runs where python3 is (Linux CI, macOS); the Windows build checks its task XML under wine.
+    #[cfg(unix)]
+    #[test]
+    fn the_launchd_plist_is_a_valid_property_list() {
+        let home = Home::new("/Users/u/.loopsy <&> dir");
+        let plist = launchd_plist(Path::new("/opt/bin/loopsy"), &home);
+        let check = r#"
+import plistlib, sys
+d = plistlib.loads(sys.stdin.buffer.read())
+assert d["Label"] == "dev.loopsy.daemon", d
+assert d["ProgramArguments"] == ["/opt/bin/loopsy", "--home", "/Users/u/.loopsy <&> dir", "daemon"], d
+assert d["RunAtLoad"] is True and d["KeepAlive"] == {"SuccessfulExit": False}, d
+assert d["StandardErrorPath"].endswith("daemon.log"), d
+print("ok")
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", check])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(plist.as_bytes())
+            .expect("write the plist");
+        let out = child.wait_with_output().expect("python3 ends");
+        assert!(
+            out.status.success(),
+            "plistlib refused the plist: {}\n{plist}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn generated_files_name_the_binary_and_home() {
         let home = Home::new("/home/u/.loopsy dir");

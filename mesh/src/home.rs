@@ -100,7 +100,8 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-#[cfg(test)]
+// Unix paths and socket address lengths.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -422,20 +422,26 @@ pub async fn spawn(
         std::net::UdpSocket::bind((ip, cfg.port))
             .map_err(|e| listen_err(format!("UDP (QUIC): {e}")))?;
     }
-    // TCP (noise + yamux) and QUIC on the same port number.
-    for proto in [
-        format!("/ip4/{ip}/tcp/{}", cfg.port),
-        format!("/ip4/{ip}/udp/{}/quic-v1", cfg.port),
+    // TCP (noise + yamux) and QUIC on the same port number. TCP is required; a system whose
+    // UDP sockets lack what QUIC needs (wine's, for one) runs on TCP alone.
+    let mut listening = 0;
+    for (proto, required) in [
+        (format!("/ip4/{ip}/tcp/{}", cfg.port), true),
+        (format!("/ip4/{ip}/udp/{}/quic-v1", cfg.port), false),
     ] {
         let addr: Multiaddr = proto
             .parse()
             .map_err(|e: libp2p::multiaddr::Error| NodeError::Build(e.to_string()))?;
-        swarm
-            .listen_on(addr)
-            .map_err(|e| listen_err(e.to_string()))?;
+        match swarm.listen_on(addr.clone()) {
+            Ok(_) => listening += 1,
+            Err(e) if !required => {
+                tracing::warn!("not listening on {addr} (TCP only): {}", describe(&e));
+            }
+            Err(e) => return Err(listen_err(format!("{addr}: {}", describe(&e)))),
+        }
     }
 
-    // Wait until both listeners report an address (or one fails).
+    // Wait until every listener reports an address (or one fails).
     // Everything else that happens meanwhile (an mDNS discovery, an inbound connection) is
     // kept for the node task: mDNS reports a record only once per TTL, so a dropped
     // `Discovered` would hide a neighbour for minutes.
@@ -446,12 +452,12 @@ pub async fn spawn(
             match swarm.select_next_some().await {
                 SwarmEvent::NewListenAddr { listener_id, .. } => {
                     up.insert(listener_id);
-                    if up.len() >= 2 {
+                    if up.len() >= listening {
                         return Ok(());
                     }
                 }
-                SwarmEvent::ListenerError { error, .. } => return Err(error.to_string()),
-                SwarmEvent::ListenerClosed { reason: Err(e), .. } => return Err(e.to_string()),
+                SwarmEvent::ListenerError { error, .. } => return Err(describe(&error)),
+                SwarmEvent::ListenerClosed { reason: Err(e), .. } => return Err(describe(&e)),
                 other => early.push(other),
             }
         }
@@ -497,4 +503,12 @@ pub async fn spawn(
         },
         in_rx,
     ))
+}
+
+/// An error's text, or its debug form when the text is empty (some transport errors have none).
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    match e.to_string() {
+        s if s.trim().is_empty() => format!("{e:?}"),
+        s => s,
+    }
 }

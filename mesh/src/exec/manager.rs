@@ -205,7 +205,8 @@ impl JobManager {
     }
 }
 
-#[cfg(test)]
+// POSIX shell command lines (the Windows tree kill is loopsy-sys's `a_tree_is_killed_whole`).
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::exec::JobState;

@@ -139,7 +139,10 @@ async fn commit(file: std::fs::File, part: &Path, dest: &Path) -> std::io::Resul
     drop(file);
     tokio::fs::rename(part, dest).await?;
     if let Some(dir) = dest.parent() {
-        tokio::fs::File::open(dir).await?.sync_all().await?;
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || loopsy_sys::fs::sync_dir(&dir))
+            .await
+            .map_err(std::io::Error::other)??;
     }
     Ok(())
 }

@@ -12,8 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::windows::named_pipe::{
     ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions,
 };
-use windows_sys::Win32::Foundation::ERROR_PIPE_BUSY;
+use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY};
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
 
 use super::security::{Descriptor, owner_only};
 
@@ -75,18 +76,35 @@ fn create(name: &str, first: bool) -> io::Result<NamedPipeServer> {
         )
     };
     match r {
-        Err(e) if first && e.kind() == io::ErrorKind::PermissionDenied => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{name} is in use"),
-        )),
+        Err(e) if first && e.kind() == io::ErrorKind::PermissionDenied => Err(in_use(name)),
         r => r,
     }
+}
+
+/// True when a server holds a pipe of this name (an instance free now or within a moment, or
+/// all of them busy).
+fn pipe_exists(name: &str) -> bool {
+    let wide = super::security::wide(name);
+    // SAFETY: `wide` is NUL-terminated and outlives the call.
+    if unsafe { WaitNamedPipeW(wide.as_ptr(), 1) } != 0 {
+        return true;
+    }
+    io::Error::last_os_error().raw_os_error() != Some(ERROR_FILE_NOT_FOUND as i32)
+}
+
+fn in_use(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::AddrInUse, format!("{name} is in use"))
 }
 
 impl Listener {
     /// Create the pipe for `path`; `AddrInUse` if another process already serves it.
     pub async fn bind(path: &Path) -> io::Result<Self> {
         let name = pipe_name(path);
+        // Is a server there already? Asked first (without connecting to it) because not
+        // every implementation enforces FILE_FLAG_FIRST_PIPE_INSTANCE (wine does not).
+        if pipe_exists(&name) {
+            return Err(in_use(&name));
+        }
         let next = create(&name, true)?;
         Ok(Self { name, next })
     }
