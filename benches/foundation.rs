@@ -112,6 +112,24 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Context switches of all of `pid`'s threads so far: each is a wake-up (a thread that slept
+/// and ran again), what a laptop's battery pays for an idle process.
+fn switches(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -278,9 +296,13 @@ fn main() {
     round_trips(&mut prpc, Some("status"), 50);
     let mut py_status = round_trips(&mut prpc, Some("status"), rtt_n.min(1000));
 
-    // 4. Idle RSS.
-    std::thread::sleep(idle);
+    // 4. Idle RSS and wake-ups (no peers, no phone; the bridge and the baseline connected).
     let mut daemon = daemon.unwrap();
+    let (d0, p0, t0) = (switches(daemon.id()), switches(py.id()), Instant::now());
+    std::thread::sleep(idle);
+    let secs = t0.elapsed().as_secs_f64();
+    let wakes = (switches(daemon.id()) - d0) as f64 / secs;
+    let py_wakes = (switches(py.id()) - p0) as f64 / secs;
     let rss = rss_kib(daemon.id()) as f64 / 1024.0;
     let py_rss = rss_kib(py.id()) as f64 / 1024.0;
     drop(prpc);
@@ -328,6 +350,13 @@ fn main() {
         py_rss,
         "MiB",
         "≤ 15 MiB",
+    );
+    row(
+        &format!("idle wake-ups/s over {}s, no peers", idle.as_secs()),
+        wakes,
+        py_wakes,
+        "/s",
+        "≤ 1 /s",
     );
     println!(
         "\nMCP `ping` through the bridge (protocol floor): median {:.3} ms; loopsy_status adds {:.3} ms over it.",
