@@ -274,14 +274,17 @@ impl Doc {
     }
 
     /// Remove expired keys (deterministic: every replica deletes the same ones).
-    fn sweep(&mut self, now: u64) -> Result<(), ContextError> {
+    /// Delete the expired entries; returns when the next one left expires (Unix ms).
+    fn sweep(&mut self, now: u64) -> Result<Option<u64>, ContextError> {
+        let mut next: Option<u64> = None;
         let expired: Vec<String> = self
             .doc
             .keys(ROOT)
             .filter(|k| {
                 // Only entries of ours whose winner has expired: a key some other automerge
                 // client wrote in another shape is left alone, never swept away.
-                self.doc
+                let at = self
+                    .doc
                     .get(ROOT, k.as_str())
                     .ok()
                     .flatten()
@@ -289,19 +292,26 @@ impl Doc {
                         v.as_str()
                             .and_then(|s| serde_json::from_str::<Stored>(s).ok())
                     })
-                    .and_then(|s| s.expires_at)
-                    .is_some_and(|e| e <= now)
+                    .and_then(|s| s.expires_at);
+                match at {
+                    Some(e) if e <= now => true,
+                    Some(e) => {
+                        next = Some(next.map_or(e, |n| n.min(e)));
+                        false
+                    }
+                    None => false,
+                }
             })
             .collect();
         if expired.is_empty() {
-            return Ok(());
+            return Ok(next);
         }
         for k in &expired {
             self.doc
                 .delete(ROOT, k.as_str())
                 .map_err(|e| ContextError::Doc(e.to_string()))?;
         }
-        self.persist()
+        self.persist().map(|()| next)
     }
 }
 
@@ -485,24 +495,39 @@ impl ContextHandle {
     }
 }
 
+/// How long a document with nothing to expire goes between sweeps (a safety net: changes wake
+/// the sweep sooner).
+const SWEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
     // Expired keys already vanish from reads; the sweep deletes them from the document. It
-    // scans every key, so it runs at most every 50 scan-times (≤ 2 % of a core), at least
-    // every second.
+    // scans every key, so it runs at most every 50 scan-times (≤ 2 % of a core) and at least
+    // a second apart; it wakes when the next entry expires, or within that pace after any
+    // command (a write, or a sync that may bring entries with a TTL). A document with nothing
+    // to expire is not swept at all until something changes: an idle daemon sleeps.
+    let mut pace = std::time::Duration::from_secs(1);
     let mut next_sweep = tokio::time::Instant::now();
     loop {
         let cmd = tokio::select! {
             c = rx.recv() => match c { Some(c) => c, None => break },
             _ = tokio::time::sleep_until(next_sweep) => {
                 let t0 = std::time::Instant::now();
-                if let Err(e) = d.sweep(now_ms()) {
-                    tracing::warn!(error = %e, "context expiry sweep failed");
-                }
-                let wait = (t0.elapsed() * 50).max(std::time::Duration::from_secs(1));
-                next_sweep = tokio::time::Instant::now() + wait;
+                let next = match d.sweep(now_ms()) {
+                    Ok(next) => next,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "context expiry sweep failed");
+                        Some(now_ms())
+                    }
+                };
+                pace = (t0.elapsed() * 50).max(std::time::Duration::from_secs(1));
+                let until = next.map_or(SWEEP_IDLE, |at| {
+                    std::time::Duration::from_millis(at.saturating_sub(now_ms()))
+                });
+                next_sweep = tokio::time::Instant::now() + until.max(pace);
                 continue;
             }
         };
+        next_sweep = next_sweep.min(tokio::time::Instant::now() + pace);
         let now = now_ms();
         match cmd {
             Cmd::SyncGen(session, reply) => {

@@ -190,7 +190,12 @@ async fn sync_with(node: &NodeHandle, ctx: &ContextHandle, peer: PeerId) -> Resu
 pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
     let mut changes = ctx.changes();
     let mut connected = node.connected();
+    // Sweeps only while some peer is online: with none there is nobody to sync with, and a
+    // connection (or a change) wakes the loop anyway. (Any peer, not only those holding
+    // `context`: a grant to a connected peer is picked up by the sweep.)
     let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut anyone = true;
     // Per peer: a sync is running; another was asked for while it ran.
     let running: std::sync::Arc<std::sync::Mutex<HashMap<PeerId, bool>>> = Default::default();
     let mut known_online: HashSet<PeerId> = HashSet::new();
@@ -203,7 +208,7 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
                 }
                 true
             }
-            _ = tick.tick() => {
+            _ = tick.tick(), if anyone => {
                 ticks = ticks.wrapping_add(1);
                 ticks.is_multiple_of(FULL_PASS_EVERY)
             }
@@ -218,6 +223,7 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
         let Ok(peers) = node.peers().await else {
             return;
         };
+        anyone = peers.iter().any(|p| p.online);
         let online: Vec<PeerId> = peers
             .iter()
             .filter(|p| p.online && p.caps.contains(&Capability::Context))

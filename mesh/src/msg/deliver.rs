@@ -324,7 +324,11 @@ async fn deliver(node: NodeHandle, msgs: MsgHandle, waiting: Waiting) {
     let mut outbox = msgs.outbox_changes();
     let mut connected = node.connected();
     let mut ready = node.inbox_ready();
+    // Retries and backoffs: only while something waits in the outbox (an idle daemon does
+    // not wake for nothing; a new message, a connection or an open inbox wakes the loop).
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut waiting_mail = true;
     // Per peer: a worker runs; another pass was asked for while it ran.
     let running: Arc<Mutex<HashMap<PeerId, bool>>> = Default::default();
     let backoff: Arc<Mutex<HashMap<PeerId, (Instant, Duration)>>> = Default::default();
@@ -347,11 +351,12 @@ async fn deliver(node: NodeHandle, msgs: MsgHandle, waiting: Waiting) {
                     backoff.lock().unwrap_or_else(|b| b.into_inner()).remove(&p);
                 }
             }
-            _ = tick.tick() => {}
+            _ = tick.tick(), if waiting_mail => {}
         }
         let Ok(pending) = msgs.pending_peers().await else {
             return;
         };
+        waiting_mail = !pending.is_empty();
         if pending.is_empty() {
             continue;
         }
