@@ -48,3 +48,28 @@ impl Resizes {
         let _ = self.0.recv().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::{Signal, raise};
+
+    #[tokio::test]
+    async fn a_hang_up_is_ignored_and_an_interrupt_asks_to_stop() -> io::Result<()> {
+        let mut s = Shutdown::new()?;
+        raise(Signal::SIGHUP).map_err(io::Error::from)?;
+        raise(Signal::SIGINT).map_err(io::Error::from)?;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), s.recv()).await;
+        assert_eq!(got.ok(), Some("SIGINT"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_window_change_is_seen() -> io::Result<()> {
+        let mut r = Resizes::new()?;
+        raise(Signal::SIGWINCH).map_err(io::Error::from)?;
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(10), r.recv()).await;
+        assert!(seen.is_ok());
+        Ok(())
+    }
+}
