@@ -58,6 +58,9 @@ mod tests {
     async fn a_hang_up_is_ignored_and_an_interrupt_asks_to_stop() -> io::Result<()> {
         let mut s = Shutdown::new()?;
         raise(Signal::SIGHUP).map_err(io::Error::from)?;
+        // A negative check needs a bound: the hang-up must not end the wait within it.
+        let hup = tokio::time::timeout(std::time::Duration::from_millis(300), s.recv()).await;
+        assert_eq!(hup.ok(), None, "a hang-up asked the process to stop");
         raise(Signal::SIGINT).map_err(io::Error::from)?;
         let got = tokio::time::timeout(std::time::Duration::from_secs(10), s.recv()).await;
         assert_eq!(got.ok(), Some("SIGINT"));
