@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::imp::ipc as imp;
 
-pub use imp::{BlockingStream, Listener, ReadHalf, Stream, WriteHalf};
+pub use imp::{Listener, ReadHalf, Stream, WriteHalf};
 
 /// Connect to the listener at `path`. `NotFound` or `ConnectionRefused` mean nothing listens.
 pub async fn connect(path: &Path) -> io::Result<Stream> {
@@ -18,8 +18,12 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
 
 /// Connect without an async runtime (the CLI's liveness probe).
 pub fn connect_blocking(path: &Path) -> io::Result<BlockingStream> {
-    imp::connect_blocking(path)
+    imp::connect_blocking(path).map(BlockingStream)
 }
+
+/// A connected local socket for blocking use (a Unix stream, or a pipe opened as a file).
+#[derive(Debug)]
+pub struct BlockingStream(imp::BlockingInner);
 
 /// Split a stream into halves that can be used from two tasks.
 pub fn split(s: Stream) -> (ReadHalf, WriteHalf) {
@@ -45,17 +49,37 @@ pub fn remove(path: &Path) -> io::Result<()> {
 }
 
 impl BlockingStream {
+    /// A second handle to the same stream (one to read, one to write).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        self.0.try_clone().map(Self)
+    }
+
     /// Bound how long a read may block (no bound with `None`). Windows pipes opened as files
     /// have no read timeout; there this is a no-op.
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.inner_set_read_timeout(t)
+        imp::set_read_timeout(&self.0, t)
     }
 
     /// Tell the other end nothing more will be written (it reads end-of-file). Named pipes
     /// cannot half-close: on Windows this fails with `Unsupported`, and the caller closes the
     /// whole stream instead.
     pub fn shutdown_write(&self) -> io::Result<()> {
-        self.inner_shutdown_write()
+        imp::shutdown_write(&self.0)
+    }
+}
+
+impl io::Read for BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl io::Write for BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 

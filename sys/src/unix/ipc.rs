@@ -85,42 +85,19 @@ pub(crate) fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
-/// A connected socket for blocking use.
-#[derive(Debug)]
-pub struct BlockingStream(std::os::unix::net::UnixStream);
+/// What a blocking stream is here.
+pub(crate) type BlockingInner = std::os::unix::net::UnixStream;
 
-pub(crate) fn connect_blocking(path: &Path) -> io::Result<BlockingStream> {
-    std::os::unix::net::UnixStream::connect(path).map(BlockingStream)
+pub(crate) fn connect_blocking(path: &Path) -> io::Result<BlockingInner> {
+    BlockingInner::connect(path)
 }
 
-impl BlockingStream {
-    /// A second handle to the same socket (one to read, one to write).
-    pub fn try_clone(&self) -> io::Result<Self> {
-        self.0.try_clone().map(Self)
-    }
-
-    pub(crate) fn inner_shutdown_write(&self) -> io::Result<()> {
-        self.0.shutdown(std::net::Shutdown::Write)
-    }
-
-    pub(crate) fn inner_set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_read_timeout(t)
-    }
+pub(crate) fn set_read_timeout(s: &BlockingInner, t: Option<Duration>) -> io::Result<()> {
+    s.set_read_timeout(t)
 }
 
-impl io::Read for BlockingStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl io::Write for BlockingStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
+pub(crate) fn shutdown_write(s: &BlockingInner) -> io::Result<()> {
+    s.shutdown(std::net::Shutdown::Write)
 }
 
 #[cfg(test)]

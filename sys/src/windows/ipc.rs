@@ -189,11 +189,10 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// A connected pipe for blocking use (opened as a file).
-#[derive(Debug)]
-pub struct BlockingStream(std::fs::File);
+/// What a blocking stream is here: the pipe opened as a file.
+pub(crate) type BlockingInner = std::fs::File;
 
-pub(crate) fn connect_blocking(path: &Path) -> io::Result<BlockingStream> {
+pub(crate) fn connect_blocking(path: &Path) -> io::Result<BlockingInner> {
     let name = pipe_name(path);
     let deadline = Instant::now() + BUSY_WAIT;
     loop {
@@ -202,7 +201,7 @@ pub(crate) fn connect_blocking(path: &Path) -> io::Result<BlockingStream> {
             .write(true)
             .open(&name)
         {
-            Ok(f) => return Ok(BlockingStream(f)),
+            Ok(f) => return Ok(f),
             Err(e)
                 if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32)
                     && Instant::now() < deadline =>
@@ -214,37 +213,16 @@ pub(crate) fn connect_blocking(path: &Path) -> io::Result<BlockingStream> {
     }
 }
 
-impl BlockingStream {
-    /// A second handle to the same pipe (one to read, one to write).
-    pub fn try_clone(&self) -> io::Result<Self> {
-        self.0.try_clone().map(Self)
-    }
-
-    pub(crate) fn inner_shutdown_write(&self) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "named pipes cannot half-close",
-        ))
-    }
-
-    pub(crate) fn inner_set_read_timeout(&self, _t: Option<Duration>) -> io::Result<()> {
-        Ok(())
-    }
+/// Files have no read timeout.
+pub(crate) fn set_read_timeout(_s: &BlockingInner, _t: Option<Duration>) -> io::Result<()> {
+    Ok(())
 }
 
-impl io::Read for BlockingStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl io::Write for BlockingStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
+pub(crate) fn shutdown_write(_s: &BlockingInner) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "named pipes cannot half-close",
+    ))
 }
 
 #[cfg(test)]
