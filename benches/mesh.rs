@@ -10,14 +10,17 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
 mod common;
+#[path = "../tests/common/sshd.rs"]
+mod sshd;
 
 use common::{Mcp, loopsy, median, ok, pct};
+use sshd::Sshd;
 
 fn vm_hwm_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -25,125 +28,6 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// A throwaway sshd on 127.0.0.1:<port> with a fresh key, for the baseline.
-struct Sshd {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Self {
-        let dir = dir.join("ssh");
-        std::fs::create_dir_all(&dir).unwrap();
-        for (k, t) in [("host", "ed25519"), ("client", "ed25519")] {
-            ok(Command::new("ssh-keygen")
-                .args(["-q", "-t", t, "-N", "", "-f"])
-                .arg(dir.join(k)));
-        }
-        std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\nSubsystem sftp /usr/lib/openssh/sftp-server\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("sshd_config"), cfg).unwrap();
-        std::fs::create_dir_all("/run/sshd").ok();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd (install openssh-server)");
-        let s = Self { child, dir, port };
-        let t0 = Instant::now();
-        while !s.ssh(&["true"]).status.success() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "sshd did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // The warm master every timed `ssh`/`scp` multiplexes over (`-oControlMaster=no`
-        // in opts() means "use it, never become one").
-        // (Its stdio goes to /dev/null: a detached master would hold captured pipes open.)
-        // (ssh keeps the first value of an option, so `yes` goes before opts()' `no`.)
-        let st = Command::new("ssh")
-            .args(["-oControlMaster=yes", "-N", "-f"])
-            .args(s.opts())
-            .arg(format!("-p{}", s.port))
-            .arg("root@127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "ssh ControlMaster did not start");
-        let probe = Command::new("ssh")
-            .args(s.opts())
-            .args(["-O", "check"])
-            .arg(format!("-p{}", s.port))
-            .arg("root@127.0.0.1")
-            .output()
-            .unwrap();
-        assert!(probe.status.success(), "ControlMaster not running");
-        s
-    }
-    fn opts(&self) -> Vec<String> {
-        let d = self.dir.display();
-        [
-            format!("-i{d}/client"),
-            "-oStrictHostKeyChecking=no".into(),
-            "-oUserKnownHostsFile=/dev/null".into(),
-            "-oLogLevel=ERROR".into(),
-            "-oControlMaster=no".into(),
-            format!("-oControlPath={d}/cm"),
-            "-oControlPersist=120".into(),
-        ]
-        .to_vec()
-    }
-    fn ssh(&self, cmd: &[&str]) -> std::process::Output {
-        Command::new("ssh")
-            .args(self.opts())
-            .arg(format!("-p{}", self.port))
-            .arg("root@127.0.0.1")
-            .args(cmd)
-            .output()
-            .unwrap()
-    }
-    fn scp(&self, src: &Path, dest: &Path) {
-        let o = Command::new("scp")
-            .args(self.opts())
-            .arg(format!("-P{}", self.port))
-            .arg(src)
-            .arg(format!("root@127.0.0.1:{}", dest.display()))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "scp: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = Command::new("ssh")
-            .args(self.opts())
-            .args(["-O", "exit", "-p"])
-            .arg(self.port.to_string())
-            .arg("root@127.0.0.1")
-            .output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn main() {
@@ -266,7 +150,7 @@ fn main() {
             let _ = std::fs::remove_file(&dest);
             let t0 = Instant::now();
             if tool == 0 {
-                sshd.scp(&src, &dest);
+                sshd.scp(&[], &src, &dest);
             } else {
                 let peer = ["", "beta", "gamma"][tool];
                 let r = mcp.call(

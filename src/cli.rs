@@ -307,13 +307,20 @@ pub enum PeersCommand {
 pub struct ExecArgs {
     /// Peer name or PeerId (this machine's own name runs it here).
     pub peer: String,
-    /// Kill it after this many seconds.
+    /// Kill it (its whole process group) after this many seconds (default: never).
     #[arg(long)]
     pub timeout: Option<u64>,
-    /// Working directory on the peer.
+    /// Working directory on the peer (`~` is its home; default: its home).
     #[arg(long)]
     pub cwd: Option<String>,
-    /// The command and its arguments (run without a shell; use `sh -c '…'` for one).
+    /// Send no stdin (the command reads EOF), as `ssh -n`; by default stdin is forwarded.
+    #[arg(short = 'n', long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Say which job runs it (its id on the peer) on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// The command: one argument is a command line for the peer's shell (as with ssh);
+    /// several are a program and its arguments, run without a shell.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }

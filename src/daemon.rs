@@ -124,6 +124,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     phones.spawn(ctx.clone()).map_err(anyhow::Error::msg)?;
     tokio::spawn(loopsy_mcp::tools::remote::serve(ctx.clone(), inbound));
     tokio::spawn(loopsy_mcp::attach::serve(ctx.clone()));
+    tokio::spawn(loopsy_mcp::exec_pipe::serve(ctx.clone()));
     tokio::spawn(loopsy_mesh::context::sync::serve(
         node.clone(),
         ctx.context().clone(),

@@ -7,6 +7,7 @@ mod client;
 mod ctx_cmd;
 mod daemon;
 mod doctor;
+mod exec_cmd;
 mod files_cmd;
 mod lifecycle;
 mod logs;
@@ -87,7 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "loopsy_peer_revoke",
             json!({ "peer": peer, "caps": check_caps(&caps)? }),
         ),
-        Command::Exec(a) => mesh_cmd::exec(&home, &a.peer, &a.command, a.timeout, a.cwd.as_deref()),
+        Command::Exec(a) => exec_cmd::exec(&home, &a),
         Command::Cp(a) => files_cmd::cp(&home, &a.source, &a.dest, a.overwrite, a.json),
         Command::Ls(a) => files_cmd::ls(&home, &a.target, a.json),
         Command::Mesh(MeshCommand::Status { json, watch }) => {

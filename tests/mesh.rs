@@ -313,7 +313,7 @@ fn a_third_machine_meets_the_others_through_an_introduction() {
 }
 
 #[test]
-fn a_gigabyte_of_output_stays_within_the_cap() {
+fn a_gigabyte_of_output_streams_whole_while_the_daemon_keeps_only_its_cap() {
     let a = started("alpha");
     let b = started("beta");
     pair(&a, &b);
@@ -327,25 +327,48 @@ fn a_gigabyte_of_output_stays_within_the_cap() {
             .unwrap()
     };
     let before = hwm();
-    // 1 GiB on stdout; alpha keeps 8 MiB (exec.output_cap_bytes) and counts the rest.
-    let o = b
-        .cmd(&[
-            "exec",
-            "alpha",
-            "--",
-            "head",
-            "-c",
-            "1073741824",
-            "/dev/zero",
-        ])
-        .output()
+    // 1 GiB on stdout: the CLI streams every byte (nothing cut, nothing added); alpha's job
+    // keeps 8 MiB (exec.output_cap_bytes) for agents and counts the rest.
+    let mut child = b
+        .cmd(&["exec", "alpha", "-v", "--", "head", "-c", "1073741824", "/dev/zero"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(o.status.success());
-    let marker = "\n[loopsy: stdout past the output cap was dropped]\n";
-    assert_eq!(o.stdout.len(), 8 * 1024 * 1024 + marker.len());
-    assert!(String::from_utf8_lossy(&o.stdout).ends_with(marker));
-    // Growth is bounded by the cap (plus paging NUL bytes as JSON, which escapes them 6x),
-    // nowhere near the 1 GiB the job printed.
+    let mut out = child.stdout.take().unwrap();
+    let (mut total, mut nonzero) = (0u64, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        nonzero += buf[..n].iter().filter(|&&x| x != 0).count() as u64;
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!((total, nonzero), (1 << 30, 0), "the stream was cut or altered");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let job = err
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("job-"))
+        .map(|id| format!("job-{id}"))
+        .unwrap_or_else(|| panic!("no job id in {err:?}"));
+    let mut m = b.mcp();
+    m.initialize();
+    let info = common::tool(
+        &mut m,
+        "loopsy_job_status",
+        serde_json::json!({"peer": "alpha", "job_id": job}),
+    );
+    assert_eq!(
+        (&info["stdout_bytes"], &info["stdout_truncated"]),
+        (&Value::from(1u64 << 30), &Value::Bool(true)),
+        "{info}"
+    );
+    // Growth is bounded by the cap and the pipe's small queue, nowhere near the 1 GiB the
+    // job printed.
     let grown = hwm().saturating_sub(before);
     assert!(
         grown < 128 * 1024,

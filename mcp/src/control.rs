@@ -31,6 +31,9 @@ pub enum Verb {
     /// Splice to a session on a peer: one JSON line `{"peer", "session"}`, then the session
     /// host protocol both ways.
     Attach,
+    /// Run a command as a pipe: one JSON line `{"peer"}`, then the exec frames both ways
+    /// (`loopsy_mesh::exec::wire`).
+    Exec,
 }
 
 impl Verb {
@@ -42,6 +45,7 @@ impl Verb {
             Verb::Shutdown => "shutdown",
             Verb::ReloadKey => "reload-key",
             Verb::Attach => "attach",
+            Verb::Exec => "exec",
         }
     }
 
@@ -53,6 +57,7 @@ impl Verb {
             "shutdown" => Verb::Shutdown,
             "reload-key" => Verb::ReloadKey,
             "attach" => Verb::Attach,
+            "exec" => Verb::Exec,
             _ => return None,
         })
     }
@@ -195,6 +200,7 @@ mod tests {
             Verb::Shutdown,
             Verb::ReloadKey,
             Verb::Attach,
+            Verb::Exec,
         ] {
             let line = hello_line(v);
             assert_eq!(parse_hello(line.trim_end()), Ok(v));

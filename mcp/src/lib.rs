@@ -6,6 +6,7 @@ pub mod audit;
 pub mod client;
 pub mod control;
 pub mod ctx;
+pub mod exec_pipe;
 pub mod http;
 pub mod listener;
 pub mod phone;

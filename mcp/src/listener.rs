@@ -106,6 +106,7 @@ async fn handle(stream: Stream, ctx: DaemonCtx) {
             ctx.shutdown_token().cancel();
         }
         Verb::Attach => crate::attach::splice_local(&ctx, r, w).await,
+        Verb::Exec => crate::exec_pipe::splice_local(&ctx, r, w).await,
         Verb::Mcp | Verb::Admin => {
             let caller = if verb == Verb::Admin {
                 Caller::Admin

@@ -5,7 +5,34 @@
 
 use std::io;
 
-pub use crate::imp::signal::{Resizes, Shutdown};
+pub use crate::imp::signal::{Forwarded, Resizes, Shutdown};
+
+/// A signal a client passes on to the remote program it runs (`loopsy exec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (Ctrl-Break on Windows).
+    Terminate,
+    /// SIGHUP (the console closed on Windows).
+    HangUp,
+}
+
+impl Forward {
+    /// The POSIX signal number, as the remote side reports deaths by it.
+    pub fn number(self) -> i32 {
+        match self {
+            Forward::Interrupt => 2,
+            Forward::Terminate => 15,
+            Forward::HangUp => 1,
+        }
+    }
+}
+
+/// Start catching the signals a client forwards (they no longer end this process).
+pub fn forwarded() -> io::Result<Forwarded> {
+    Forwarded::new()
+}
 
 /// Start listening for shutdown requests.
 pub fn shutdown() -> io::Result<Shutdown> {

@@ -185,7 +185,9 @@ fn exec_err(e: ExecError) -> ToolError {
     let code = match e {
         ExecError::Denied(_) => ErrorCode::PermissionDenied,
         ExecError::TooManyJobs(_) | ExecError::RateLimited(_) => ErrorCode::Unavailable,
-        ExecError::BadTimeout(_) | ExecError::Invalid(_) => ErrorCode::InvalidArguments,
+        ExecError::BadTimeout(_) | ExecError::Invalid(_) | ExecError::NoCwd(_) => {
+            ErrorCode::InvalidArguments
+        }
         ExecError::NotFound(_) => ErrorCode::NotFound,
     };
     ToolError::new(code, e.to_string())

@@ -57,6 +57,32 @@ pub fn node_err(e: NodeError) -> ToolError {
     ToolError::new(code, e.to_string())
 }
 
+/// How long reaching an offline or unreachable peer may take before a command fails.
+pub const REACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connect to a trusted peer for a stream, failing within [`REACH_TIMEOUT`] with one line that
+/// names the peer as the caller did (the raw dial errors go to the log, at debug level).
+pub async fn reach(ctx: &DaemonCtx, peer: &str) -> Result<loopsy_mesh::PeerId, ToolError> {
+    let offline = || {
+        ToolError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{peer} is offline or unreachable (no connection within {} s); `loopsy mesh status` shows when it was last seen",
+                REACH_TIMEOUT.as_secs()
+            ),
+        )
+    };
+    match tokio::time::timeout(REACH_TIMEOUT, ctx.node().connect(peer)).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(NodeError::Unreachable { reason, .. })) => {
+            tracing::debug!(%peer, %reason, "dial failed");
+            Err(offline())
+        }
+        Ok(Err(e)) => Err(node_err(e)),
+        Err(_) => Err(offline()),
+    }
+}
+
 /// Where a call with an optional `peer` argument runs.
 pub enum Target {
     /// Here.

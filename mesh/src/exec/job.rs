@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use loopsy_sys::process::Tree;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::watch;
+use tokio::process::ChildStdin;
+use tokio::sync::{mpsc, watch};
 
 use super::ExecRequest;
 
@@ -18,6 +19,18 @@ const CHUNK: usize = 64 * 1024;
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Between SIGTERM and SIGKILL on `kill`.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Output chunks (of up to [`CHUNK`] bytes) queued for a streaming client before the
+/// program waits for it.
+const LIVE_CHUNKS: usize = 16;
+
+/// A streaming client's side of a job started as a pipe: the program's stdin (when the
+/// client sends one) and its output, chunk by chunk in the order it was read.
+pub struct Live {
+    /// The program's stdin; dropping it closes it.
+    pub stdin: Option<ChildStdin>,
+    /// Output as it is written; ends when both pipes have closed.
+    pub output: mpsc::Receiver<(Stream, Vec<u8>)>,
+}
 
 /// Which output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -113,6 +126,8 @@ struct Data {
     out: Buf,
     err: Buf,
     finished: Option<Instant>,
+    /// The program was not found (a shell's 127), rather than found and not startable.
+    not_found: bool,
 }
 
 /// A job shared between its task and the manager.
@@ -124,6 +139,8 @@ pub struct Job {
     started_at_ms: u64,
     tree: Mutex<Option<Tree>>,
     kill_requested: AtomicBool,
+    /// Why it was killed, when a kill gave a reason (`revoked`, `client gone`…).
+    kill_reason: Mutex<Option<String>>,
     data: Mutex<Data>,
     done: watch::Sender<bool>,
 }
@@ -133,14 +150,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Job {
-    /// Start `req` now. The returned job is already running (or `Failed`).
+    /// Start `req` now. The returned job is already running (or `Failed`). With `pipe`, its
+    /// output is also streamed (and with `pipe == Some(true)` its stdin is open) through the
+    /// returned [`Live`].
     pub(super) fn spawn(
         id: String,
         owner: String,
         req: ExecRequest,
         cap: u64,
-        timeout: Duration,
-    ) -> Arc<Job> {
+        timeout: Option<Duration>,
+        pipe: Option<bool>,
+    ) -> (Arc<Job>, Option<Live>) {
         let (done, _) = watch::channel(false);
         let job = Arc::new(Job {
             id,
@@ -152,11 +172,13 @@ impl Job {
                 .unwrap_or(0),
             tree: Mutex::new(None),
             kill_requested: AtomicBool::new(false),
+            kill_reason: Mutex::new(None),
             data: Mutex::new(Data {
                 state: JobState::Running,
                 out: Buf::default(),
                 err: Buf::default(),
                 finished: None,
+                not_found: false,
             }),
             done,
             req,
@@ -172,8 +194,13 @@ impl Job {
             }
         };
         loopsy_sys::process::own_group(cmd.as_std_mut());
+        let stdin = if pipe == Some(true) {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
         cmd.envs(&job.req.env)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -186,21 +213,58 @@ impl Job {
         if let Some(d) = dir {
             cmd.current_dir(d);
         }
+        let (tx, mut live) = match pipe {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(LIVE_CHUNKS);
+                (
+                    Some(tx),
+                    Some(Live {
+                        stdin: None,
+                        output: rx,
+                    }),
+                )
+            }
+            None => (None, None),
+        };
         match cmd.spawn() {
-            Ok(child) => {
+            Ok(mut child) => {
                 match Tree::adopt(&child) {
                     Ok(t) => *lock(&job.tree) = Some(t),
                     Err(e) => {
                         tracing::warn!(job = %job.id, "cannot track the job's processes: {e}")
                     }
                 }
-                tokio::spawn(run(job.clone(), child, cap, timeout));
+                if let Some(l) = live.as_mut() {
+                    l.stdin = child.stdin.take();
+                }
+                tokio::spawn(run(job.clone(), child, cap, timeout, tx));
             }
-            Err(e) => job.finish(JobState::Failed {
-                message: format!("cannot start {:?}: {e}", job.req.command),
-            }),
+            Err(e) => {
+                let not_found = e.kind() == std::io::ErrorKind::NotFound;
+                lock(&job.data).not_found = not_found;
+                job.finish(JobState::Failed {
+                    message: if not_found {
+                        format!("{}: command not found", job.req.command)
+                    } else {
+                        format!("cannot start {:?}: {e}", job.req.command)
+                    },
+                });
+            }
         }
-        job
+        (job, live)
+    }
+
+    /// The code a shell would exit with for this job: its own code, 128 + the signal that
+    /// killed it, 127 when the program was not found, 126 when it could not be started;
+    /// `None` while it runs.
+    pub fn exit_code(&self) -> Option<i32> {
+        let d = lock(&self.data);
+        match &d.state {
+            JobState::Running => None,
+            JobState::Exited { code } => Some(*code),
+            JobState::Killed { signal, .. } => Some(128 + signal),
+            JobState::Failed { .. } => Some(if d.not_found { 127 } else { 126 }),
+        }
     }
 
     fn finish(&self, state: JobState) {
@@ -271,10 +335,45 @@ impl Job {
 
     /// Wait until the job finishes or `timeout` passes; true if finished.
     pub async fn wait(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.finished()).await.is_ok()
+    }
+
+    /// Resolves once the job has finished.
+    pub async fn finished(&self) {
         let mut rx = self.done.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|d| *d))
-            .await
-            .is_ok()
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Send `signal` to the whole process tree (as a terminal's Ctrl-C or hang-up would).
+    pub fn signal(self: &Arc<Self>, signal: super::wire::Signal) {
+        use super::wire::Signal;
+        match signal {
+            Signal::Terminate => self.kill(),
+            Signal::Kill => {
+                if let Some(t) = self.tree() {
+                    self.kill_requested.store(true, Ordering::SeqCst);
+                    t.kill();
+                }
+            }
+            Signal::Interrupt => {
+                if let Some(t) = self.tree() {
+                    t.interrupt();
+                }
+            }
+            Signal::HangUp => {
+                if let Some(t) = self.tree() {
+                    t.hang_up();
+                }
+            }
+        }
+    }
+
+    /// As [`Job::kill`], recording why (the state's `reason`).
+    pub fn kill_because(self: &Arc<Self>, reason: &str) {
+        if self.running() {
+            *lock(&self.kill_reason) = Some(reason.to_string());
+        }
+        self.kill();
     }
 
     /// SIGTERM the process tree, then SIGKILL after a grace period (on Windows the job
@@ -297,40 +396,66 @@ impl Job {
     }
 }
 
-async fn pump(job: Arc<Job>, mut pipe: impl AsyncRead + Unpin, stream: Stream, cap: u64) {
+type LiveTx = mpsc::Sender<(Stream, Vec<u8>)>;
+
+async fn pump(
+    job: Arc<Job>,
+    mut pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    cap: u64,
+    mut live: Option<LiveTx>,
+) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let mut d = lock(&job.data);
-        let b = match stream {
-            Stream::Stdout => &mut d.out,
-            Stream::Stderr => &mut d.err,
-        };
-        b.total += n as u64;
-        let room = cap.saturating_sub(b.data.len() as u64) as usize;
-        if room < n {
-            b.truncated = true;
+        {
+            let mut d = lock(&job.data);
+            let b = match stream {
+                Stream::Stdout => &mut d.out,
+                Stream::Stderr => &mut d.err,
+            };
+            b.total += n as u64;
+            let room = cap.saturating_sub(b.data.len() as u64) as usize;
+            if room < n {
+                b.truncated = true;
+            }
+            b.data.extend_from_slice(&buf[..n.min(room)]);
         }
-        b.data.extend_from_slice(&buf[..n.min(room)]);
+        // A streaming client gets every byte; the program waits while it is behind.
+        if let Some(tx) = &live
+            && tx.send((stream, buf[..n].to_vec())).await.is_err()
+        {
+            live = None;
+        }
     }
 }
 
-async fn run(job: Arc<Job>, mut child: tokio::process::Child, cap: u64, timeout: Duration) {
+async fn run(
+    job: Arc<Job>,
+    mut child: tokio::process::Child,
+    cap: u64,
+    timeout: Option<Duration>,
+    live: Option<LiveTx>,
+) {
     let readers = [
         child
             .stdout
             .take()
-            .map(|p| tokio::spawn(pump(job.clone(), p, Stream::Stdout, cap))),
+            .map(|p| tokio::spawn(pump(job.clone(), p, Stream::Stdout, cap, live.clone()))),
         child
             .stderr
             .take()
-            .map(|p| tokio::spawn(pump(job.clone(), p, Stream::Stderr, cap))),
+            .map(|p| tokio::spawn(pump(job.clone(), p, Stream::Stderr, cap, live))),
     ];
     let tree = job.tree();
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
+    let waited = match timeout {
+        Some(t) => tokio::time::timeout(t, child.wait()).await,
+        None => Ok(child.wait().await),
+    };
+    let status = match waited {
         Ok(s) => s,
         Err(_) => {
             // Over time: the whole process tree goes, not just the shell.
@@ -359,18 +484,19 @@ async fn run(job: Arc<Job>, mut child: tokio::process::Child, cap: u64, timeout:
         // Without signals (Windows) a job ended by `kill` exits with a code: it was killed.
         Ok(_) if killed && !loopsy_sys::process::HAS_SIGNALS => JobState::Killed {
             signal: loopsy_sys::process::KILL_SIGNAL,
-            reason: "kill".into(),
+            reason: lock(&job.kill_reason)
+                .clone()
+                .unwrap_or_else(|| "kill".into()),
         },
         Ok(s) => match (s.code(), loopsy_sys::process::exit_signal(&s)) {
             (Some(code), _) => JobState::Exited { code },
             (None, Some(sig)) => JobState::Killed {
                 signal: sig,
-                reason: if job.kill_requested.load(Ordering::SeqCst) {
-                    "kill"
-                } else {
-                    "signal"
-                }
-                .into(),
+                reason: match lock(&job.kill_reason).clone() {
+                    Some(r) => r,
+                    None if job.kill_requested.load(Ordering::SeqCst) => "kill".into(),
+                    None => "signal".into(),
+                },
             },
             (None, None) => JobState::Failed {
                 message: "unknown exit status".into(),

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::job::{Job, JobInfo, OutputPage, Stream};
+use super::job::{Job, JobInfo, Live, OutputPage, Stream};
 use super::{ExecConfig, ExecRequest};
 
 /// Why a job request was refused.
@@ -33,6 +33,40 @@ pub enum ExecError {
     /// No such job for this caller.
     #[error("no job {0:?} (ids come from loopsy_execute; finished jobs are kept for a while)")]
     NotFound(String),
+    /// The working directory is not a directory here.
+    #[error("the working directory {0:?} does not exist there (or is not a directory)")]
+    NoCwd(String),
+}
+
+impl ExecError {
+    /// The stable error code callers see.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecError::Denied(_) => "permission_denied",
+            ExecError::TooManyJobs(_) | ExecError::RateLimited(_) => "unavailable",
+            ExecError::BadTimeout(_) | ExecError::Invalid(_) | ExecError::NoCwd(_) => {
+                "invalid_arguments"
+            }
+            ExecError::NotFound(_) => "not_found",
+        }
+    }
+}
+
+/// `~` and `~/…` name the home directory; anything else is taken as it is. The result must
+/// be a directory.
+fn resolve_cwd(cwd: Option<String>) -> Result<Option<String>, ExecError> {
+    let Some(c) = cwd else {
+        return Ok(None);
+    };
+    let path = match (c.as_str(), c.strip_prefix("~/"), loopsy_sys::home_dir()) {
+        ("~", _, Some(h)) => h,
+        (_, Some(rest), Some(h)) => h.join(rest),
+        _ => std::path::PathBuf::from(&c),
+    };
+    if !path.is_dir() {
+        return Err(ExecError::NoCwd(c));
+    }
+    Ok(Some(path.to_string_lossy().into_owned()))
 }
 
 struct Table {
@@ -87,6 +121,30 @@ impl JobManager {
 
     /// Admit and start a job for `owner`.
     pub fn start(&self, owner: &str, req: ExecRequest) -> Result<Arc<Job>, ExecError> {
+        self.admit(owner, req, None).map(|(j, _)| j)
+    }
+
+    /// Admit and start a job for `owner` whose output is streamed to a client as it comes
+    /// (and whose stdin the client writes, with `stdin`). Without `timeout_s` it runs until
+    /// it ends or the client kills it.
+    pub fn start_pipe(
+        &self,
+        owner: &str,
+        req: ExecRequest,
+        stdin: bool,
+    ) -> Result<(Arc<Job>, Live), ExecError> {
+        match self.admit(owner, req, Some(stdin))? {
+            (j, Some(live)) => Ok((j, live)),
+            (_, None) => Err(ExecError::Invalid("the job has no pipe".into())),
+        }
+    }
+
+    fn admit(
+        &self,
+        owner: &str,
+        mut req: ExecRequest,
+        pipe: Option<bool>,
+    ) -> Result<(Arc<Job>, Option<Live>), ExecError> {
         if req.command.trim().is_empty() {
             return Err(ExecError::Invalid("command is empty".into()));
         }
@@ -104,10 +162,15 @@ impl JobManager {
         {
             return Err(ExecError::Denied(base));
         }
-        let timeout = req.timeout_s.unwrap_or(self.cfg.default_timeout_s);
-        if timeout == 0 || timeout > self.cfg.max_timeout_s {
+        let timeout = match (req.timeout_s, pipe) {
+            (Some(t), _) => Some(t),
+            (None, Some(_)) => None,
+            (None, None) => Some(self.cfg.default_timeout_s),
+        };
+        if timeout.is_some_and(|t| t == 0 || t > self.cfg.max_timeout_s) {
             return Err(ExecError::BadTimeout(self.cfg.max_timeout_s));
         }
+        req.cwd = resolve_cwd(req.cwd.take())?;
         let mut t = self.lock();
         self.prune(&mut t);
         let running = t
@@ -131,15 +194,16 @@ impl JobManager {
         }
         starts.push_back(now);
         let id = format!("job-{}", hex::encode(rand::random::<[u8; 6]>()));
-        let job = Job::spawn(
+        let (job, live) = Job::spawn(
             id.clone(),
             owner.to_string(),
             req,
             self.cfg.output_cap_bytes,
-            Duration::from_secs(timeout),
+            timeout.map(Duration::from_secs),
+            pipe,
         );
         t.jobs.insert(id, job.clone());
-        Ok(job)
+        Ok((job, live))
     }
 
     /// Drop the oldest finished jobs beyond `keep_finished`.

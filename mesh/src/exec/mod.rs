@@ -3,8 +3,10 @@
 
 mod job;
 mod manager;
+pub mod pipe;
+pub mod wire;
 
-pub use job::{Job, JobInfo, JobState, OutputPage, Stream};
+pub use job::{Job, JobInfo, JobState, Live, OutputPage, Stream};
 pub use manager::{ExecError, JobManager};
 
 use std::collections::BTreeMap;

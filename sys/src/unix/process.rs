@@ -63,6 +63,11 @@ impl Tree {
         let _ = killpg(self.pgid, Signal::SIGTERM);
     }
 
+    /// Interrupt, as Ctrl-C at a terminal does (`SIGINT`; on Windows this is [`Tree::kill`]).
+    pub fn interrupt(&self) {
+        let _ = killpg(self.pgid, Signal::SIGINT);
+    }
+
     /// Hang up, as a closing terminal does (`SIGHUP`, then `SIGCONT` so stopped ones see it).
     pub fn hang_up(&self) {
         let _ = killpg(self.pgid, Signal::SIGHUP);

@@ -118,6 +118,12 @@ impl Tree {
         self.kill();
     }
 
+    /// As Ctrl-C would: a tree started without a console of its own cannot be sent one, so
+    /// this ends it.
+    pub fn interrupt(&self) {
+        self.kill();
+    }
+
     /// As a closing console would: ends the tree.
     pub fn hang_up(&self) {
         self.kill();

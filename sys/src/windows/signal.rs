@@ -45,6 +45,34 @@ impl Shutdown {
     }
 }
 
+/// Catches Ctrl-C, Ctrl-Break and console close for passing on.
+#[derive(Debug)]
+pub struct Forwarded {
+    c: CtrlC,
+    brk: CtrlBreak,
+    close: CtrlClose,
+}
+
+impl Forwarded {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            c: ctrl_c()?,
+            brk: ctrl_break()?,
+            close: ctrl_close()?,
+        })
+    }
+
+    /// Resolves at the next of them.
+    pub async fn recv(&mut self) -> crate::signal::Forward {
+        use crate::signal::Forward;
+        tokio::select! {
+            _ = self.c.recv() => Forward::Interrupt,
+            _ = self.brk.recv() => Forward::Terminate,
+            _ = self.close.recv() => Forward::HangUp,
+        }
+    }
+}
+
 /// Tells when the terminal may have been resized (callers compare the size).
 #[derive(Debug)]
 pub struct Resizes(tokio::time::Interval);
