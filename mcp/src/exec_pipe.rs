@@ -154,12 +154,15 @@ where
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "cannot open the exec stream");
-            pipe::refuse(
-                &mut w,
-                "unavailable",
-                format!("{peer} does not take commands as a pipe (is it running an older loopsy? `loopsy status` there tells): {e}"),
-            )
-            .await;
+            let why = match e {
+                loopsy_mesh::OpenStreamError::UnsupportedProtocol(_) => format!(
+                    "{peer} runs a loopsy without `exec` pipes: upgrade it (`loopsy status` there shows its version)"
+                ),
+                _ => format!(
+                    "{peer} closed the connection: it may no longer trust this machine (`loopsy peers list` on {peer} tells)"
+                ),
+            };
+            pipe::refuse(&mut w, "unavailable", why).await;
             return;
         }
         Err(_) => {

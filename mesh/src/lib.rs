@@ -33,6 +33,7 @@ pub use config::{Config, ConfigError, Overrides};
 pub use home::Home;
 pub use identity::Identity;
 pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p_stream::OpenStreamError;
 pub use node::{InboundCall, NodeConfig, NodeHandle, NodeInfo, PairTicket, PeerView};
 pub use node_gossip::inbox_topic;
 pub use pidlock::PidLock;

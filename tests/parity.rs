@@ -1,0 +1,343 @@
+//! `loopsy exec` against `ssh` on loopback: each row runs the same argv both ways and must
+//! give byte-identical stdout and stderr and the same exit status. Then what ssh users count
+//! on beyond the table: Ctrl-C and a dead client leave nothing running on the peer, and a
+//! stopped peer fails fast with 255 and its name.
+// POSIX shells, signals and sshd: Linux and macOS.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::sshd::Sshd;
+use common::{TestHome, pair, started_on_loopback, wait_until};
+
+/// `'…'`-quote one word for the remote shell ssh hands its command line to.
+fn quote(w: &str) -> String {
+    format!("'{}'", w.replace('\'', r"'\''"))
+}
+
+fn with_stdin(mut c: Command, stdin: Option<&[u8]>) -> Output {
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn digest(b: &[u8]) -> String {
+    use std::fmt::Write as _;
+    // A short digest for the report (not security): FNV-1a over the bytes.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &x in b {
+        h = (h ^ x as u64).wrapping_mul(0x100000001b3);
+    }
+    let mut s = String::new();
+    let _ = write!(s, "{h:016x}/{}B", b.len());
+    s
+}
+
+struct Lab {
+    _a: TestHome,
+    a: std::path::PathBuf,
+    b: TestHome,
+    sshd: Sshd,
+    tmp: tempfile::TempDir,
+}
+
+fn lab() -> Lab {
+    let a = started_on_loopback("alpha");
+    let b = started_on_loopback("beta");
+    pair(&a, &b);
+    let tmp = tempfile::Builder::new()
+        .prefix("lp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let sshd = Sshd::start(tmp.path());
+    Lab {
+        a: a.path().to_path_buf(),
+        _a: a,
+        b,
+        sshd,
+        tmp,
+    }
+}
+
+impl Lab {
+    fn loopsy_exec(&self, argv: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut c = Command::new(common::bin());
+        c.arg("--home").arg(&self.a).args(["exec", "beta", "--"]);
+        c.args(argv);
+        with_stdin(c, stdin)
+    }
+
+    fn ssh(&self, argv: &[&str], stdin: Option<&[u8]>) -> Output {
+        let line: Vec<String> = argv.iter().map(|w| quote(w)).collect();
+        let line = line.join(" ");
+        with_stdin(self.sshd.command(&[&line]), stdin)
+    }
+}
+
+#[test]
+fn exec_matches_ssh_byte_for_byte() {
+    let l = lab();
+    let data = l.tmp.path().join("random.bin");
+    let mut rnd = vec![0u8; 16 << 20];
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, &mut rnd).unwrap();
+    std::fs::write(&data, &rnd).unwrap();
+    let data = data.to_str().unwrap().to_string();
+    let stdin_bytes: Vec<u8> = rnd[..3 << 20].to_vec();
+    // (label, argv, stdin)
+    // Where ssh cannot tell a death by signal from its own failure (it exits 255 for both),
+    // loopsy reports what a local shell would: 128 + N.
+    let by_signal = |label: &str| match label {
+        "death by SIGTERM" => Some(143),
+        "death by SIGKILL" => Some(137),
+        _ => None,
+    };
+    let rows: Vec<(&str, Vec<&str>, Option<&[u8]>)> = vec![
+        (
+            "binary output (16 MiB of random bytes)",
+            vec!["head", "-c", "16777216", &data],
+            None,
+        ),
+        (
+            "gzip -c | gunzip on the peer",
+            vec!["sh", "-c", "gzip -c \"$0\" | gunzip", &data],
+            None,
+        ),
+        (
+            "gzip -c (binary) to the caller",
+            vec!["gzip", "-c", &data],
+            None,
+        ),
+        ("seq 1 5000000", vec!["seq", "1", "5000000"], None),
+        (
+            "stdin piped through cat (3 MiB)",
+            vec!["cat"],
+            Some(&stdin_bytes),
+        ),
+        (
+            "stdin counted by wc -c",
+            vec!["wc", "-c"],
+            Some(&stdin_bytes),
+        ),
+        ("exit 0", vec!["sh", "-c", "exit 0"], None),
+        ("exit 1", vec!["sh", "-c", "exit 1"], None),
+        ("exit 42", vec!["sh", "-c", "exit 42"], None),
+        (
+            "stdout and stderr apart",
+            vec!["sh", "-c", "echo out; echo err >&2; echo out2; exit 3"],
+            None,
+        ),
+        (
+            "death by SIGTERM",
+            vec!["sh", "-c", "echo before; kill -TERM $$"],
+            None,
+        ),
+        ("death by SIGKILL", vec!["sh", "-c", "kill -KILL $$"], None),
+        (
+            "a missing command",
+            vec!["sh", "-c", "no-such-command-xyz"],
+            None,
+        ),
+        (
+            "a missing directory",
+            vec!["sh", "-c", "cd /no/such/dir && pwd"],
+            None,
+        ),
+        ("no stdin given: EOF at once", vec!["wc", "-c"], None),
+    ];
+    let mut report = Vec::new();
+    let mut bad = Vec::new();
+    for (label, argv, stdin) in &rows {
+        let s = l.ssh(argv, *stdin);
+        let o = l.loopsy_exec(argv, *stdin);
+        let status_ok = match by_signal(label) {
+            Some(code) => s.status.code() == Some(255) && o.status.code() == Some(code),
+            None => s.status.code() == o.status.code(),
+        };
+        let same = s.stdout == o.stdout && s.stderr == o.stderr && status_ok;
+        report.push(format!(
+            "{} {label}: ssh {:?} {} {} | loopsy {:?} {} {}",
+            if same { "=" } else { "≠" },
+            s.status.code(),
+            digest(&s.stdout),
+            digest(&s.stderr),
+            o.status.code(),
+            digest(&o.stdout),
+            digest(&o.stderr),
+        ));
+        if !same {
+            bad.push(format!(
+                "{label}: ssh stderr {:?}, loopsy stderr {:?}",
+                String::from_utf8_lossy(&s.stderr),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(bad.is_empty(), "rows that differ:\n{}", bad.join("\n"));
+    // The rows above prove something only if they ran what they say.
+    let binary = l.loopsy_exec(&["head", "-c", "16777216", &data], None);
+    assert_eq!(binary.stdout, rnd, "the binary row did not carry the file");
+}
+
+/// Processes on this machine whose whole command line is `sleep <n>`.
+fn running(n: u32) -> Vec<String> {
+    let o = Command::new("pgrep")
+        .args(["-af", &format!("^sleep {n}$")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.contains("pgrep"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn spawn_exec(a: &Path, argv: &[&str]) -> std::process::Child {
+    Command::new(common::bin())
+        .arg("--home")
+        .arg(a)
+        .args(["exec", "beta", "--"])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_and_a_dead_client_leave_nothing_on_the_peer() {
+    let l = lab();
+    // Ctrl-C: SIGINT to the remote group; the shell dies of it, and what it left in the
+    // background (which ignores SIGINT) is ended too.
+    let mut c = spawn_exec(
+        &l.a,
+        &["sh", "-c", "sleep 3117 & sleep 3117 & echo up; wait", "x"],
+    );
+    let mut out = c.stdout.take().unwrap();
+    let mut first = [0u8; 3];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"up\n");
+    assert_eq!(running(3117).len(), 2, "{:?}", running(3117));
+    let t0 = Instant::now();
+    Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status()
+        .unwrap();
+    let st = c.wait().unwrap();
+    assert_eq!(st.code(), Some(130), "the status of a death by SIGINT");
+    wait_until("the job's processes to end", Duration::from_secs(2), || {
+        running(3117).is_empty()
+    });
+    eprintln!("Ctrl-C: peer clean after {:?}", t0.elapsed());
+
+    // SIGTERM to the CLI: the remote program gets SIGTERM (143).
+    let mut c = spawn_exec(&l.a, &["sh", "-c", "echo up; exec sleep 3118"]);
+    let mut out = c.stdout.take().unwrap();
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(c.wait().unwrap().code(), Some(143));
+    wait_until("sleep 3118 to end", Duration::from_secs(2), || {
+        running(3118).is_empty()
+    });
+
+    // kill -9 of the CLI: nothing is left to forward anything, and still the job goes.
+    let mut c = spawn_exec(&l.a, &["sh", "-c", "echo up; sleep 3119; true"]);
+    let mut out = c.stdout.take().unwrap();
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(running(3119).len(), 1);
+    c.kill().unwrap();
+    c.wait().unwrap();
+    wait_until(
+        "the job of a killed client to end",
+        Duration::from_secs(3),
+        || running(3119).is_empty(),
+    );
+}
+
+#[test]
+fn a_stopped_peer_fails_fast_with_255_and_its_name() {
+    let l = lab();
+    l.b.ok(&["stop"]);
+    let t0 = Instant::now();
+    let o = Command::new(common::bin())
+        .arg("--home")
+        .arg(&l.a)
+        .args(["exec", "beta", "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(255), "{err}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(
+        err.contains("beta") && !err.contains("12D3Koo") && err.lines().count() == 1,
+        "one line naming the peer: {err:?}"
+    );
+    // ssh to a closed port: 255 too.
+    let s = l.sshd.ssh(&["true"]);
+    assert_eq!(s.status.code(), Some(0), "the baseline sshd still answers");
+}
+
+#[test]
+fn own_failures_exit_255_with_whose_policy_it_was() {
+    let l = lab();
+    let run = |args: &[&str]| {
+        Command::new(common::bin())
+            .arg("--home")
+            .arg(&l.a)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run(&["exec", "nobody", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nobody"));
+    let o = run(&["exec", "beta", "--cwd", "/no/such/dir", "--", "pwd"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("/no/such/dir") && err.contains("working directory"),
+        "{err}"
+    );
+    let o = run(&["exec", "beta", "--cwd", "~", "--", "pwd"]);
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        std::env::var("HOME").unwrap().trim_end_matches('/')
+    );
+    l.b.ok(&["peers", "revoke", "alpha", "exec"]);
+    let o = run(&["exec", "beta", "--", "true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("beta's policy")
+            && err.contains("on beta, run `loopsy peers grant alpha exec`"),
+        "{err}"
+    );
+}
