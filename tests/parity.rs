@@ -52,6 +52,9 @@ fn digest(b: &[u8]) -> String {
     s
 }
 
+/// A parity row: its label, the argv run both ways, and the stdin given.
+type Row<'a> = (&'a str, Vec<&'a str>, Option<&'a [u8]>);
+
 struct Lab {
     _a: TestHome,
     a: std::path::PathBuf,
@@ -111,7 +114,7 @@ fn exec_matches_ssh_byte_for_byte() {
         "death by SIGKILL" => Some(137),
         _ => None,
     };
-    let rows: Vec<(&str, Vec<&str>, Option<&[u8]>)> = vec![
+    let rows: Vec<Row> = vec![
         (
             "binary output (16 MiB of random bytes)",
             vec!["head", "-c", "16777216", &data],
