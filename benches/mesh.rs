@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -86,11 +86,12 @@ fn main() {
             t0.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    // The CLI end to end (process start + session), for reference.
-    let mut cli: Vec<f64> = (0..30)
+    // The CLI end to end, whole process against whole process: `loopsy exec beta -- true`
+    // (process start, control socket, exec stream) against `ssh … true` over the warm master.
+    let mut cli: Vec<f64> = (0..runs.min(200))
         .map(|_| {
             let t0 = Instant::now();
-            ok(&mut loopsy(a, &["exec", "beta", "--", "true"]));
+            ok(loopsy(a, &["exec", "beta", "-n", "--", "true"]).stdin(Stdio::null()));
             t0.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -165,6 +166,33 @@ fn main() {
         }
     }
     let [mut scp_runs, mut push_runs, mut cached_runs] = runs_by;
+    // 4. A stream through exec: `cat` of the bulk file into /dev/null on this side, whole
+    // process both ways (ssh over the warm master, ChaCha20-Poly1305 as the mesh's Noise).
+    let mut cat_by: [Vec<f64>; 2] = Default::default();
+    let src_s = src.display().to_string();
+    for round in 0..=rounds {
+        for k in 0..2 {
+            let tool = (round + k) % 2;
+            let mut c = if tool == 0 {
+                sshd.command(&["cat", &src_s])
+            } else {
+                loopsy(a, &["exec", "beta", "-n", "--", "cat", &src_s])
+            };
+            let t0 = Instant::now();
+            let st = c
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "cat through {}", ["ssh", "loopsy"][tool]);
+            if round > 0 {
+                cat_by[tool].push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let [mut ssh_cat, mut loopsy_cat] = cat_by;
+    eprintln!("cat runs: ssh {ssh_cat:.2?} s, loopsy exec {loopsy_cat:.2?} s");
+    let (ssh_cat_s, loopsy_cat_s) = (median(&mut ssh_cat), median(&mut loopsy_cat));
     eprintln!(
         "push runs: scp {scp_runs:.2?} s, loopsy {push_runs:.2?} s, loopsy through the page cache {cached_runs:.2?} s"
     );
@@ -203,8 +231,17 @@ fn main() {
         pct(&mut ex, 0.99) / pct(&mut ssh, 0.99)
     );
     println!(
-        "| `loopsy exec beta -- true` whole CLI (median of 30) | {:.3} ms | — | — | |",
-        median(&mut cli)
+        "| `loopsy exec beta -- true` against `ssh … true`, whole process each (median of {}) | {:.3} ms | {:.3} ms | {:.3}× | — |",
+        cli.len(),
+        median(&mut cli),
+        median(&mut ssh),
+        median(&mut cli) / median(&mut ssh)
+    );
+    println!(
+        "| `exec beta -- cat` {mib} MiB > /dev/null (median of {rounds}) | {:.0} MiB/s ({loopsy_cat_s:.2} s) | {:.0} MiB/s (`ssh … cat`, {ssh_cat_s:.2} s) | {:.2}× | — |",
+        mibf / loopsy_cat_s,
+        mibf / ssh_cat_s,
+        ssh_cat_s / loopsy_cat_s
     );
     println!(
         "| push {mib} MiB A→B (median of {rounds}) | {:.0} MiB/s ({push_s:.2} s) | {:.0} MiB/s (`scp`, {scp_s:.2} s) | {:.2}× | ≥ 2× scp |",

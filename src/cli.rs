@@ -335,6 +335,10 @@ pub struct CpArgs {
     /// Replace an existing destination file.
     #[arg(long)]
     pub overwrite: bool,
+    /// Do not keep the source's mode and modification time (by default both are kept, as
+    /// `scp -p` does); the copy gets an ordinary file's mode and the time of the copy.
+    #[arg(long)]
+    pub no_preserve: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

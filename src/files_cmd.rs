@@ -49,13 +49,9 @@ fn absolute(p: &str) -> String {
 }
 
 /// `loopsy cp`
-pub fn cp(
-    home: &Home,
-    source: &str,
-    dest: &str,
-    overwrite: bool,
-    json_out: bool,
-) -> anyhow::Result<ExitCode> {
+pub fn cp(home: &Home, a: &crate::cli::CpArgs) -> anyhow::Result<ExitCode> {
+    let (source, dest, overwrite, json_out) =
+        (a.source.as_str(), a.dest.as_str(), a.overwrite, a.json);
     let (direction, peer, src, dst) = match (split_remote(source), split_remote(dest)) {
         (None, Some((peer, path))) => (
             "push",
@@ -93,7 +89,7 @@ pub fn cp(
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let client = s.client().context("session closed")?;
-    let args = json!({ "direction": direction, "peer": peer, "source": src, "dest": dst, "overwrite": overwrite });
+    let args = json!({ "direction": direction, "peer": peer, "source": src, "dest": dst, "overwrite": overwrite, "preserve": !a.no_preserve });
     let r = s.block_on(async {
         let call = client.call("loopsy_transfer_file", args);
         tokio::pin!(call);

@@ -89,7 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json!({ "peer": peer, "caps": check_caps(&caps)? }),
         ),
         Command::Exec(a) => exec_cmd::exec(&home, &a),
-        Command::Cp(a) => files_cmd::cp(&home, &a.source, &a.dest, a.overwrite, a.json),
+        Command::Cp(a) => files_cmd::cp(&home, &a),
         Command::Ls(a) => files_cmd::ls(&home, &a.target, a.json),
         Command::Mesh(MeshCommand::Status { json, watch }) => {
             mesh_cmd::mesh_status(&home, json, watch)

@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sshd::Sshd;
-use common::{TestHome, pair, started_on_loopback, wait_until};
+use common::{TestHome, pair, wait_until};
 
 /// `'…'`-quote one word for the remote shell ssh hands its command line to.
 fn quote(w: &str) -> String {
@@ -63,14 +63,30 @@ struct Lab {
     tmp: tempfile::TempDir,
 }
 
+/// A daemon on loopback whose file policy allows `files` (the lab's scratch dir).
+fn started(name: &str, files: &Path) -> TestHome {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", name]);
+    std::fs::write(
+        h.path().join("config.toml"),
+        format!(
+            "[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n[files]\nallowed_paths = [\"{}\"]\n",
+            files.display()
+        ),
+    )
+    .unwrap();
+    h.ok(&["start"]);
+    h
+}
+
 fn lab() -> Lab {
-    let a = started_on_loopback("alpha");
-    let b = started_on_loopback("beta");
-    pair(&a, &b);
     let tmp = tempfile::Builder::new()
         .prefix("lp")
         .tempdir_in("/tmp")
         .unwrap();
+    let a = started("alpha", tmp.path());
+    let b = started("beta", tmp.path());
+    pair(&a, &b);
     let sshd = Sshd::start(tmp.path());
     Lab {
         a: a.path().to_path_buf(),
@@ -343,4 +359,104 @@ fn own_failures_exit_255_with_whose_policy_it_was() {
             && err.contains("on beta, run `loopsy peers grant alpha exec`"),
         "{err}"
     );
+}
+
+#[test]
+fn cp_keeps_modes_and_mtimes_as_scp_p_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let l = lab();
+    let dir = l.tmp.path();
+    let stat = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        let secs = m
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (m.permissions().mode() & 0o777, secs)
+    };
+    let mut rows = Vec::new();
+    for (name, mode) in [
+        ("script.sh", 0o755),
+        ("private.txt", 0o600),
+        ("shared.txt", 0o644),
+    ] {
+        let src = dir.join(name);
+        std::fs::write(&src, format!("{name}\n")).unwrap();
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(mode)).unwrap();
+        let then = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        let by_scp = dir.join(format!("scp-{name}"));
+        let by_loopsy = dir.join(format!("loopsy-{name}"));
+        l.sshd.scp(&["-p"], &src, &by_scp);
+        let o = Command::new(common::bin())
+            .arg("--home")
+            .arg(&l.a)
+            .args(["cp", &src.display().to_string()])
+            .arg(format!("beta:{}", by_loopsy.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // And back: a pull keeps them too.
+        let back = dir.join(format!("back-{name}"));
+        let o = Command::new(common::bin())
+            .arg("--home")
+            .arg(&l.a)
+            .args(["cp", &format!("beta:{}", by_loopsy.display())])
+            .arg(&back)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        rows.push((
+            name,
+            stat(&src),
+            stat(&by_scp),
+            stat(&by_loopsy),
+            stat(&back),
+        ));
+    }
+    eprintln!("(name, source, scp -p, loopsy push, loopsy pull): {rows:?}");
+    for (name, src, scp, pushed, pulled) in rows {
+        assert_eq!(scp, src, "{name}: the scp baseline");
+        assert_eq!(pushed, scp, "{name}: push");
+        assert_eq!(pulled, scp, "{name}: pull");
+    }
+}
+
+#[test]
+fn cp_to_a_stopped_peer_fails_fast_with_its_name() {
+    let l = lab();
+    let src = l.tmp.path().join("f.txt");
+    std::fs::write(&src, "x").unwrap();
+    l.b.ok(&["stop"]);
+    for args in [
+        vec![
+            "cp".to_string(),
+            src.display().to_string(),
+            format!("beta:{}", l.tmp.path().join("g.txt").display()),
+        ],
+        vec!["ls".to_string(), format!("beta:{}", l.tmp.path().display())],
+    ] {
+        let t0 = Instant::now();
+        let o = Command::new(common::bin())
+            .arg("--home")
+            .arg(&l.a)
+            .args(&args)
+            .output()
+            .unwrap();
+        let took = t0.elapsed();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(took < Duration::from_secs(6), "{args:?} took {took:?}");
+        assert!(
+            err.contains("beta") && !err.contains("12D3Koo") && err.lines().count() == 1,
+            "{args:?}: one line naming the peer: {err:?}"
+        );
+    }
 }

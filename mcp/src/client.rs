@@ -26,6 +26,11 @@ pub enum ClientError {
     /// The MCP exchange failed.
     #[error("MCP: {0}")]
     Mcp(String),
+    /// The daemon closed the session mid-call (it stopped or restarted).
+    #[error(
+        "the local daemon went away during the command (it stopped or restarted; `loopsy status` tells): what was under way may not have finished"
+    )]
+    DaemonGone,
 }
 
 /// Connect and complete the hello for `verb`; returns the socket halves after the welcome.
@@ -131,7 +136,12 @@ impl McpClient {
             .peer()
             .call_tool(params)
             .await
-            .map_err(|e| ClientError::Mcp(e.to_string()))
+            .map_err(|e| match e {
+                rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_) => {
+                    ClientError::DaemonGone
+                }
+                other => ClientError::Mcp(other.to_string()),
+            })
     }
 
     /// Close the session.

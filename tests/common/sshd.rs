@@ -104,6 +104,8 @@ impl Sshd {
             "-oUserKnownHostsFile=/dev/null".into(),
             "-oLogLevel=ERROR".into(),
             "-oControlMaster=no".into(),
+            // The cipher of the mesh's Noise sessions, so bulk rows compare like with like.
+            "-oCiphers=chacha20-poly1305@openssh.com".into(),
             format!("-oControlPath={d}/cm"),
             "-oControlPersist=120".into(),
         ]

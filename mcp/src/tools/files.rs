@@ -12,7 +12,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use super::node_err;
 use super::progress::Reporter;
 use crate::DaemonCtx;
 use crate::tool_error::{ErrorCode, ToolError, success};
@@ -46,6 +45,11 @@ pub struct TransferArgs {
     /// Replace an existing destination file (default false).
     #[serde(default)]
     pub overwrite: bool,
+    /// Keep the source's permission bits and modification time (default true, as `scp -p`);
+    /// false gives the copy an ordinary file's mode (or that of the file it replaces) and
+    /// the time of the copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve: Option<bool>,
 }
 
 /// A finished transfer.
@@ -90,7 +94,20 @@ pub struct ListOut {
     pub truncated: bool,
 }
 
-fn file_err(e: FileError) -> ToolError {
+/// A transfer's failure, saying which machine's rule refused it.
+fn file_err(peer: &str, e: FileError) -> ToolError {
+    let whose = match &e {
+        FileError::Remote { .. } => format!("{peer} refused: "),
+        FileError::Path(PathError::NotAllowed(_) | PathError::Denied(_)) => {
+            "this machine's policy: ".to_string()
+        }
+        _ => String::new(),
+    };
+    let e0 = plain_file_err(e);
+    ToolError::new(e0.code, format!("{whose}{}", e0.message))
+}
+
+fn plain_file_err(e: FileError) -> ToolError {
     let code = match &e {
         FileError::Path(PathError::NotFound(_)) => ErrorCode::NotFound,
         FileError::Path(PathError::Invalid(_)) | FileError::Exists(_) => {
@@ -134,21 +151,27 @@ async fn open(
     ctx: &DaemonCtx,
     peer: &str,
 ) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, ToolError> {
-    let pid = ctx.node().connect(peer).await.map_err(node_err)?;
+    let pid = super::reach(ctx, peer).await?;
     let mut control = ctx.node().streams();
     let opening = control.open_stream(pid, libp2p_stream_protocol(FILE_PROTOCOL));
-    let stream = match tokio::time::timeout(Duration::from_secs(15), opening).await {
+    let stream = match tokio::time::timeout(super::REACH_TIMEOUT, opening).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "cannot open a file stream");
             return Err(ToolError::new(
                 ErrorCode::Unavailable,
-                format!("cannot open a file stream to {peer}: {e}"),
+                format!(
+                    "{peer} closed the connection: it may no longer trust this machine (`loopsy peers list` on {peer} tells)"
+                ),
             ));
         }
         Err(_) => {
             return Err(ToolError::new(
                 ErrorCode::Unavailable,
-                format!("no file stream to {peer} within 15 s"),
+                format!(
+                    "{peer} did not answer within {} s",
+                    super::REACH_TIMEOUT.as_secs()
+                ),
             ));
         }
     };
@@ -228,6 +251,10 @@ pub async fn transfer(
     let started = Instant::now();
     let id = transfer_id(ctx, &a);
     let mut last: Option<ToolError> = None;
+    let opts = files::CopyOpts {
+        overwrite: a.overwrite,
+        preserve: a.preserve.unwrap_or(true),
+    };
     for attempt in 1..=ATTEMPTS {
         let opened = match open(ctx, &a.peer).await {
             Ok(s) => Ok((s, path_to(ctx, &a.peer).await)),
@@ -235,6 +262,9 @@ pub async fn transfer(
         };
         let (mut s, (path, warning)) = match opened {
             Ok(s) => s,
+            // An offline or unknown peer fails at once; only a transfer that was cut
+            // is retried (the peer may come back and it resumes).
+            Err(e) if attempt == 1 => return e.into_result(),
             Err(e) => {
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
@@ -251,7 +281,7 @@ pub async fn transfer(
                     &a.source,
                     &a.dest,
                     &id,
-                    a.overwrite,
+                    opts,
                     &progress,
                 )
                 .await
@@ -263,7 +293,7 @@ pub async fn transfer(
                     &a.source,
                     &a.dest,
                     &id,
-                    a.overwrite,
+                    opts,
                     &progress,
                 )
                 .await
@@ -301,10 +331,10 @@ pub async fn transfer(
             }
             Err(e) if e.retryable() => {
                 tracing::info!(attempt, error = %e, "transfer interrupted; resuming");
-                last = Some(file_err(e));
+                last = Some(file_err(&a.peer, e));
                 tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
             }
-            Err(e) => return file_err(e).into_result(),
+            Err(e) => return file_err(&a.peer, e).into_result(),
         }
     }
     last.unwrap_or_else(|| ToolError::new(ErrorCode::Unavailable, "transfer failed"))
@@ -322,6 +352,6 @@ pub async fn list(ctx: &DaemonCtx, a: ListArgs) -> CallToolResult {
             format!("{} entries", entries.len()),
             &ListOut { entries, truncated },
         ),
-        Err(e) => file_err(e).into_result(),
+        Err(e) => file_err(&a.peer, e).into_result(),
     }
 }

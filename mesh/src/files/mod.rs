@@ -12,4 +12,4 @@ mod transfer;
 pub use policy::{FilesConfig, PathError, PathPolicy};
 pub use proto::{Entry, FILE_PROTOCOL, FileRequest, decode_request};
 pub use server::serve;
-pub use transfer::{FileError, Progress, TransferOutcome, list, pull, push};
+pub use transfer::{CopyOpts, FileError, Keep, Progress, TransferOutcome, list, pull, push};

@@ -44,10 +44,10 @@ impl Default for FilesConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     /// Not under any allowed root.
-    #[error("{0} is outside files.allowed_paths on this machine")]
+    #[error("{0} is outside files.allowed_paths")]
     NotAllowed(String),
     /// Under a denied path.
-    #[error("{0} is in files.denied_paths on this machine")]
+    #[error("{0} is in files.denied_paths")]
     Denied(String),
     /// Does not exist (or its directory does not).
     #[error("{0} does not exist")]

@@ -26,6 +26,12 @@ pub enum FileRequest {
         id: String,
         /// Replace an existing file.
         overwrite: bool,
+        /// Permission bits to give the file (without: 0644, or those of the file replaced).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        /// Modification time to give the file, ns since the Unix epoch (without: now).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime_ns: Option<u64>,
     },
     /// Send `path` from `offset`.
     Pull {
@@ -67,6 +73,12 @@ pub enum FileReply {
     Sending {
         /// Total size.
         size: u64,
+        /// The file's permission bits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        /// The file's modification time, ns since the Unix epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime_ns: Option<u64>,
     },
     /// A listing.
     Listing {
@@ -150,6 +162,8 @@ mod tests {
             size: 5,
             id: "ab".into(),
             overwrite: false,
+            mode: Some(0o755),
+            mtime_ns: None,
         };
         write_header(&mut a, &req).await?;
         assert_eq!(read_header::<_, FileRequest>(&mut b).await?, req);

@@ -31,7 +31,7 @@ pub async fn serve(mut control: libp2p_stream::Control, node: NodeHandle, policy
         let policy = policy.clone();
         tokio::spawn(
             async move {
-                let Some((_name, caps)) = node.peer_caps(peer).await else {
+                let Some((name, caps)) = node.peer_caps(peer).await else {
                     warn!("file stream from an untrusted peer dropped");
                     return;
                 };
@@ -40,7 +40,7 @@ pub async fn serve(mut control: libp2p_stream::Control, node: NodeHandle, policy
                 let may_write = caps.contains(&Capability::FilesWrite);
                 let r = tokio::time::timeout(
                     MAX_STREAM_TIME,
-                    handle(&mut s, &policy, may_read, may_write),
+                    handle(&mut s, &policy, &name, may_read, may_write),
                 )
                 .await;
                 match r {

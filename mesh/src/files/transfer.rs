@@ -37,6 +37,48 @@ pub struct Progress {
     pub total: Arc<AtomicU64>,
 }
 
+/// What a copy keeps of its source besides the bytes (as `scp -p` does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// Permission bits (only the `0o777` part is ever applied: no setuid, setgid, sticky).
+    pub mode: Option<u32>,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: Option<u64>,
+}
+
+impl Keep {
+    /// The mode and mtime of `path`.
+    pub fn of(path: &Path) -> Self {
+        let mtime_ns = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_nanos()).ok());
+        Self {
+            mode: loopsy_sys::fs::mode_of(path).ok(),
+            mtime_ns,
+        }
+    }
+}
+
+/// Mode of a received file when the sender keeps none: that of the file it replaces, else
+/// an ordinary file's.
+fn mode_for(dest: &Path, keep: Keep) -> u32 {
+    keep.mode
+        .or_else(|| loopsy_sys::fs::mode_of(dest).ok())
+        .unwrap_or(loopsy_sys::fs::PUBLIC_FILE)
+        & 0o777
+}
+
+/// How a client copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyOpts {
+    /// Replace an existing destination file.
+    pub overwrite: bool,
+    /// Keep the source's mode and mtime (as `scp -p`).
+    pub preserve: bool,
+}
+
 /// Result of a completed transfer.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TransferOutcome {
@@ -132,8 +174,13 @@ async fn hash_prefix(path: &Path, len: u64, h: &mut blake3::Hasher) -> std::io::
     Ok(())
 }
 
-/// fsync, then rename `part` over `dest`, then fsync the directory.
-async fn commit(file: std::fs::File, part: &Path, dest: &Path) -> std::io::Result<()> {
+/// Give the file its mode and mtime, fsync, then rename `part` over `dest`, then fsync the
+/// directory.
+async fn commit(file: std::fs::File, part: &Path, dest: &Path, keep: Keep) -> std::io::Result<()> {
+    if let Some(ns) = keep.mtime_ns {
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))?;
+    }
+    loopsy_sys::fs::set_mode(part, mode_for(dest, keep))?;
     let file = tokio::fs::File::from_std(file);
     file.sync_all().await?;
     drop(file);
@@ -155,6 +202,7 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     part: &Path,
     (offset, size): (u64, u64),
     direct_io: bool,
+    keep: Keep,
     p: &Progress,
 ) -> Result<String, FileError> {
     let mut h = blake3::Hasher::new();
@@ -191,7 +239,7 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = tokio::fs::remove_file(part).await;
         return Err(FileError::Checksum);
     }
-    commit(f, part, dest).await?;
+    commit(f, part, dest, keep).await?;
     Ok(mine.to_hex().to_string())
 }
 
@@ -265,10 +313,22 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(digest.to_hex().to_string())
 }
 
-/// Server side of one stream: `may_read` / `may_write` are the peer's capabilities here.
+/// A refusal for a peer without `cap` (`who` is its name here).
+fn not_granted(who: &str, cap: &str) -> FileReply {
+    reply_err(
+        "permission_denied",
+        format!(
+            "{who} has not been granted {cap} there (run `loopsy peers grant {who} {cap}` on that machine)"
+        ),
+    )
+}
+
+/// Server side of one stream: `who` is the peer's name here, `may_read` / `may_write` its
+/// capabilities.
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     policy: &PathPolicy,
+    who: &str,
     may_read: bool,
     may_write: bool,
 ) -> std::io::Result<()> {
@@ -279,21 +339,35 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             size,
             id,
             overwrite,
+            mode,
+            mtime_ns,
         } => {
             if !may_write {
-                return write_header(
-                    s,
-                    &reply_err(
-                        "permission_denied",
-                        "this machine has not granted you files-write",
-                    ),
-                )
-                .await;
+                return write_header(s, &not_granted(who, "files-write")).await;
             }
             let dest = match policy.writable(&path) {
                 Ok(d) => d,
                 Err(e) => return write_header(s, &path_reply(&e)).await,
             };
+            if let Some(dir) = dest.parent()
+                && !dir.is_dir()
+            {
+                return write_header(
+                    s,
+                    &reply_err(
+                        "invalid",
+                        format!("{} is not a directory there", dir.display()),
+                    ),
+                )
+                .await;
+            }
+            if tokio::fs::metadata(&dest).await.is_ok_and(|m| m.is_dir()) {
+                return write_header(
+                    s,
+                    &reply_err("invalid", format!("{path} is a directory there")),
+                )
+                .await;
+            }
             if !overwrite && tokio::fs::symlink_metadata(&dest).await.is_ok() {
                 return write_header(
                     s,
@@ -315,6 +389,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 &part,
                 (offset, size),
                 policy.direct_io(),
+                Keep { mode, mtime_ns },
                 &Progress::default(),
             )
             .await
@@ -329,14 +404,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         }
         FileRequest::Pull { path, offset } => {
             if !may_read {
-                return write_header(
-                    s,
-                    &reply_err(
-                        "permission_denied",
-                        "this machine has not granted you files-read",
-                    ),
-                )
-                .await;
+                return write_header(s, &not_granted(who, "files-read")).await;
             }
             let src = match policy.readable(&path) {
                 Ok(p) if p.is_file() => p,
@@ -354,21 +422,23 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 )
                 .await;
             }
-            write_header(s, &FileReply::Sending { size }).await?;
+            let keep = Keep::of(&src);
+            write_header(
+                s,
+                &FileReply::Sending {
+                    size,
+                    mode: keep.mode,
+                    mtime_ns: keep.mtime_ns,
+                },
+            )
+            .await?;
             send(s, &src, offset, size, &Progress::default())
                 .await
                 .map(|_| ())
         }
         FileRequest::List { path } => {
             if !may_read {
-                return write_header(
-                    s,
-                    &reply_err(
-                        "permission_denied",
-                        "this machine has not granted you files-read",
-                    ),
-                )
-                .await;
+                return write_header(s, &not_granted(who, "files-read")).await;
             }
             match policy.readable(&path) {
                 Ok(p) => {
@@ -447,11 +517,23 @@ pub async fn push<S: AsyncRead + AsyncWrite + Unpin>(
     src: &str,
     dest: &str,
     id: &str,
-    overwrite: bool,
+    opts: CopyOpts,
     p: &Progress,
 ) -> Result<TransferOutcome, FileError> {
+    let shown = src;
     let src = local.readable(src)?;
-    let size = tokio::fs::metadata(&src).await?.len();
+    let meta = tokio::fs::metadata(&src).await?;
+    if !meta.is_file() {
+        return Err(FileError::Path(PathError::Invalid(format!(
+            "{shown} is not a file (loopsy cp copies one file at a time)"
+        ))));
+    }
+    let size = meta.len();
+    let keep = if opts.preserve {
+        Keep::of(&src)
+    } else {
+        Keep::default()
+    };
     p.total.store(size, Ordering::Relaxed);
     write_header(
         s,
@@ -459,7 +541,9 @@ pub async fn push<S: AsyncRead + AsyncWrite + Unpin>(
             path: dest.into(),
             size,
             id: id.into(),
-            overwrite,
+            overwrite: opts.overwrite,
+            mode: keep.mode,
+            mtime_ns: keep.mtime_ns,
         },
     )
     .await?;
@@ -488,11 +572,19 @@ pub async fn pull<S: AsyncRead + AsyncWrite + Unpin>(
     src: &str,
     dest: &str,
     id: &str,
-    overwrite: bool,
+    opts: CopyOpts,
     p: &Progress,
 ) -> Result<TransferOutcome, FileError> {
     let dest_path = local.writable(dest)?;
-    if !overwrite && tokio::fs::symlink_metadata(&dest_path).await.is_ok() {
+    if tokio::fs::metadata(&dest_path)
+        .await
+        .is_ok_and(|m| m.is_dir())
+    {
+        return Err(FileError::Path(PathError::Invalid(format!(
+            "{dest} is a directory"
+        ))));
+    }
+    if !opts.overwrite && tokio::fs::symlink_metadata(&dest_path).await.is_ok() {
         return Err(FileError::Exists(dest.into()));
     }
     let part =
@@ -506,8 +598,19 @@ pub async fn pull<S: AsyncRead + AsyncWrite + Unpin>(
         },
     )
     .await?;
-    let size = match step(read_header(s)).await? {
-        FileReply::Sending { size } => size,
+    let (size, keep) = match step(read_header(s)).await? {
+        FileReply::Sending {
+            size,
+            mode,
+            mtime_ns,
+        } => (
+            size,
+            if opts.preserve {
+                Keep { mode, mtime_ns }
+            } else {
+                Keep::default()
+            },
+        ),
         FileReply::Error { code, .. } if code == "invalid" && offset > 0 => {
             // The source shrank since the interrupted attempt: start over next time.
             let _ = tokio::fs::remove_file(&part).await;
@@ -519,7 +622,16 @@ pub async fn pull<S: AsyncRead + AsyncWrite + Unpin>(
     };
     p.total.store(size, Ordering::Relaxed);
     p.done.store(offset, Ordering::Relaxed);
-    let hash = receive(s, &dest_path, &part, (offset, size), local.direct_io(), p).await?;
+    let hash = receive(
+        s,
+        &dest_path,
+        &part,
+        (offset, size),
+        local.direct_io(),
+        keep,
+        p,
+    )
+    .await?;
     Ok(TransferOutcome {
         bytes: size,
         resumed_from: offset,

@@ -29,6 +29,12 @@ fn serve(
     serve_with(policy(root), may_read, may_write)
 }
 
+/// Copy options of a first copy: nothing to replace, mode and mtime kept.
+const NEW: CopyOpts = CopyOpts {
+    overwrite: false,
+    preserve: true,
+};
+
 fn serve_with(
     p: PathPolicy,
     may_read: bool,
@@ -40,7 +46,7 @@ fn serve_with(
     let (c, mut srv) = tokio::io::duplex(64 * 1024);
     (
         c,
-        tokio::spawn(async move { handle(&mut srv, &p, may_read, may_write).await }),
+        tokio::spawn(async move { handle(&mut srv, &p, "alpha", may_read, may_write).await }),
     )
 }
 
@@ -59,7 +65,7 @@ async fn push_pull_resume_and_refusals() -> Result<(), Box<dyn std::error::Error
         "src.bin",
         "dst.bin",
         "aa01",
-        false,
+        NEW,
         &Progress::default(),
     )
     .await?;
@@ -79,7 +85,7 @@ async fn push_pull_resume_and_refusals() -> Result<(), Box<dyn std::error::Error
         "dst.bin",
         "back.bin",
         "bb02",
-        false,
+        NEW,
         &Progress::default(),
     )
     .await?;
@@ -102,7 +108,7 @@ async fn push_pull_resume_and_refusals() -> Result<(), Box<dyn std::error::Error
         "dst.bin",
         "bad.bin",
         "cc03",
-        false,
+        NEW,
         &Progress::default(),
     )
     .await;
@@ -124,7 +130,7 @@ async fn push_pull_resume_and_refusals() -> Result<(), Box<dyn std::error::Error
             "src.bin",
             dest,
             "dd04",
-            false,
+            NEW,
             &Progress::default(),
         )
         .await;
@@ -141,7 +147,7 @@ async fn push_pull_resume_and_refusals() -> Result<(), Box<dyn std::error::Error
         "src.bin",
         "new.bin",
         "ee05",
-        false,
+        NEW,
         &Progress::default(),
     )
     .await;
@@ -172,7 +178,7 @@ async fn large_files_with_and_without_direct_io() -> Result<(), Box<dyn std::err
             "big.bin",
             "big.bin",
             "f1",
-            false,
+            NEW,
             &Progress::default(),
         )
         .await?;
@@ -194,7 +200,7 @@ async fn large_files_with_and_without_direct_io() -> Result<(), Box<dyn std::err
             "big.bin",
             "back.bin",
             "f2",
-            false,
+            NEW,
             &Progress::default(),
         )
         .await?;
@@ -216,7 +222,7 @@ async fn large_files_with_and_without_direct_io() -> Result<(), Box<dyn std::err
             "big.bin",
             "bad.bin",
             "f3",
-            false,
+            NEW,
             &Progress::default(),
         )
         .await;
@@ -228,5 +234,110 @@ async fn large_files_with_and_without_direct_io() -> Result<(), Box<dyn std::err
         assert!(!a.path().join("bad.bin").exists());
         assert!(!a.path().join(".bad.bin.loopsy-f3.part").exists());
     }
+    Ok(())
+}
+
+/// Modes and mtimes travel both ways unless asked not to; a directory is refused before
+/// anything is sent (no `.part` left behind), and so is a destination under a file.
+#[cfg(unix)]
+#[tokio::test]
+async fn modes_and_mtimes_are_kept_and_bad_shapes_refused_cleanly()
+-> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::fs::PermissionsExt;
+    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let pa = policy(a.path());
+    let script = a.path().join("run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n")?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o4755))?;
+    let old = std::time::UNIX_EPOCH + std::time::Duration::new(1_600_000_000, 123_456_789);
+    std::fs::File::options()
+        .write(true)
+        .open(&script)?
+        .set_modified(old)?;
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o7777);
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+
+    let (mut c, server) = serve(b.path(), true, true);
+    push(
+        &mut c,
+        &pa,
+        "run.sh",
+        "run.sh",
+        "a1",
+        NEW,
+        &Progress::default(),
+    )
+    .await?;
+    server.await??;
+    let pushed = b.path().join("run.sh");
+    assert_eq!(mode(&pushed)?, 0o755, "mode kept, setuid dropped");
+    assert_eq!(mtime(&pushed)?, old);
+
+    let (mut c, server) = serve(b.path(), true, true);
+    pull(
+        &mut c,
+        &pa,
+        "run.sh",
+        "back.sh",
+        "a2",
+        NEW,
+        &Progress::default(),
+    )
+    .await?;
+    server.await??;
+    assert_eq!(mode(&a.path().join("back.sh"))?, 0o755);
+    assert_eq!(mtime(&a.path().join("back.sh"))?, old);
+
+    // Without preserve: an ordinary file's mode, and the time of the copy.
+    let plain = CopyOpts {
+        overwrite: false,
+        preserve: false,
+    };
+    let (mut c, server) = serve(b.path(), true, true);
+    push(
+        &mut c,
+        &pa,
+        "run.sh",
+        "plain.sh",
+        "a3",
+        plain,
+        &Progress::default(),
+    )
+    .await?;
+    server.await??;
+    assert_eq!(mode(&b.path().join("plain.sh"))?, 0o644);
+    assert!(mtime(&b.path().join("plain.sh"))? > old);
+
+    std::fs::create_dir(a.path().join("dir"))?;
+    let (mut c, server) = serve(b.path(), true, true);
+    let r = push(&mut c, &pa, "dir", "dir", "a4", NEW, &Progress::default()).await;
+    drop(c);
+    let _ = server.await?;
+    assert!(
+        matches!(&r, Err(FileError::Path(PathError::Invalid(m))) if m.contains("not a file")),
+        "{r:?}"
+    );
+    let (mut c, server) = serve(b.path(), true, true);
+    let r = push(
+        &mut c,
+        &pa,
+        "run.sh",
+        "run.sh/inside",
+        "a5",
+        NEW,
+        &Progress::default(),
+    )
+    .await;
+    let _ = server.await?;
+    assert!(
+        matches!(&r, Err(FileError::Remote { code, message }) if code == "invalid" && message.contains("not a directory")),
+        "{r:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(b.path())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     Ok(())
 }
