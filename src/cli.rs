@@ -133,7 +133,7 @@ pub enum Command {
     },
     /// Run the daemon in the foreground (what `start` launches).
     #[command(hide = true)]
-    Daemon(DaemonArgs),
+    Daemon(DaemonRunArgs),
     /// Own one session's PTY (what the daemon launches per session).
     #[command(hide = true)]
     SessionHost {
@@ -406,6 +406,17 @@ pub struct DaemonArgs {
     /// Also serve as a circuit relay for trusted peers behind NATs (`relay.serve`).
     #[arg(long)]
     pub relay_node: bool,
+}
+
+/// The hidden `daemon` command's flags.
+#[derive(Debug, Args)]
+pub struct DaemonRunArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Run with the flags the daemon last started with, and leave them recorded as they
+    /// are (what a service manager's unit asks for: `loopsy enable` keeps `start`'s flags).
+    #[arg(long, hide = true)]
+    pub last_flags: bool,
 }
 
 /// `start`

@@ -16,6 +16,16 @@ use crate::cli::DaemonArgs;
 
 /// Run the daemon until asked to stop.
 pub fn run(home: &Home, args: &DaemonArgs) -> anyhow::Result<()> {
+    run_with(home, args, true)
+}
+
+/// Run with the flags the daemon last started with, leaving them recorded as they are (the
+/// service managers' units run this).
+pub fn run_recorded(home: &Home) -> anyhow::Result<()> {
+    run_with(home, &crate::lifecycle::remembered_flags(home), false)
+}
+
+fn run_with(home: &Home, args: &DaemonArgs, record: bool) -> anyhow::Result<()> {
     crate::setup::ensure(home, None, false)?;
     let cfg = Config::load(&home.config(), &args.overrides())?;
     let filter = EnvFilter::try_new(&cfg.log.level)
@@ -26,7 +36,9 @@ pub fn run(home: &Home, args: &DaemonArgs) -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let lock = PidLock::acquire(&home.pidfile())?;
-    crate::lifecycle::remember_flags(home, args);
+    if record {
+        crate::lifecycle::remember_flags(home, args);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

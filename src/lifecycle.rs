@@ -144,13 +144,16 @@ fn log_tail_since(path: &std::path::Path, offset: u64) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Make sure a daemon runs (starting one if needed); used by `loopsy mcp`.
+/// Make sure a daemon runs (starting one if needed, with the flags it last ran with); used
+/// by `loopsy mcp`.
 pub fn ensure_running(home: &Home) -> anyhow::Result<Welcome> {
     match probe(home) {
         Ok(w) => Ok(w),
         Err(ProbeError::NotRunning) => {
             crate::setup::ensure(home, None, false)?;
-            spawn_daemon(home, &DaemonArgs::default())
+            // Whoever starts it (an agent's `loopsy mcp`), the daemon runs as it last ran:
+            // `start --local-only` stays local-only.
+            spawn_daemon(home, &remembered_flags(home))
         }
         Err(e) => Err(e.into()),
     }
@@ -168,7 +171,7 @@ pub fn remember_flags(home: &Home, args: &DaemonArgs) {
 }
 
 /// The flags the daemon last started with (none recorded, or unreadable: none).
-fn remembered_flags(home: &Home) -> DaemonArgs {
+pub fn remembered_flags(home: &Home) -> DaemonArgs {
     std::fs::read(home.daemon_flags())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

@@ -125,7 +125,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "loopsy", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Daemon(a) => ok(daemon::run(&home, &a)),
+        Command::Daemon(a) if a.last_flags => ok(daemon::run_recorded(&home)),
+        Command::Daemon(a) => ok(daemon::run(&home, &a.daemon)),
         Command::Ctx(CtxCommand::Set {
             key,
             value,

@@ -36,7 +36,7 @@ pub fn systemd_unit(exe: &Path, home: &Home) -> String {
          \n\
          [Service]\n\
          Type=simple\n\
-         ExecStart={} --home {} daemon\n\
+         ExecStart={} --home {} daemon --last-flags\n\
          Restart=on-failure\n\
          RestartSec=2\n\
          # Session hosts (PTYs) outlive daemon restarts: stop only the daemon process.\n\
@@ -63,6 +63,7 @@ pub fn launchd_plist(exe: &Path, home: &Home) -> String {
     <string>--home</string>
     <string>{}</string>
     <string>daemon</string>
+    <string>--last-flags</string>
   </array>
   <key>RunAtLoad</key><true/>
   <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>
@@ -120,7 +121,7 @@ pub fn task_xml(exe: &Path, home: &Home, user: &str) -> String {
   <Actions Context="Author">
     <Exec>
       <Command>{}</Command>
-      <Arguments>--home "{}" daemon</Arguments>
+      <Arguments>--home "{}" daemon --last-flags</Arguments>
     </Exec>
   </Actions>
 </Task>
@@ -359,7 +360,7 @@ mod tests {
 import plistlib, sys
 d = plistlib.loads(sys.stdin.buffer.read())
 assert d["Label"] == "dev.loopsy.daemon", d
-assert d["ProgramArguments"] == ["/opt/bin/loopsy", "--home", "/Users/u/.loopsy <&> dir", "daemon"], d
+assert d["ProgramArguments"] == ["/opt/bin/loopsy", "--home", "/Users/u/.loopsy <&> dir", "daemon", "--last-flags"], d
 assert d["RunAtLoad"] is True and d["KeepAlive"] == {"SuccessfulExit": False}, d
 assert d["StandardErrorPath"].endswith("daemon.log"), d
 print("ok")
@@ -391,9 +392,9 @@ print("ok")
         let home = Home::new("/home/u/.loopsy dir");
         let exe = Path::new("/opt/bin/loopsy");
         let unit = systemd_unit(exe, &home);
-        assert!(
-            unit.contains("ExecStart=\"/opt/bin/loopsy\" --home \"/home/u/.loopsy dir\" daemon")
-        );
+        assert!(unit.contains(
+            "ExecStart=\"/opt/bin/loopsy\" --home \"/home/u/.loopsy dir\" daemon --last-flags"
+        ));
         assert!(unit.contains("Restart=on-failure") && unit.contains("WantedBy=default.target"));
         let plist = launchd_plist(Path::new("/a&b/loopsy"), &home);
         assert!(plist.contains("<string>/a&amp;b/loopsy</string>"));

@@ -290,6 +290,9 @@ fn attach_id(home: &Home, peer: Option<&str>, id: &str, name: &str) -> anyhow::R
     }
     let raw = RawMode::on();
     let outcome = rt.block_on(pump(attached));
+    // Nothing the attach started may hold the exit up (a runtime's drop waits for its
+    // blocking work without end).
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
     drop(raw);
     // Leave the alternate screen a full-screen program may have left us in.
     let mut out = std::io::stdout();

@@ -197,6 +197,37 @@ fn restart_replaces_the_daemon_and_keeps_its_flags() {
     h.ok(&["restart"]);
     let s = h.status();
     assert!(loopback_only(&s) && s["http_url"].is_null(), "{s}");
+
+    // Stopped, then started by an agent's `loopsy mcp`: it runs as it last ran, and the
+    // recorded flags are left as they were (a later restart keeps them too).
+    h.ok(&["stop"]);
+    let flags = std::fs::read(h.path().join("daemon.flags.json")).unwrap();
+    let mut mcp = h.mcp();
+    mcp.initialize();
+    let r = mcp.call_tool("loopsy_status", json!({}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    drop(mcp);
+    let s = h.status();
+    assert!(loopback_only(&s), "`loopsy mcp` dropped --local-only: {s}");
+    assert_eq!(
+        std::fs::read(h.path().join("daemon.flags.json")).unwrap(),
+        flags,
+        "the auto-start rewrote the recorded flags"
+    );
+    // The service managers' units run `daemon --last-flags`: the same.
+    h.ok(&["stop"]);
+    let mut d = h.cmd(&["daemon", "--last-flags"]).spawn().unwrap();
+    common::wait_until("the unit's daemon", Duration::from_secs(10), || h.running());
+    assert!(
+        loopback_only(&h.status()),
+        "--last-flags dropped --local-only"
+    );
+    h.ok(&["stop"]);
+    let _ = d.wait();
+    assert_eq!(
+        std::fs::read(h.path().join("daemon.flags.json")).unwrap(),
+        flags
+    );
 }
 
 #[test]
