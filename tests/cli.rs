@@ -177,7 +177,7 @@ fn enable_writes_a_valid_systemd_unit_and_disable_removes_it() {
     let exe = common::bin();
     assert!(
         unit.contains(&format!(
-            "ExecStart=\"{}\" --home \"{}\" daemon",
+            "ExecStart=\"{}\" --home \"{}\" daemon --last-flags",
             exe.display(),
             h.path().display()
         )),
