@@ -189,7 +189,11 @@ pub fn peers_change(home: &Home, tool: &'static str, args: Value) -> anyhow::Res
     let s = Session::connect(home)?;
     let v = s.call(tool, args)?;
     let what = match tool {
-        "loopsy_peer_add" => format!("dialling {}", v["dialing"].as_str().unwrap_or("?")),
+        "loopsy_peer_add" => format!(
+            "connected to {} at {}",
+            v["connected"].as_str().unwrap_or("?"),
+            v["dialing"].as_str().unwrap_or("?")
+        ),
         "loopsy_peer_remove" => format!(
             "removed {} and cut it off",
             v["name"].as_str().unwrap_or("?")

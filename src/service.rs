@@ -405,7 +405,11 @@ print("ok")
             "PC\\u<1>",
         );
         assert!(xml.contains("<Command>C:\\Program Files\\loopsy.exe</Command>"));
-        assert!(xml.contains("<Arguments>--home \"/home/u/.loopsy dir\" daemon --last-flags</Arguments>"));
+        assert!(
+            xml.contains(
+                "<Arguments>--home \"/home/u/.loopsy dir\" daemon --last-flags</Arguments>"
+            )
+        );
         assert!(xml.contains("<UserId>PC\\u&lt;1&gt;</UserId>"));
         assert!(xml.contains("<LogonTrigger>"));
     }

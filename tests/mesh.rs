@@ -440,3 +440,42 @@ fn a_killed_pair_command_closes_its_window() {
     assert!(err.contains("not waiting to pair"), "{err}");
     assert!(peers(&a).is_empty());
 }
+
+#[test]
+fn peers_add_says_whether_the_peer_answered() {
+    let a = started("alpha");
+    let b = started("beta");
+    pair(&a, &b);
+    // beta comes back on another port: alpha cannot find it until told where.
+    b.ok(&["stop"]);
+    b.start();
+    let addr = b.status()["listen_addrs"][0].as_str().unwrap().to_string();
+    let out = a.ok(&["peers", "add", &addr]);
+    assert!(out.contains("connected to beta"), "{out}");
+    assert!(
+        peers(&a)
+            .iter()
+            .any(|p| p["name"] == "beta" && p["online"] == true)
+    );
+    // Nothing listens there: a clear failure (not "✓ dialling"), within seconds.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let id = b.status()["peer_id"].as_str().unwrap().to_string();
+    b.ok(&["stop"]);
+    for bad in [
+        format!("/ip4/127.0.0.1/tcp/{closed}/p2p/{id}"),
+        format!("127.0.0.1:{closed}"),
+    ] {
+        let t0 = std::time::Instant::now();
+        let err = a.fails(&["peers", "add", &bad]);
+        assert!(err.contains("no trusted peer answered"), "{bad}: {err}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "{bad}: {:?}",
+            t0.elapsed()
+        );
+    }
+}

@@ -32,6 +32,7 @@ pub mod wire;
 pub use config::{Config, ConfigError, Overrides};
 pub use home::Home;
 pub use identity::Identity;
+pub use libp2p::multiaddr::Protocol as MultiaddrProtocol;
 pub use libp2p::{Multiaddr, PeerId};
 pub use libp2p_stream::OpenStreamError;
 pub use node::{InboundCall, NodeConfig, NodeHandle, NodeInfo, PairTicket, PeerView};

@@ -172,12 +172,60 @@ pub async fn peer_add(ctx: &DaemonCtx, a: PeerAddArgs) -> CallToolResult {
         Ok(x) => x,
         Err(e) => return e.into_result(),
     };
-    match ctx.node().dial(addr.clone()).await {
-        Ok(()) => success(
-            format!("dialling {addr}"),
-            &serde_json::json!({ "dialing": addr.to_string() }),
-        ),
-        Err(e) => node_err(e).into_result(),
+    // Which trusted peer the address names, if it says (`…/p2p/<id>`).
+    let named = addr.iter().find_map(|p| match p {
+        loopsy_mesh::MultiaddrProtocol::P2p(id) => Some(id),
+        _ => None,
+    });
+    let mut connected = ctx.node().connected();
+    connected.borrow_and_update();
+    if let Err(e) = ctx.node().dial(addr.clone()).await {
+        return node_err(e).into_result();
+    }
+    // Say whether it worked: wait (briefly) for the trusted peer to come online.
+    let came = tokio::time::timeout(super::REACH_TIMEOUT, async {
+        loop {
+            if let Some(id) = named
+                && ctx.node().peer_caps(id).await.is_some()
+                && ctx
+                    .node()
+                    .peers()
+                    .await
+                    .is_ok_and(|v| v.iter().any(|p| p.peer_id == id.to_string() && p.online))
+            {
+                return Some(id);
+            }
+            if connected.changed().await.is_err() {
+                return None;
+            }
+            let last = connected.borrow_and_update().1;
+            if named.is_none() || last == named {
+                return last;
+            }
+        }
+    })
+    .await;
+    match came {
+        Ok(Some(id)) => {
+            let name = ctx
+                .node()
+                .peer_caps(id)
+                .await
+                .map(|(n, _)| n)
+                .unwrap_or_else(|| id.to_string());
+            success(
+                format!("connected to {name} at {addr}"),
+                &serde_json::json!({ "dialing": addr.to_string(), "connected": name }),
+            )
+        }
+        _ => ToolError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "no trusted peer answered at {addr} within {} s (is loopsy running there and the port reachable? a machine not paired yet needs `loopsy pair {addr}`)",
+                super::REACH_TIMEOUT.as_secs()
+            ),
+        )
+        .into_result(),
     }
 }
 
