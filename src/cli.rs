@@ -600,7 +600,8 @@ pub enum MsgCommand {
         /// The message id.
         id: String,
     },
-    /// Delivery and read state of sent messages: by id, or the last ones to --peer.
+    /// Delivery and read state of sent messages: by id, the last ones to --peer, or (with
+    /// neither) the last 100 sent.
     Status {
         /// The message id.
         id: Option<String>,

@@ -134,13 +134,12 @@ pub fn status(home: &Home, json_out: bool) -> anyhow::Result<ExitCode> {
     } else {
         print_status(&v);
     }
-    Ok(
-        if v["state"] == "connected" || v["state"] == "unconfigured" {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(3)
-        },
-    )
+    // As the README says: 3 whenever the link is not up, unconfigured included.
+    Ok(if v["state"] == "connected" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 fn print_status(v: &Value) {

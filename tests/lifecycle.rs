@@ -304,3 +304,16 @@ fn unknown_method_and_bad_arguments() {
         h.running()
     });
 }
+
+#[test]
+fn relay_status_exits_3_until_a_relay_is_connected() {
+    let h = TestHome::new();
+    h.start();
+    let o = h.run(&["relay", "status"]);
+    assert_eq!(o.status.code(), Some(3), "unconfigured is not connected");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("unconfigured"));
+    // And `msg status` takes no argument: the last messages sent (none yet).
+    let o = h.run(&["msg", "status", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+}

@@ -146,6 +146,9 @@ fn messages_arrive_once_with_delivery_and_read_acks() {
     wait_until("cli status shows read", Duration::from_secs(20), || {
         a.ok(&["msg", "status", &id2]).contains("read")
     });
+    // Without arguments: the last messages sent, to anyone (the README's `[ID]` is optional).
+    let all = a.ok(&["msg", "status"]);
+    assert!(all.contains(&id2) && all.contains("read"), "{all}");
 }
 
 #[test]

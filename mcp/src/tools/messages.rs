@@ -134,7 +134,8 @@ pub struct CheckAckArgs {
     /// A message id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// A recipient (name or PeerId): its last 100 messages.
+    /// A recipient (name or PeerId): its last 100 messages. With neither `id` nor `peer`:
+    /// the last 100 messages sent to anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
 }
@@ -507,13 +508,6 @@ pub async fn ack(ctx: &DaemonCtx, caller: &Caller, a: AckArgs) -> CallToolResult
 pub async fn check_ack(ctx: &DaemonCtx, caller: &Caller, a: CheckAckArgs) -> CallToolResult {
     if let Err(r) = local_only(caller) {
         return r;
-    }
-    if a.id.is_none() && a.peer.is_none() {
-        return ToolError::new(
-            ErrorCode::InvalidArguments,
-            "give a message id, a peer, or both",
-        )
-        .into_result();
     }
     let (peers, names) = directory(ctx).await;
     let peer = match a.peer.as_deref() {
