@@ -317,6 +317,7 @@ fn attach_id(home: &Home, peer: Option<&str>, id: &str, name: &str) -> anyhow::R
             Ok(ExitCode::from(code.unwrap_or(0).clamp(0, 255) as u8))
         }
         End::Lost => bail!("the session host went away"),
+        End::Refused(why) => bail!("{why}"),
     }
 }
 
@@ -324,6 +325,8 @@ enum End {
     Detached,
     Exited(Option<i32>),
     Lost,
+    /// The far end ended it and said why.
+    Refused(String),
 }
 
 async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
@@ -373,6 +376,14 @@ async fn pump(a: loopsy_term::client::Attached) -> anyhow::Result<End> {
                         .and_then(|v| v["code"].as_i64())
                         .map(|c| c as i32);
                     break End::Exited(code);
+                }
+                // The far end's reason for ending it (a revoked capability).
+                Some(f) if f.kind == Kind::Reply => {
+                    if let Ok(loopsy_term::proto::Reply::Error { message, .. }) =
+                        serde_json::from_slice(&f.data)
+                    {
+                        break End::Refused(message);
+                    }
                 }
                 Some(_) => {}
                 None => break End::Lost,

@@ -211,6 +211,15 @@ fn jobs_time_out_and_can_be_inspected_remotely() {
         serde_json::json!({"peer": "alpha", "job_id": "job-nope"}),
     );
     assert_eq!(n["result"]["structuredContent"]["code"], "not_found", "{n}");
+    // A blank peer (an unfilled template) is an error, not "run it here".
+    let e = mcp.call_tool(
+        "loopsy_execute",
+        serde_json::json!({"peer": "", "command": "true"}),
+    );
+    assert_eq!(
+        e["result"]["structuredContent"]["code"], "invalid_arguments",
+        "{e}"
+    );
     // Agents have no pairing tools.
     let tools = mcp.request("tools/list", serde_json::json!({}));
     let names: Vec<&str> = tools["result"]["tools"]

@@ -498,10 +498,18 @@ fn attach_to_a_session_on_a_peer_over_the_mesh() {
         l["sessions"][0]["clients"] == 1
     });
     b.ok(&["peers", "revoke", "alpha", "pty"]);
+    let t0 = Instant::now();
     wait_until("revoked attach ends", Duration::from_secs(15), || {
         again.try_wait().unwrap().is_some()
     });
-    let _ = again.wait_with_output();
+    let o = again.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a revoked attach is a failure");
+    assert!(
+        err.contains("beta revoked this machine's pty capability"),
+        "the reason, not 'the host went away': {err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 
     // Without the pty capability, beta refuses the stream with a clear message.
     let err = a.fails(&["attach", "--peer", "beta", "far"]);
@@ -896,5 +904,49 @@ async fn a_phone_finds_a_spare_shell_ready() {
         "the spare after the restart",
         Duration::from_secs(20),
         || started().len() == 5,
+    );
+}
+
+#[test]
+fn a_session_that_ends_while_attached_shows_no_clients_after() {
+    use std::io::Write;
+    let h = started_on_loopback("alpha");
+    h.ok(&[
+        "shell",
+        "-d",
+        "--name",
+        "brief",
+        "--",
+        "sh",
+        "-c",
+        "read x; exit 3",
+    ]);
+    let mut child = h
+        .cmd(&["attach", "brief"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let clients = || -> Value {
+        let l: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
+        l[0]["clients"].clone()
+    };
+    wait_until("the attach", Duration::from_secs(20), || clients() == 1);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\r").unwrap();
+    stdin.flush().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let l: Value = serde_json::from_str(&h.ok(&["sessions", "--json"])).unwrap();
+    assert_eq!(
+        (&l[0]["state"], &l[0]["clients"]),
+        (&json!("exited"), &json!(0)),
+        "{l}"
     );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use loopsy_mesh::libp2p_stream_protocol;
 use loopsy_mesh::trust::Capability;
-use loopsy_term::proto::{Kind, Reply, read_frame, write_json};
+use loopsy_term::proto::{Kind, Reply, read_frame, write_frame, write_json};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -73,7 +73,12 @@ pub async fn serve(ctx: DaemonCtx) {
                 let mut s = stream.compat();
                 let Some((name, caps)) = ctx.node().peer_caps(peer).await else {
                     warn!("attach stream from an untrusted peer refused");
-                    refuse_inbound(&mut s, "permission_denied", "this machine does not trust you".into()).await;
+                    refuse_inbound(
+                        &mut s,
+                        "permission_denied",
+                        "this machine does not trust you".into(),
+                    )
+                    .await;
                     return;
                 };
                 if !caps.contains(&Capability::Pty) {
@@ -108,7 +113,7 @@ pub async fn serve(ctx: DaemonCtx) {
                         return;
                     }
                 };
-                let mut host = match loopsy_sys::ipc::connect(&sock).await {
+                let host = match loopsy_sys::ipc::connect(&sock).await {
                     Ok(h) => h,
                     Err(e) => {
                         refuse_inbound(&mut s, "unavailable", format!("the session host: {e}"))
@@ -117,20 +122,54 @@ pub async fn serve(ctx: DaemonCtx) {
                     }
                 };
                 info!(session = %t.session, "peer attached");
+                let me = ctx.name().to_string();
                 // Revoking pty (or removing the peer) ends a live attach within seconds.
                 let still_allowed = async {
-                    let mut tick = tokio::time::interval(Duration::from_secs(2));
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
                     loop {
                         tick.tick().await;
                         match ctx.node().peer_caps(peer).await {
                             Some((_, caps)) if caps.contains(&Capability::Pty) => {}
-                            _ => break,
+                            Some(_) => {
+                                break format!(
+                                    "{me} revoked this machine's pty capability: the attach ended"
+                                );
+                            }
+                            None => {
+                                break format!(
+                                    "{me} no longer trusts this machine: the attach ended"
+                                );
+                            }
+                        }
+                    }
+                };
+                tokio::pin!(still_allowed);
+                let (mut hr, mut hw) = tokio::io::split(host);
+                let (mut sr, mut sw) = tokio::io::split(s);
+                // Input goes to the host as bytes; output comes back frame by frame, so a
+                // revocation's reason is sent between two frames, never inside one.
+                let down = async {
+                    loop {
+                        tokio::select! {
+                            f = read_frame(&mut hr) => match f {
+                                Ok(Some(f)) => {
+                                    if write_frame(&mut sw, f.kind, &f.data).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                _ => return,
+                            },
+                            why = &mut still_allowed => {
+                                info!("{why}");
+                                refuse(&mut sw, "permission_denied", why).await;
+                                return;
+                            }
                         }
                     }
                 };
                 tokio::select! {
-                    r = tokio::io::copy_bidirectional(&mut s, &mut host) => debug!(?r, "peer detached"),
-                    () = still_allowed => info!("pty revoked: attach ended"),
+                    r = tokio::io::copy(&mut sr, &mut hw) => debug!(?r, "peer detached"),
+                    () = down => debug!("attach ended"),
                 }
             }
             .instrument(info_span!("attach", %peer)),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use loopsy_mesh::exec::pipe::{self, Outcome};
-use loopsy_mesh::exec::wire::EXEC_PROTOCOL;
+use loopsy_mesh::exec::wire::{self, EXEC_PROTOCOL, Kind};
 use loopsy_mesh::libp2p_stream_protocol;
 use loopsy_mesh::trust::Capability;
 use serde::{Deserialize, Serialize};
@@ -21,8 +21,10 @@ use crate::control::read_line;
 
 /// How often a running pipe checks that its peer still holds `exec` here.
 const RECHECK: Duration = Duration::from_secs(1);
-/// How long opening the stream to a connected peer may take.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening the stream to a connected peer may take (a lost open is tried again).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the runner may take to answer a Start (it starts the program first).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the CLI sends first on its `exec` control connection.
 #[derive(Debug, Serialize, Deserialize)]
@@ -148,35 +150,138 @@ where
             return;
         }
     };
-    let mut control = ctx.node().streams();
-    let opening = control.open_stream(id, libp2p_stream_protocol(EXEC_PROTOCOL));
-    let stream = match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!(%peer, error = %e, "cannot open the exec stream");
-            let why = match e {
-                loopsy_mesh::OpenStreamError::UnsupportedProtocol(_) => format!(
-                    "{peer} runs a loopsy without `exec` pipes: upgrade it (`loopsy status` there shows its version)"
-                ),
-                _ => format!(
-                    "{peer} closed the connection: it may no longer trust this machine (`loopsy peers list` on {peer} tells)"
-                ),
-            };
-            pipe::refuse(&mut w, "unavailable", why).await;
-            return;
-        }
-        Err(_) => {
+    // The client's Start, held so that it can be sent again on a fresh stream.
+    let start = match tokio::time::timeout(Duration::from_secs(10), wire::read_frame(&mut r)).await
+    {
+        Ok(Ok(Some(f))) if f.kind == Kind::Start => f,
+        _ => {
             pipe::refuse(
                 &mut w,
-                "unavailable",
-                format!("{peer} did not answer within {} s", OPEN_TIMEOUT.as_secs()),
+                "invalid_arguments",
+                "expected the command to run".into(),
             )
             .await;
             return;
         }
     };
+    let mut attempt = 0;
+    let (s, first) = loop {
+        attempt += 1;
+        match open_and_start(ctx, id, &start).await {
+            Ok(opened) => break opened,
+            // libp2p-stream drops streams when several open at once (its queues hold one,
+            // both ways): the runner never saw them, so opening another is safe.
+            Err(Opening::Dropped(why)) if attempt < OPEN_ATTEMPTS => {
+                debug!(%peer, attempt, "the exec stream was lost before an answer; again");
+                let _ = why;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(Opening::Dropped(why) | Opening::Failed(why)) => {
+                pipe::refuse(&mut w, "unavailable", why(&peer)).await;
+                return;
+            }
+        }
+    };
+    if wire::write_frame(&mut w, first.kind, &first.data)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    splice(r, w, s).await;
+    debug!(%peer, "exec pipe ended");
+}
+
+/// Tries at opening the stream to the runner when it is dropped before answering.
+const OPEN_ATTEMPTS: u64 = 5;
+
+/// The reason a stream failed, given the peer's name.
+type Why = Box<dyn FnOnce(&str) -> String + Send>;
+
+/// Why a stream to the runner did not get as far as its first answer.
+enum Opening {
+    /// Lost before any answer (the runner never started anything): worth another try.
+    Dropped(Why),
+    /// Not worth another try.
+    Failed(Why),
+}
+
+/// Open an exec stream to `id`, send `start`, and read the runner's first frame.
+async fn open_and_start(
+    ctx: &DaemonCtx,
+    id: loopsy_mesh::PeerId,
+    start: &wire::Frame,
+) -> Result<(impl AsyncRead + AsyncWrite + Unpin + use<>, wire::Frame), Opening> {
+    let mut control = ctx.node().streams();
+    let opening = control.open_stream(id, libp2p_stream_protocol(EXEC_PROTOCOL));
+    let stream = match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(error = %e, "cannot open the exec stream");
+            if matches!(e, loopsy_mesh::OpenStreamError::UnsupportedProtocol(_)) {
+                return Err(Opening::Failed(Box::new(|peer| {
+                    format!(
+                        "{peer} runs a loopsy without `exec` pipes: upgrade it (`loopsy status` there shows its version)"
+                    )
+                })));
+            }
+            return Err(Opening::Dropped(Box::new(|peer| {
+                format!(
+                    "{peer} closed the connection: it may no longer trust this machine (`loopsy peers list` on {peer} tells)"
+                )
+            })));
+        }
+        Err(_) => {
+            return Err(Opening::Dropped(Box::new(|peer| {
+                format!("{peer} did not answer within {} s", OPEN_TIMEOUT.as_secs())
+            })));
+        }
+    };
     let mut s = stream.compat();
-    let mut local = tokio::io::join(r, w);
-    let r = tokio::io::copy_bidirectional(&mut local, &mut s).await;
-    debug!(?r, %peer, "exec pipe ended");
+    let closed =
+        || -> Why { Box::new(|peer| format!("{peer} closed the stream before answering; retry")) };
+    if wire::write_frame(&mut s, Kind::Start, &start.data)
+        .await
+        .is_err()
+    {
+        return Err(Opening::Dropped(closed()));
+    }
+    match tokio::time::timeout(ANSWER_TIMEOUT, wire::read_frame(&mut s)).await {
+        Ok(Ok(Some(f))) => Ok((s, f)),
+        Ok(_) => Err(Opening::Dropped(closed())),
+        Err(_) => Err(Opening::Failed(Box::new(|peer| {
+            format!(
+                "{peer} did not answer within {} s",
+                ANSWER_TIMEOUT.as_secs()
+            )
+        }))),
+    }
+}
+
+/// Carry the client's bytes to the runner and the runner's back, until the runner's side
+/// ends. Unlike `copy_bidirectional`, a failed write towards the runner (it finished and
+/// closed while the client still wrote) does not drop what the runner sent last: its
+/// `Exit` gets through.
+async fn splice<R, W, S>(mut r: R, mut w: W, s: S)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut sr, mut sw) = tokio::io::split(s);
+    let up = async {
+        let _ = tokio::io::copy(&mut r, &mut sw).await;
+        // The client is done (or gone): the runner sees the end and stops its job.
+        let _ = sw.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut sr, &mut w).await;
+        let _ = w.shutdown().await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
 }

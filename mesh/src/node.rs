@@ -185,7 +185,9 @@ pub enum NodeError {
     #[error(transparent)]
     Pair(#[from] PairError),
     /// Already paired.
-    #[error("already paired with {0}")]
+    #[error(
+        "already paired with {0}; if {0} removed this machine, forget it here too (`loopsy peers remove {0}`) and pair again"
+    )]
     AlreadyPaired(String),
     /// A name clash or a bad name.
     #[error("{0}")]

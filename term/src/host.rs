@@ -334,6 +334,8 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
         s.info.state = SessionState::Exited;
         s.info.exit_code = code;
         s.info.ended_ms = Some(now_ms());
+        // The record outlives the host: nobody is attached to an ended session.
+        s.info.clients = 0;
         let clients: Vec<(mpsc::Sender<Frame>, bool, Kind)> = s
             .clients
             .iter()

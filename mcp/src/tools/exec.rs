@@ -355,6 +355,13 @@ pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: JobWaitArgs) -> CallToolR
 /// `loopsy_job_output`
 pub async fn output(ctx: &DaemonCtx, caller: &Caller, a: JobOutputArgs) -> CallToolResult {
     let a = local_or_return!(ctx, caller, "loopsy_job_output", a, Capability::Exec);
+    if a.limit == Some(0) {
+        return ToolError::new(
+            ErrorCode::InvalidArguments,
+            "limit must be at least 1 (a page of 0 bytes never reaches the end)",
+        )
+        .into_result();
+    }
     let limit = a
         .limit
         .map(|l| l as usize)

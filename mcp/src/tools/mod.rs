@@ -94,8 +94,13 @@ pub enum Target {
 /// Decide where to run: no peer, or this node's own name/PeerId, means here. A call that
 /// arrived from a peer never travels on (no confused deputy).
 pub fn target(ctx: &DaemonCtx, caller: &Caller, peer: Option<&str>) -> Result<Target, ToolError> {
-    match peer.map(str::trim).filter(|p| !p.is_empty()) {
+    match peer.map(str::trim) {
         None => Ok(Target::Local),
+        // A blank from a template must not send a command to the wrong machine.
+        Some("") => Err(ToolError::new(
+            ErrorCode::InvalidArguments,
+            "peer is empty: name a peer, or leave `peer` out to run on this machine",
+        )),
         Some(p) if ctx.is_me(p) => Ok(Target::Local),
         Some(_) if matches!(caller, Caller::Peer { .. }) => Err(ToolError::new(
             ErrorCode::PermissionDenied,

@@ -321,7 +321,16 @@ impl Job {
         };
         let kept = buf.data.len() as u64;
         let start = offset.min(kept) as usize;
-        let end = start.saturating_add(limit).min(buf.data.len());
+        let mut end = start.saturating_add(limit).min(buf.data.len());
+        // A page never ends inside a UTF-8 character (the next page starts with it), so
+        // pages joined are the output, not the output with replacement characters.
+        if end < buf.data.len()
+            && let Err(e) = std::str::from_utf8(&buf.data[start..end])
+            && e.error_len().is_none()
+            && e.valid_up_to() > 0
+        {
+            end = start + e.valid_up_to();
+        }
         OutputPage {
             stream,
             offset: start as u64,

@@ -325,6 +325,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pages_never_split_a_character() -> Result<(), ExecError> {
+        let m = JobManager::new(ExecConfig::default());
+        let mut r = req("printf");
+        let euros = "€".repeat(5000);
+        r.args = Some(vec!["%s".into(), euros.clone()]);
+        let j = m.start("local", r)?;
+        assert!(j.wait(Duration::from_secs(10)).await);
+        let (mut joined, mut offset, mut pages) = (String::new(), 0, 0);
+        loop {
+            let p = j.output(Stream::Stdout, offset, 1000);
+            assert!(p.next_offset > offset || p.eof, "no progress at {offset}");
+            joined.push_str(&p.data);
+            offset = p.next_offset;
+            pages += 1;
+            if p.eof {
+                break;
+            }
+        }
+        assert!(pages > 10);
+        assert_eq!(joined, euros, "a page split a character");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn timeout_kills_the_whole_process_group() -> Result<(), ExecError> {
         let m = JobManager::new(ExecConfig::default());
         let mut r = req("sleep 60 & sleep 60 & sleep 30");

@@ -20,6 +20,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the program has exited, how long output may pause before the pipe is closed (a
 /// background child that keeps the program's stdout open does not hold the client).
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// How long the runner waits, after the Exit, for the client to close its side.
+const LINGER: Duration = Duration::from_secs(2);
 /// Stdin chunks queued for a program that is not reading.
 const STDIN_CHUNKS: usize = 8;
 /// After a client asked its program to stop, how long what the program left behind (its
@@ -97,6 +99,7 @@ where
     }
     let stdin = live.stdin.map(spawn_stdin_writer);
     let stop_asked = AtomicBool::new(false);
+    let mut ended = false;
     {
         let output = send_output(&job, live.output, &mut wr);
         let input = read_input(&job, &mut rd, stdin, &stop_asked);
@@ -108,6 +111,7 @@ where
                     if r.is_err() {
                         job.kill_because("client gone");
                     }
+                    ended = r.is_ok();
                     break;
                 }
                 () = &mut input => {
@@ -122,6 +126,15 @@ where
                 }
             }
         }
+    }
+    // After the Exit, the client closes: read to its end (briefly) rather than drop a stream
+    // it may still be writing to, which some transports answer with a reset that can
+    // overtake the Exit.
+    if ended {
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(Some(_)) = wire::read_frame(&mut rd).await {}
+        })
+        .await;
     }
     // The client asked its program to stop (Ctrl-C): what it left running goes too, as a
     // closing terminal would take it. Without that, background children stay (`nohup … &`
