@@ -167,7 +167,7 @@ fn main() {
     }
     let [mut scp_runs, mut push_runs, mut cached_runs] = runs_by;
     // 4. A stream through exec: `cat` of the bulk file into /dev/null on this side, whole
-    // process both ways (ssh over the warm master, ChaCha20-Poly1305 as the mesh's Noise).
+    // process both ways (ssh over the warm master, AES-128-GCM as the mesh's TLS).
     let mut cat_by: [Vec<f64>; 2] = Default::default();
     let src_s = src.display().to_string();
     for round in 0..=rounds {

@@ -104,8 +104,9 @@ impl Sshd {
             "-oUserKnownHostsFile=/dev/null".into(),
             "-oLogLevel=ERROR".into(),
             "-oControlMaster=no".into(),
-            // The cipher of the mesh's Noise sessions, so bulk rows compare like with like.
-            "-oCiphers=chacha20-poly1305@openssh.com".into(),
+            // The cipher the mesh's TLS sessions negotiate (TLS13_AES_128_GCM_SHA256,
+            // mesh/src/tls.rs), so bulk rows compare like with like.
+            "-oCiphers=aes128-gcm@openssh.com".into(),
             format!("-oControlPath={d}/cm"),
             "-oControlPersist=120".into(),
         ]
