@@ -319,6 +319,10 @@ pub struct ExecArgs {
     /// Say which job runs it (its id on the peer) on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Run it in a terminal (PTY) on the peer, attached to this one, for interactive
+    /// programs (as `ssh -t`); Ctrl-] detaches and leaves it running as a session.
+    #[arg(short = 't', long = "tty", conflicts_with_all = ["no_stdin", "timeout"])]
+    pub tty: bool,
     /// The command: one argument is a command line for the peer's shell (as with ssh);
     /// several are a program and its arguments, run without a shell.
     #[arg(last = true, required = true)]

@@ -44,6 +44,9 @@ fn start_of(a: &ExecArgs) -> Option<Start> {
 
 /// `loopsy exec`
 pub fn exec(home: &Home, a: &ExecArgs) -> anyhow::Result<ExitCode> {
+    if a.tty {
+        return crate::session_cmd::exec_tty(home, &a.peer, &a.command, a.cwd.as_deref());
+    }
     let Some(start) = start_of(a) else {
         anyhow::bail!("give a command after --");
     };

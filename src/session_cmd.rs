@@ -259,6 +259,37 @@ impl Drop for RawMode {
 }
 
 fn attach_id(home: &Home, peer: Option<&str>, id: &str, name: &str) -> anyhow::Result<ExitCode> {
+    if std::io::stderr().is_terminal() {
+        anstream::eprint!(
+            "{}\r\n",
+            ui::paint(DIM, format!("[attached to {name}; detach with Ctrl-]]"))
+        );
+    }
+    match attach_until_end(home, peer, id, name)? {
+        End::Detached => {
+            anstream::eprintln!("{}", ui::paint(DIM, format!("[detached from {name}]")));
+            Ok(ExitCode::SUCCESS)
+        }
+        End::Exited(code) => {
+            anstream::eprintln!(
+                "{}",
+                ui::paint(
+                    DIM,
+                    format!(
+                        "[{name} exited{}]",
+                        code.map_or(String::new(), |c| format!(" with code {c}"))
+                    )
+                )
+            );
+            Ok(ExitCode::from(code.unwrap_or(0).clamp(0, 255) as u8))
+        }
+        End::Lost => bail!("the session host went away"),
+        End::Refused(why) => bail!("{why}"),
+    }
+}
+
+/// Attach this terminal to session `id` until it ends or is detached.
+fn attach_until_end(home: &Home, peer: Option<&str>, id: &str, name: &str) -> anyhow::Result<End> {
     let sid: loopsy_term::SessionId = id.parse().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -282,12 +313,6 @@ fn attach_id(home: &Home, peer: Option<&str>, id: &str, name: &str) -> anyhow::R
             }
         })
         .with_context(|| format!("cannot attach to session {name}"))?;
-    if std::io::stderr().is_terminal() {
-        anstream::eprint!(
-            "{}\r\n",
-            ui::paint(DIM, format!("[attached to {name}; detach with Ctrl-]]"))
-        );
-    }
     let raw = RawMode::on();
     let outcome = rt.block_on(pump(attached));
     // Nothing the attach started may hold the exit up (a runtime's drop waits for its
@@ -298,27 +323,70 @@ fn attach_id(home: &Home, peer: Option<&str>, id: &str, name: &str) -> anyhow::R
     let mut out = std::io::stdout();
     let _ = out.write_all(b"\x1b[?1049l\x1b[?25h");
     let _ = out.flush();
-    match outcome? {
-        End::Detached => {
-            anstream::eprintln!("{}", ui::paint(DIM, format!("[detached from {name}]")));
-            Ok(ExitCode::SUCCESS)
-        }
-        End::Exited(code) => {
-            anstream::eprintln!(
-                "{}",
-                ui::paint(
-                    DIM,
-                    format!(
-                        "[{name} exited{}]",
-                        code.map_or(String::new(), |c| format!(" with code {c}"))
-                    )
-                )
-            );
-            Ok(ExitCode::from(code.unwrap_or(0).clamp(0, 255) as u8))
-        }
-        End::Lost => bail!("the session host went away"),
-        End::Refused(why) => bail!("{why}"),
+    outcome
+}
+
+/// `loopsy exec -t PEER -- cmd…`: the command in a PTY on the peer (a session that is removed
+/// once it has ended), attached to this terminal; the exit status is the program's. Ctrl-]
+/// detaches and leaves it running as a session.
+pub fn exec_tty(
+    home: &Home,
+    peer: &str,
+    command: &[String],
+    cwd: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let (cmd, rest) = command.split_first().context("give a command after --")?;
+    let (cols, rows) = term_size();
+    let mut args =
+        json!({ "peer": peer, "kind": "custom", "command": cmd, "cols": cols, "rows": rows });
+    if !rest.is_empty() {
+        args["args"] = json!(rest);
     }
+    if let Some(c) = cwd {
+        args["cwd"] = json!(c);
+    }
+    let (info, here) = {
+        let s = Session::connect(home)?;
+        let me = s.call("loopsy_status", json!({}))?;
+        let here = me["name"] == peer || me["peer_id"] == peer;
+        (s.call("loopsy_session_start", args)?, here)
+    };
+    let id = info["id"].as_str().context("no session id")?.to_string();
+    let name = info["name"].as_str().unwrap_or(&id).to_string();
+    let at = (!here).then_some(peer);
+    let code = if info["state"] == "running" {
+        match attach_until_end(home, at, &id, &name)? {
+            End::Exited(code) => code,
+            End::Detached => {
+                anstream::eprintln!(
+                    "{}",
+                    ui::paint(
+                        DIM,
+                        format!(
+                            "[detached: it runs on as session {name} on {peer}; `loopsy attach --peer {peer} {name}`]"
+                        )
+                    )
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            End::Lost => bail!("the session host on {peer} went away"),
+            End::Refused(why) => bail!("{why}"),
+        }
+    } else {
+        // It ended before it could be attached: show what it printed.
+        let s = Session::connect(home)?;
+        let out = s.call(
+            "loopsy_session_read",
+            with_peer(json!({ "id": id, "mode": "scrollback" }), at),
+        )?;
+        print!("{}", out["text"].as_str().unwrap_or_default());
+        info["exit_code"].as_i64().map(|c| c as i32)
+    };
+    let s = Session::connect(home)?;
+    if let Err(e) = s.call("loopsy_session_remove", with_peer(json!({ "id": id }), at)) {
+        tracing::debug!("cannot remove the ended session {id}: {e}");
+    }
+    Ok(ExitCode::from(code.unwrap_or(0).clamp(0, 255) as u8))
 }
 
 enum End {

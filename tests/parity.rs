@@ -460,3 +460,61 @@ fn cp_to_a_stopped_peer_fails_fast_with_its_name() {
         );
     }
 }
+
+#[test]
+fn a_long_exec_streams_without_polling_one_audit_line_each_side() {
+    let l = lab();
+    let o = l.loopsy_exec(
+        &["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.5; done"],
+        None,
+    );
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1\n2\n3\n");
+    // The runner records the pipe once when it ends (the old CLI polled, ~30 lines a second).
+    let audit = l.b.path().join("logs/audit.jsonl");
+    let lines = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"peer:alpha\"") && (l.contains("exec") || l.contains("job")))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    wait_until("beta's audit record", Duration::from_secs(10), || {
+        !lines().is_empty()
+    });
+    let all = lines();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(
+        all[0].contains("\"exec_pipe\"") && all[0].contains("\"ok\""),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn exec_t_runs_in_a_terminal_and_leaves_no_session_behind() {
+    let l = lab();
+    let run = |argv: &[&str]| {
+        let mut c = Command::new(common::bin());
+        c.arg("--home").arg(&l.a).args(["exec", "-t", "beta", "--"]);
+        c.args(argv);
+        with_stdin(c, Some(b""))
+    };
+    // In a PTY: `tty` names one, and the status is the program's.
+    let o = run(&["sh", "-c", "tty; sleep 0.3; exit 7"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("/dev/pts/"), "{out}");
+    // A program that ends at once still runs and shows its output.
+    let o = run(&["echo quick-$((6*7))"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("quick-42"));
+    // Both sessions were removed once they ended.
+    let list: serde_json::Value = serde_json::from_str(&l.b.ok(&["sessions", "--json"])).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+}

@@ -336,7 +336,23 @@ impl Manager {
                 });
                 return Ok(i);
             }
+            // A program that ends at once may end before the first answer: its host has
+            // recorded the end, and the session started (and exited) all the same.
+            if let Ok(i) = load_json::<SessionInfo>(&dir.record())
+                && i.state == SessionState::Exited
+            {
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                return Ok(i);
+            }
             if let Ok(Some(_)) = child.try_wait() {
+                // The end may have been recorded just before the host left.
+                if let Ok(i) = load_json::<SessionInfo>(&dir.record())
+                    && i.state == SessionState::Exited
+                {
+                    return Ok(i);
+                }
                 let why = std::fs::read_to_string(dir.log()).unwrap_or_default();
                 let _ = std::fs::remove_dir_all(dir.path());
                 return Err(SessionError::Invalid(format!(
