@@ -166,7 +166,23 @@ fn main() {
         }
     }
     let [mut scp_runs, mut push_runs, mut cached_runs] = runs_by;
-    // 4. A stream through exec: `cat` of the bulk file into /dev/null on this side, whole
+    eprintln!(
+        "push runs: scp {scp_runs:.2?} s, loopsy {push_runs:.2?} s, loopsy through the page cache {cached_runs:.2?} s"
+    );
+    let (scp_s, push_s, cached_s) = (
+        median(&mut scp_runs),
+        median(&mut push_runs),
+        median(&mut cached_runs),
+    );
+    let (rss_a, rss_b, rss_c) = (
+        vm_hwm_kib(pid_a) as f64 / 1024.0,
+        vm_hwm_kib(pid_b) as f64 / 1024.0,
+        vm_hwm_kib(pid_c) as f64 / 1024.0,
+    );
+    for pid in [pid_a, pid_b] {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    }
+    // 4. A stream through exec (after the push peaks are read; its own peaks are below): `cat` of the bulk file into /dev/null on this side, whole
     // process both ways (ssh over the warm master, AES-128-GCM as the mesh's TLS).
     let mut cat_by: [Vec<f64>; 2] = Default::default();
     let src_s = src.display().to_string();
@@ -193,18 +209,9 @@ fn main() {
     let [mut ssh_cat, mut loopsy_cat] = cat_by;
     eprintln!("cat runs: ssh {ssh_cat:.2?} s, loopsy exec {loopsy_cat:.2?} s");
     let (ssh_cat_s, loopsy_cat_s) = (median(&mut ssh_cat), median(&mut loopsy_cat));
-    eprintln!(
-        "push runs: scp {scp_runs:.2?} s, loopsy {push_runs:.2?} s, loopsy through the page cache {cached_runs:.2?} s"
-    );
-    let (scp_s, push_s, cached_s) = (
-        median(&mut scp_runs),
-        median(&mut push_runs),
-        median(&mut cached_runs),
-    );
-    let (rss_a, rss_b, rss_c) = (
+    let cat_peak = (
         vm_hwm_kib(pid_a) as f64 / 1024.0,
         vm_hwm_kib(pid_b) as f64 / 1024.0,
-        vm_hwm_kib(pid_c) as f64 / 1024.0,
     );
     drop(mcp);
     for h in &homes {
@@ -242,6 +249,10 @@ fn main() {
         mibf / loopsy_cat_s,
         mibf / ssh_cat_s,
         ssh_cat_s / loopsy_cat_s
+    );
+    println!(
+        "| daemon peak RSS during the `cat` streams (A caller / B runner) | {:.1} / {:.1} MiB | — | — | — |",
+        cat_peak.0, cat_peak.1
     );
     println!(
         "| push {mib} MiB A→B (median of {rounds}) | {:.0} MiB/s ({push_s:.2} s) | {:.0} MiB/s (`scp`, {scp_s:.2} s) | {:.2}× | ≥ 2× scp |",

@@ -40,7 +40,7 @@ impl Session {
         let client = rt
             .block_on(McpClient::connect_with_progress(&home.socket(), progress))
             .map_err(|e| match e {
-                ClientError::NotRunning(_) => anyhow::anyhow!("{e}"),
+                ClientError::NotRunning(_) | ClientError::DaemonGone => anyhow::anyhow!("{e}"),
                 other => anyhow::Error::new(other).context("cannot talk to the daemon"),
             })?;
         Ok(Self {

@@ -60,10 +60,12 @@ pub fn exec(home: &Home, a: &ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(home: &Home, peer: &str, start: Start, verbose: bool) -> ExitCode {
-    let (mut r, mut w, _) = match loopsy_mcp::client::connect(&home.socket(), Verb::Exec).await {
+    let (r, mut w, _) = match loopsy_mcp::client::connect(&home.socket(), Verb::Exec).await {
         Ok(c) => c,
         Err(e) => return fail(peer, e),
     };
+    // Output arrives in frames of up to 256 KiB.
+    let mut r = tokio::io::BufReader::with_capacity(256 * 1024, r);
     let mut hello = match serde_json::to_vec(&LocalRequest { peer: peer.into() }) {
         Ok(h) => h,
         Err(e) => return fail(peer, e),

@@ -317,3 +317,42 @@ fn relay_status_exits_3_until_a_relay_is_connected() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
 }
+
+#[test]
+fn the_daemon_going_away_mid_command_is_one_clear_line() {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", "alpha"]);
+    h.start();
+    let spawn = |args: &[&str]| {
+        h.cmd(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait = spawn(&["msg", "wait", "--timeout", "60"]);
+    let mut exec = spawn(&["exec", "alpha", "--", "sh", "-c", "echo up; sleep 60"]);
+    let mut first = [0u8; 3];
+    std::io::Read::read_exact(exec.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"up\n");
+    h.ok(&["stop"]);
+    for (what, child, needles) in [
+        ("msg wait", wait, &["the local daemon went away"][..]),
+        // Its job ran under the daemon that stopped: the job's end says so, or (when the
+        // daemon closed the connection first) the lost connection does.
+        (
+            "exec",
+            exec,
+            &["was killed (the daemon stopped)", "the connection was lost"][..],
+        ),
+    ] {
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what} exited 0");
+        assert!(
+            needles.iter().any(|n| err.contains(n)) && err.trim().lines().count() == 1,
+            "{what}: {err:?}"
+        );
+    }
+}

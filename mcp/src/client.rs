@@ -118,7 +118,13 @@ impl McpClient {
         let service = CliHandler { info, progress }
             .serve((r, w))
             .await
-            .map_err(|e| ClientError::Mcp(e.to_string()))?;
+            .map_err(|e| match e {
+                rmcp::service::ClientInitializeError::ConnectionClosed(_)
+                | rmcp::service::ClientInitializeError::TransportError { .. } => {
+                    ClientError::DaemonGone
+                }
+                other => ClientError::Mcp(other.to_string()),
+            })?;
         Ok(Self { service, welcome })
     }
 

@@ -192,6 +192,8 @@ where
     debug!(%peer, "exec pipe ended");
 }
 
+/// Buffer for the runner's output on its way to the client.
+const SPLICE_BUF: usize = 256 * 1024;
 /// Tries at opening the stream to the runner when it is dropped before answering.
 const OPEN_ATTEMPTS: u64 = 5;
 
@@ -262,22 +264,25 @@ async fn open_and_start(
 /// ends. Unlike `copy_bidirectional`, a failed write towards the runner (it finished and
 /// closed while the client still wrote) does not drop what the runner sent last: its
 /// `Exit` gets through.
-async fn splice<R, W, S>(mut r: R, mut w: W, s: S)
+async fn splice<R, W, S>(r: R, mut w: W, s: S)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
     use tokio::io::AsyncWriteExt;
-    let (mut sr, mut sw) = tokio::io::split(s);
+    let (sr, mut sw) = tokio::io::split(s);
+    // Large buffers: output comes in frames of up to 256 KiB.
+    let mut sr = tokio::io::BufReader::with_capacity(SPLICE_BUF, sr);
+    let mut r = tokio::io::BufReader::with_capacity(64 * 1024, r);
     let up = async {
-        let _ = tokio::io::copy(&mut r, &mut sw).await;
+        let _ = tokio::io::copy_buf(&mut r, &mut sw).await;
         // The client is done (or gone): the runner sees the end and stops its job.
         let _ = sw.shutdown().await;
         std::future::pending::<()>().await;
     };
     let down = async {
-        let _ = tokio::io::copy(&mut sr, &mut w).await;
+        let _ = tokio::io::copy_buf(&mut sr, &mut w).await;
         let _ = w.shutdown().await;
     };
     tokio::select! {

@@ -264,7 +264,7 @@ impl JobManager {
     pub fn kill_all(&self) {
         let jobs: Vec<Arc<Job>> = self.lock().jobs.values().cloned().collect();
         for j in jobs {
-            j.kill();
+            j.kill_because("the daemon stopped");
         }
     }
 }

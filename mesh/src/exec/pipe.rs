@@ -161,8 +161,12 @@ async fn send_output<W: AsyncWrite + Unpin>(
     w: &mut W,
 ) -> std::io::Result<()> {
     let mut exited = false;
+    // A chunk of the other stream, read while coalescing, goes out next.
+    let mut held: Option<(Stream, Vec<u8>)> = None;
     loop {
-        let next = if exited {
+        let next = if let Some(h) = held.take() {
+            Some(h)
+        } else if exited {
             tokio::time::timeout(DRAIN_IDLE, output.recv())
                 .await
                 .unwrap_or_default()
@@ -175,14 +179,29 @@ async fn send_output<W: AsyncWrite + Unpin>(
                 }
             }
         };
-        let Some((stream, bytes)) = next else {
+        let Some((stream, mut bytes)) = next else {
             break;
         };
+        // What is already queued for the same stream goes in the same frame (fewer, larger
+        // writes); the order between the streams is kept.
+        while bytes.len() < wire::MAX_FRAME as usize {
+            match output.try_recv() {
+                Ok((s, more)) if s == stream => bytes.extend_from_slice(&more),
+                Ok(other) => {
+                    held = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
         let kind = match stream {
             Stream::Stdout => Kind::Stdout,
             Stream::Stderr => Kind::Stderr,
         };
-        wire::write_frame(w, kind, &bytes).await?;
+        wire::write_frame_unflushed(w, kind, &bytes).await?;
+        if held.is_none() && output.is_empty() {
+            w.flush().await?;
+        }
     }
     job.finished().await;
     let exit = Exit {

@@ -172,8 +172,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>
     Ok(Some(Frame { kind, data }))
 }
 
-/// Write one frame (split into several when `data` is longer than [`MAX_FRAME`]).
+/// Write one frame (split into several when `data` is longer than [`MAX_FRAME`]) and flush.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: Kind,
+    data: &[u8],
+) -> std::io::Result<()> {
+    write_frame_unflushed(w, kind, data).await?;
+    w.flush().await
+}
+
+/// As [`write_frame`], leaving the flush to the caller (who has more to write at once).
+pub async fn write_frame_unflushed<W: AsyncWrite + Unpin>(
     w: &mut W,
     kind: Kind,
     data: &[u8],
@@ -192,7 +202,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
             break;
         }
     }
-    w.flush().await
+    Ok(())
 }
 
 /// Write a JSON frame.
