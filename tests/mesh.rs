@@ -339,7 +339,7 @@ fn a_gigabyte_of_output_streams_whole_while_the_daemon_keeps_only_its_cap() {
     };
     let before = hwm();
     // 1 GiB on stdout: the CLI streams every byte (nothing cut, nothing added); alpha's job
-    // keeps 8 MiB (exec.output_cap_bytes) for agents and counts the rest.
+    // keeps only 256 KiB of it (the client has had it all) and counts the rest.
     let mut child = b
         .cmd(&[
             "exec",
@@ -391,6 +391,12 @@ fn a_gigabyte_of_output_streams_whole_while_the_daemon_keeps_only_its_cap() {
         (&Value::from(1u64 << 30), &Value::Bool(true)),
         "{info}"
     );
+    let page = common::tool(
+        &mut m,
+        "loopsy_job_output",
+        serde_json::json!({"peer": "alpha", "job_id": job, "stream": "stdout", "limit": 1}),
+    );
+    assert_eq!(page["kept"], 256 * 1024, "{page}");
     // Growth is bounded by the cap and the pipe's small queue, nowhere near the 1 GiB the
     // job printed.
     let grown = hwm().saturating_sub(before);

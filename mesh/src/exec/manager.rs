@@ -69,6 +69,9 @@ fn resolve_cwd(cwd: Option<String>) -> Result<Option<String>, ExecError> {
     Ok(Some(path.to_string_lossy().into_owned()))
 }
 
+/// Bytes of each stream a pipe job keeps once its client has had them.
+pub const PIPE_KEEP: u64 = 256 * 1024;
+
 struct Table {
     jobs: HashMap<String, Arc<Job>>,
     finished_order: VecDeque<String>,
@@ -198,7 +201,13 @@ impl JobManager {
             id.clone(),
             owner.to_string(),
             req,
-            self.cfg.output_cap_bytes,
+            // A pipe's output went to its client as it came: the job keeps only a little of
+            // it (for `loopsy_job_output`), so finished pipes do not hold 8 MiB each.
+            if pipe.is_some() {
+                self.cfg.output_cap_bytes.min(PIPE_KEEP)
+            } else {
+                self.cfg.output_cap_bytes
+            },
             timeout.map(Duration::from_secs),
             pipe,
         );
