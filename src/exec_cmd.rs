@@ -115,11 +115,23 @@ async fn run(home: &Home, peer: &str, start: Start, verbose: bool) -> ExitCode {
         drop(in_tx);
     }
     let writer = tokio::spawn(write_frames(w, sig_rx, in_rx, forward_stdin));
+    // Frames are read in a task of their own: reading one is not cancel-safe, and a signal
+    // must never cut a frame in half.
+    let (frame_tx, mut frames) = mpsc::channel(4);
+    let reader = tokio::spawn(async move {
+        loop {
+            let f = wire::read_frame(&mut r).await;
+            let end = !matches!(f, Ok(Some(_)));
+            if frame_tx.send(f).await.is_err() || end {
+                break;
+            }
+        }
+    });
     let mut signals = loopsy_sys::signal::forwarded().ok();
     let mut interrupts = 0u32;
     let outcome = loop {
         tokio::select! {
-            f = wire::read_frame(&mut r) => match f {
+            f = frames.recv() => match f.unwrap_or(Ok(None)) {
                 Ok(Some(f)) => match f.kind {
                     Kind::Stdout | Kind::Stderr => {
                         if let Err(e) = write_out(f.kind, &f.data) {
@@ -162,6 +174,7 @@ async fn run(home: &Home, peer: &str, start: Start, verbose: bool) -> ExitCode {
         }
     };
     writer.abort();
+    reader.abort();
     outcome
 }
 

@@ -283,6 +283,40 @@ fn ctrl_c_and_a_dead_client_leave_nothing_on_the_peer() {
         running(3118).is_empty()
     });
 
+    // Ctrl-C while output pours in: the signal goes between frames, the stream stays whole,
+    // and the status is still the program's death by SIGINT.
+    for round in 0..5 {
+        let mut c = spawn_exec(&l.a, &["sh", "-c", "exec yes loopsy-yes"]);
+        let mut out = c.stdout.take().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < 4 << 20 {
+            got += std::io::Read::read(&mut out, &mut buf).unwrap();
+        }
+        Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status()
+            .unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut out, &mut all);
+            all
+        });
+        let o = c.wait_with_output().unwrap();
+        let tail = drain.join().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(130),
+            "round {round}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Whole lines only: no frame was cut and re-read as output.
+        assert!(
+            tail.split(|&b| b == b'\n')
+                .all(|l| l.is_empty() || l == b"loopsy-yes" || l.len() < 10)
+        );
+    }
+
     // kill -9 of the CLI: nothing is left to forward anything, and still the job goes.
     let mut c = spawn_exec(&l.a, &["sh", "-c", "echo up; sleep 3119; true"]);
     let mut out = c.stdout.take().unwrap();
