@@ -3,13 +3,15 @@
 //! `.part` file and renamed only after the checksum matches, resumable after a cut.
 
 mod flush;
+mod keep;
 mod policy;
 mod proto;
 mod server;
 mod sink;
 mod transfer;
 
+pub use keep::{CopyOpts, Keep};
 pub use policy::{FilesConfig, PathError, PathPolicy};
 pub use proto::{Entry, FILE_PROTOCOL, FileRequest, decode_request};
 pub use server::serve;
-pub use transfer::{CopyOpts, FileError, Keep, Progress, TransferOutcome, list, pull, push};
+pub use transfer::{FileError, Progress, TransferOutcome, list, pull, push};
