@@ -548,7 +548,20 @@ fn exec_t_runs_in_a_terminal_and_leaves_no_session_behind() {
     let o = run(&["echo quick-$((6*7))"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("quick-42"));
-    // Both sessions were removed once they ended.
+    // `--cwd '~'` is the peer's home, in a terminal too.
+    let mut c = Command::new(common::bin());
+    c.arg("--home")
+        .arg(&l.a)
+        .args(["exec", "-t", "--cwd", "~", "beta", "--", "pwd"]);
+    let o = with_stdin(c, Some(b""));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let home = std::env::var("HOME").unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(home.trim_end_matches('/')),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The sessions were removed once they ended.
     let list: serde_json::Value = serde_json::from_str(&l.b.ok(&["sessions", "--json"])).unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
 }

@@ -60,3 +60,37 @@ pub const PLATFORM: &str = imp::PLATFORM;
 pub fn home_dir() -> Option<std::path::PathBuf> {
     std::env::home_dir().filter(|p| !p.as_os_str().is_empty())
 }
+
+/// `path` with a leading `~` (alone, or before a separator) standing for the user's home
+/// directory; anything else as it is.
+pub fn expand_home(path: &str) -> std::path::PathBuf {
+    let rest = match path.strip_prefix('~') {
+        Some("") => Some(""),
+        Some(r) if r.starts_with('/') || r.starts_with(std::path::MAIN_SEPARATOR) => Some(&r[1..]),
+        _ => None,
+    };
+    match (rest, home_dir()) {
+        (Some(""), Some(h)) => h,
+        (Some(r), Some(h)) => h.join(r),
+        _ => std::path::PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leading_tilde_is_the_home_directory() {
+        let h = home_dir().expect("the tests run with a home directory");
+        assert_eq!(expand_home("~"), h);
+        assert_eq!(expand_home("~/src/app"), h.join("src/app"));
+        for as_is in ["~bob/x", "/tmp/~", "x~", ""] {
+            assert_eq!(
+                expand_home(as_is),
+                std::path::PathBuf::from(as_is),
+                "{as_is}"
+            );
+        }
+    }
+}

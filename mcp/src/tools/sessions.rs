@@ -244,7 +244,12 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
             }
         }
     }
-    let cwd = a.cwd.as_deref().map(PathBuf::from).unwrap_or_else(home);
+    // `~` is this machine's home, as for `loopsy_execute` and the file tools.
+    let cwd = a
+        .cwd
+        .as_deref()
+        .map(loopsy_sys::expand_home)
+        .unwrap_or_else(home);
     let spec = StartSpec {
         name: a.name.clone(),
         kind: kind.name().to_string(),

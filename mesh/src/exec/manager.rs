@@ -58,11 +58,7 @@ fn resolve_cwd(cwd: Option<String>) -> Result<Option<String>, ExecError> {
     let Some(c) = cwd else {
         return Ok(None);
     };
-    let path = match (c.as_str(), c.strip_prefix("~/"), loopsy_sys::home_dir()) {
-        ("~", _, Some(h)) => h,
-        (_, Some(rest), Some(h)) => h.join(rest),
-        _ => std::path::PathBuf::from(&c),
-    };
+    let path = loopsy_sys::expand_home(&c);
     if !path.is_dir() {
         return Err(ExecError::NoCwd(c));
     }
