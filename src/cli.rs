@@ -49,7 +49,7 @@ pub enum Command {
     /// The machines this one trusts.
     #[command(subcommand)]
     Peers(PeersCommand),
-    /// Run a command on a peer and print its output: `loopsy exec kai -- make test`.
+    /// Run a command on a peer as ssh does: output, stdin, Ctrl-C and exit status pass through (`loopsy exec kai -- make test`).
     Exec(ExecArgs),
     /// Copy a file to or from a peer: `loopsy cp build.tar kai:~/in/` … `loopsy cp kai:~/log.txt .`
     Cp(CpArgs),
