@@ -137,6 +137,22 @@ fn capabilities_and_removal_take_effect_at_once() {
     a.ok(&["peers", "revoke", "beta", "exec"]);
     let err = b.fails(&["exec", "alpha", "--", "true"]);
     assert!(err.contains("exec") && err.contains("capability"), "{err}");
+    // Through the agent surface too, the refusal says whose policy and what to run where.
+    let mut m = b.mcp();
+    m.initialize();
+    let r = m.call_tool(
+        "loopsy_execute",
+        serde_json::json!({"peer": "alpha", "command": "true"}),
+    );
+    let msg = r["result"]["structuredContent"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("alpha's policy")
+            && msg.contains("on alpha, run `loopsy peers grant beta exec`"),
+        "{r}"
+    );
+    drop(m);
     a.ok(&["peers", "grant", "beta", "exec"]);
     b.ok(&["exec", "alpha", "--", "true"]);
     let err = a.fails(&["peers", "grant", "beta", "root"]);

@@ -85,7 +85,10 @@ pub async fn serve(ctx: DaemonCtx) {
                     refuse_inbound(
                         &mut s,
                         "permission_denied",
-                        format!("this machine has not granted {name} the pty capability"),
+                        format!(
+                            "{me}'s policy: it has not granted {name} the pty capability (on {me}, run `loopsy peers grant {name} pty`)",
+                            me = ctx.name()
+                        ),
                     )
                     .await;
                     return;

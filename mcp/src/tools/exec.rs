@@ -255,7 +255,7 @@ pub(crate) async fn route_with<A: Routed>(
             *a.peer() = None;
             Err(forward(ctx, &p, tool, &a).await)
         }
-        Ok(Target::Local) => require(caller, cap)
+        Ok(Target::Local) => require(ctx, caller, cap)
             .map(|()| a)
             .map_err(ToolError::into_result),
     }

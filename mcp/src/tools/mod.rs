@@ -133,15 +133,24 @@ pub async fn forward<A: Serialize>(
     }
 }
 
-/// Refuse a peer without `cap`.
-pub fn require(caller: &Caller, cap: loopsy_mesh::trust::Capability) -> Result<(), ToolError> {
+/// Refuse a peer without `cap`, saying whose policy it is and what to run where.
+pub fn require(
+    ctx: &DaemonCtx,
+    caller: &Caller,
+    cap: loopsy_mesh::trust::Capability,
+) -> Result<(), ToolError> {
     if caller.may(cap) {
         return Ok(());
     }
+    let me = ctx.name();
+    let you = match caller {
+        Caller::Peer { name, .. } => name.as_str(),
+        _ => "<you>",
+    };
     Err(ToolError::new(
         ErrorCode::PermissionDenied,
         format!(
-            "this machine has not granted you the {:?} capability (its owner can run `loopsy peers grant <you> {}`)",
+            "{me}'s policy: it has not granted {you} the {} capability (on {me}, run `loopsy peers grant {you} {}`)",
             cap.name(),
             cap.name()
         ),

@@ -178,7 +178,7 @@ fn route(ctx: &DaemonCtx, caller: &Caller, id: &str) -> Result<Option<String>, C
         .into_result());
     };
     if owner == ctx.node().peer_id().to_string() {
-        if let Err(e) = super::require(caller, Capability::Messages) {
+        if let Err(e) = super::require(ctx, caller, Capability::Messages) {
             return Err(e.into_result());
         }
         return Ok(None);
@@ -356,7 +356,7 @@ pub async fn list(ctx: &DaemonCtx, caller: &Caller, mut a: ListArgs) -> CallTool
         }
         Ok(super::Target::Local) => {}
     }
-    if let Err(e) = super::require(caller, Capability::Messages) {
+    if let Err(e) = super::require(ctx, caller, Capability::Messages) {
         return e.into_result();
     }
     let names = names(ctx).await;
