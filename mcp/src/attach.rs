@@ -14,7 +14,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::DaemonCtx;
-use crate::control::read_line;
+use crate::control::read_request;
 
 /// The mesh protocol id.
 pub const ATTACH_PROTOCOL: &str = "/loopsy/attach/1";
@@ -186,10 +186,7 @@ where
     R: tokio::io::AsyncBufRead + AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let req = match read_line(&mut r, Duration::from_secs(10)).await {
-        Ok(l) => serde_json::from_str::<LocalRequest>(&l).ok(),
-        Err(_) => None,
-    };
+    let req: Option<LocalRequest> = read_request(&mut r).await;
     let Some(req) = req else {
         refuse(
             &mut w,

@@ -134,6 +134,17 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     String::from_utf8(buf).map_err(|e| ControlError::Garbled(e.to_string()))
 }
 
+/// The one JSON line a verb's client sends after the welcome (`attach`, `exec`): `None` when it
+/// is late, too long or not that shape.
+pub async fn read_request<R, T>(r: &mut R) -> Option<T>
+where
+    R: AsyncBufRead + Unpin,
+    T: serde::de::DeserializeOwned,
+{
+    let line = read_line(r, Duration::from_secs(10)).await.ok()?;
+    serde_json::from_str(&line).ok()
+}
+
 /// Client side: send the hello for `verb` and read the daemon's welcome.
 pub async fn handshake<R, W>(r: &mut R, w: &mut W, verb: Verb) -> Result<Welcome, ControlError>
 where

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::DaemonCtx;
 use crate::audit::AuditRecord;
-use crate::control::read_line;
+use crate::control::read_request;
 
 /// How often a running pipe checks that its peer still holds `exec` here.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -111,10 +111,7 @@ where
     R: tokio::io::AsyncBufRead + AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let req = match read_line(&mut r, Duration::from_secs(10)).await {
-        Ok(l) => serde_json::from_str::<LocalRequest>(&l).ok(),
-        Err(_) => None,
-    };
+    let req: Option<LocalRequest> = read_request(&mut r).await;
     let Some(req) = req else {
         pipe::refuse(&mut w, "invalid_arguments", "expected {\"peer\"}".into()).await;
         return;
@@ -171,9 +168,8 @@ where
             Ok(opened) => break opened,
             // libp2p-stream drops streams when several open at once (its queues hold one,
             // both ways): the runner never saw them, so opening another is safe.
-            Err(Opening::Dropped(why)) if attempt < OPEN_ATTEMPTS => {
+            Err(Opening::Dropped(_)) if attempt < OPEN_ATTEMPTS => {
                 debug!(%peer, attempt, "the exec stream was lost before an answer; again");
-                let _ = why;
                 tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
             }
             Err(Opening::Dropped(why) | Opening::Failed(why)) => {

@@ -7,28 +7,21 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Waits for a request to shut down.
 #[derive(Debug)]
-pub struct Shutdown {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-}
+pub struct Shutdown(Forwarded);
 
 impl Shutdown {
     pub(crate) fn new() -> io::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
+        Forwarded::new().map(Self)
     }
 
     /// Resolves with the signal's name once one asks the process to stop.
     pub async fn recv(&mut self) -> &'static str {
+        use crate::signal::Forward;
         loop {
-            tokio::select! {
-                _ = self.term.recv() => return "SIGTERM",
-                _ = self.int.recv() => return "SIGINT",
-                _ = self.hup.recv() => tracing::info!("SIGHUP ignored"),
+            match self.0.recv().await {
+                Forward::Terminate => return "SIGTERM",
+                Forward::Interrupt => return "SIGINT",
+                Forward::HangUp => tracing::info!("SIGHUP ignored"),
             }
         }
     }
