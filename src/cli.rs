@@ -272,10 +272,14 @@ pub enum PeersCommand {
         /// Address.
         addr: String,
     },
-    /// Forget a peer and cut it off now.
+    /// Remove a machine from the mesh: cut it off here now, and every member drops it too
+    /// (a signed removal members pass on; those offline apply it when they return).
     Remove {
         /// Name or PeerId.
         peer: String,
+        /// Forget it on this machine only.
+        #[arg(long)]
+        here_only: bool,
     },
     /// Rename a peer.
     Rename {
@@ -284,7 +288,8 @@ pub enum PeersCommand {
         /// New name.
         name: String,
     },
-    /// Allow a peer to do more: exec, pty, files-read, files-write, context, messages.
+    /// Allow a peer to do more: exec, pty, files-read, files-write, context, messages,
+    /// introduce.
     Grant {
         /// Name or PeerId.
         peer: String,

@@ -61,6 +61,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         local_only: cfg.mesh.local_only,
         mdns: cfg.discovery.mdns,
         trust_path: home.trust(),
+        trust: cfg.trust.clone(),
         relay_serve: cfg.relay.serve.then(|| RelayServe {
             circuit_max: std::time::Duration::from_secs(cfg.relay.circuit_max_s),
             circuit_max_bytes: cfg.relay.circuit_max_bytes,

@@ -70,9 +70,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peers(PeersCommand::Add { addr }) => {
             mesh_cmd::peers_change(&home, "loopsy_peer_add", json!({ "addr": addr }))
         }
-        Command::Peers(PeersCommand::Remove { peer }) => {
-            mesh_cmd::peers_change(&home, "loopsy_peer_remove", json!({ "peer": peer }))
-        }
+        Command::Peers(PeersCommand::Remove { peer, here_only }) => mesh_cmd::peers_change(
+            &home,
+            "loopsy_peer_remove",
+            json!({ "peer": peer, "here_only": here_only }),
+        ),
         Command::Peers(PeersCommand::Rename { peer, name }) => mesh_cmd::peers_change(
             &home,
             "loopsy_peer_rename",

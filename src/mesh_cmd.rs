@@ -134,8 +134,8 @@ fn print_peers(peers: &[Value]) {
         ui::paint(
             BOLD,
             format!(
-                "{:<16} {:<8} {:<22} {:>6} {:>9}  {}",
-                "NAME", "STATE", "PATH", "SINCE", "RTT", "PEER ID"
+                "{:<16} {:<8} {:<22} {:>6} {:>9}  {:<18} {}",
+                "NAME", "STATE", "PATH", "SINCE", "RTT", "ADMITTED", "PEER ID"
             )
         )
     );
@@ -160,13 +160,25 @@ fn print_peers(peers: &[Value]) {
             .filter(|_| online)
             .map(age)
             .unwrap_or_else(|| "-".into());
+        let vouchers: Vec<&str> = p["introduced_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let admitted = if vouchers.is_empty() {
+            "paired here".to_string()
+        } else {
+            format!("via {}", vouchers.join(", "))
+        };
         anstream::println!(
-            "{:<16} {} {:<22} {:>6} {:>9}  {}",
+            "{:<16} {} {:<22} {:>6} {:>9}  {:<18} {}",
             p["name"].as_str().unwrap_or("?"),
             state,
             path,
             since,
             rtt,
+            admitted,
             ui::paint(DIM, p["peer_id"].as_str().unwrap_or("?"))
         );
     }
@@ -187,15 +199,19 @@ pub fn peers_list(home: &Home, json_out: bool) -> anyhow::Result<ExitCode> {
 /// `loopsy peers add|remove|rename|grant|revoke`
 pub fn peers_change(home: &Home, tool: &'static str, args: Value) -> anyhow::Result<ExitCode> {
     let s = Session::connect(home)?;
-    let v = s.call(tool, args)?;
+    let v = s.call(tool, args.clone())?;
     let what = match tool {
         "loopsy_peer_add" => format!(
             "connected to {} at {}",
             v["connected"].as_str().unwrap_or("?"),
             v["dialing"].as_str().unwrap_or("?")
         ),
+        "loopsy_peer_remove" if args["here_only"].as_bool() == Some(true) => format!(
+            "removed {} here and cut it off (other members keep it)",
+            v["name"].as_str().unwrap_or("?")
+        ),
         "loopsy_peer_remove" => format!(
-            "removed {} and cut it off",
+            "removed {} and cut it off; every member drops it too",
             v["name"].as_str().unwrap_or("?")
         ),
         _ => {
@@ -261,6 +277,12 @@ pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<E
                 anstream::println!(
                     "  {}   {n} peer(s) tried to read another machine's inbox (disconnected; see the log)",
                     ui::paint(ui::WARN, "snoops")
+                );
+            }
+            if let Some(n) = n["members_refused"].as_u64().filter(|n| *n > 0) {
+                anstream::println!(
+                    "  {}  {n} introduction(s) or removal(s) from members refused (limits, authority, signatures; see the log)",
+                    ui::paint(ui::WARN, "refused")
                 );
             }
             if n["relay_serving"] == true {

@@ -60,7 +60,7 @@ pub async fn serve(ctx: DaemonCtx) {
                 let me = ctx.name().to_string();
                 let Some((name, caps)) = ctx.node().peer_caps(peer).await else {
                     warn!("exec stream from an untrusted peer refused");
-                    pipe::refuse(
+                    pipe::refuse_after_start(
                         &mut s,
                         "permission_denied",
                         format!("{me} does not trust this machine (pair with it first)"),
@@ -69,7 +69,7 @@ pub async fn serve(ctx: DaemonCtx) {
                     return;
                 };
                 let outcome = if !caps.contains(&Capability::Exec) {
-                    pipe::refuse(
+                    pipe::refuse_after_start(
                         &mut s,
                         "permission_denied",
                         format!(
@@ -238,12 +238,9 @@ async fn open_and_start(
     let mut s = stream.compat();
     let closed =
         || -> Why { Box::new(|peer| format!("{peer} closed the stream before answering; retry")) };
-    if wire::write_frame(&mut s, Kind::Start, &start.data)
-        .await
-        .is_err()
-    {
-        return Err(Opening::Dropped(closed()));
-    }
+    // A refusal may already be on its way (the runner answers before reading): read it
+    // even when the write failed.
+    let _ = wire::write_frame(&mut s, Kind::Start, &start.data).await;
     match tokio::time::timeout(ANSWER_TIMEOUT, wire::read_frame(&mut s)).await {
         Ok(Ok(Some(f))) => Ok((s, f)),
         Ok(_) => Err(Opening::Dropped(closed())),

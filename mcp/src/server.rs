@@ -20,7 +20,7 @@ use crate::audit::AuditRecord;
 use crate::resources;
 use crate::tool_error::{ErrorCode, ToolError, success};
 use crate::tools::admin::{
-    self, CapsArgs, NoArgs, PairOpenArgs, PairWithArgs, PeerAddArgs, PeerArgs, RenameArgs,
+    self, CapsArgs, NoArgs, PairOpenArgs, PairWithArgs, PeerAddArgs, RemoveArgs, RenameArgs,
 };
 use crate::tools::commands;
 use crate::tools::context;
@@ -560,8 +560,8 @@ impl LoopsyServer {
         admin::peer_add(&self.ctx, a).await
     }
 
-    #[tool(description = "Forget a peer and disconnect it at once.", output_schema = schema_for_output::<PeerView>())]
-    async fn loopsy_peer_remove(&self, Parameters(a): Parameters<PeerArgs>) -> CallToolResult {
+    #[tool(description = "Remove a machine from the mesh: this machine forgets it and cuts it off at once, and a signed removal tells every member to do the same (members offline now apply it when they return). here_only: forget it on this machine only.", output_schema = schema_for_output::<PeerView>())]
+    async fn loopsy_peer_remove(&self, Parameters(a): Parameters<RemoveArgs>) -> CallToolResult {
         admin::peer_remove(&self.ctx, a).await
     }
 

@@ -14,7 +14,9 @@ use libp2p::{
 
 use crate::Identity;
 use crate::node::NodeError;
-use crate::wire::{self, PairRequest, PairResponse, RpcRequest, RpcResponse};
+use crate::wire::{
+    self, MembersRequest, MembersResponse, PairRequest, PairResponse, RpcRequest, RpcResponse,
+};
 
 /// The identify protocol version all loopsy nodes speak.
 pub const IDENTIFY_PROTOCOL: &str = "/loopsy/id/1";
@@ -36,6 +38,8 @@ pub struct MeshBehaviour {
     pub pair: cbor::Behaviour<PairRequest, PairResponse>,
     /// Tool calls between trusted peers.
     pub rpc: cbor::Behaviour<RpcRequest, RpcResponse>,
+    /// Introductions and removals between trusted members.
+    pub members: cbor::Behaviour<MembersRequest, MembersResponse>,
     /// Raw streams for bulk data (files).
     pub streams: libp2p_stream::Behaviour,
     /// Circuit relay v2 for trusted peers behind NATs (`relay.serve`).
@@ -165,6 +169,16 @@ pub fn build(
                 )],
                 request_response::Config::default().with_request_timeout(RPC_TIMEOUT),
             );
+            let members = cbor::Behaviour::with_codec(
+                cbor::codec::Codec::default()
+                    .set_request_size_maximum(wire::MAX_MEMBERS_MSG)
+                    .set_response_size_maximum(1024),
+                [(
+                    StreamProtocol::new(wire::MEMBERS_PROTOCOL),
+                    ProtocolSupport::Full,
+                )],
+                request_response::Config::default().with_request_timeout(PAIR_TIMEOUT),
+            );
             let gossip = gossip(key)?;
             Ok(MeshBehaviour {
                 gossip,
@@ -180,6 +194,7 @@ pub fn build(
                 mdns: mdns.into(),
                 pair,
                 rpc,
+                members,
                 streams: libp2p_stream::Behaviour::new(),
                 relay_server: serve
                     .map(|limits| {

@@ -37,6 +37,8 @@ pub struct Config {
     pub messages: MessagesConfig,
     /// The phone relay link.
     pub relay: RelayConfig,
+    /// How far other members' introductions reach.
+    pub trust: TrustConfig,
     /// The daemon's own log.
     pub log: LogConfig,
 }
@@ -116,6 +118,26 @@ impl Default for AuditConfig {
         Self {
             max_bytes: 10 * 1024 * 1024,
             keep: 3,
+        }
+    }
+}
+
+/// `[trust]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// The most a machine introduced by a member may do here. It also never gets more than
+    /// that member grants it, nor more than that member may do here.
+    pub introduced_caps: Vec<crate::trust::Capability>,
+    /// Most machines one member may introduce here.
+    pub max_introduced_per_member: usize,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            introduced_caps: crate::trust::Capability::ALL.to_vec(),
+            max_introduced_per_member: 64,
         }
     }
 }
@@ -426,6 +448,12 @@ impl Config {
                 message,
             })?;
         }
+        if self.trust.max_introduced_per_member > crate::trust::MAX_PEERS {
+            return Err(ConfigError::Invalid {
+                field: "trust.max_introduced_per_member",
+                message: format!("must be between 0 and {}", crate::trust::MAX_PEERS),
+            });
+        }
         if !(4096..=256 << 20).contains(&self.sessions.scrollback_bytes) {
             return Err(ConfigError::Invalid {
                 field: "sessions.scrollback_bytes",
@@ -664,6 +692,14 @@ name = "{name}"
 # While a phone or the dashboard is connected, one shell is kept started ahead of use so a
 # new shell opens at its prompt; unused, it ends after this many seconds (0: no spare).
 # spare_shell_s = 600
+
+[trust]
+# The most a machine introduced by a member may do here (it also never gets more than that
+# member grants it, nor more than that member may do here). Paired machines get everything:
+# exec, pty, files-read, files-write, context, messages, introduce.
+# introduced_caps = ["exec", "pty", "files-read", "files-write", "context", "messages", "introduce"]
+# Most machines one member may introduce here.
+# max_introduced_per_member = 64
 
 [context]
 # Largest value one context key may hold, in bytes of JSON (keys are at most 512 bytes).

@@ -7,7 +7,9 @@ use std::path::Path;
 use crate::config::Config;
 use crate::pair::Window;
 use crate::trust::Trust;
-use crate::wire::{Introduction, PairRequest, PairResponse, RpcRequest, RpcResponse};
+use crate::wire::{
+    MembersRequest, MembersResponse, PairRequest, PairResponse, RpcRequest, RpcResponse,
+};
 
 /// Pairing messages (CBOR), and a pairing start with whatever SPAKE2 bytes they carry.
 pub fn pair_messages(data: &[u8]) {
@@ -24,7 +26,16 @@ pub fn rpc_messages(data: &[u8]) {
     let _ = ciborium::from_reader::<RpcResponse, _>(data);
     if let Ok(req) = ciborium::from_reader::<RpcRequest, _>(data) {
         let _ = serde_json::from_str::<serde_json::Value>(&req.args);
-        let _ = serde_json::from_str::<Vec<Introduction>>(&req.args);
+    }
+}
+
+/// Membership messages (CBOR), and every removal in them checked as a member would.
+pub fn members_messages(data: &[u8]) {
+    let _ = ciborium::from_reader::<MembersResponse, _>(data);
+    if let Ok(MembersRequest::Remove(v)) = ciborium::from_reader::<MembersRequest, _>(data) {
+        for r in v {
+            let _ = r.verify();
+        }
     }
 }
 
@@ -95,6 +106,19 @@ mod tests {
             args: r#"{"command":"true"}"#.into(),
         });
         push(&RpcResponse::Denied);
+        let member = libp2p::identity::Keypair::generate_ed25519();
+        if let Some(r) = crate::wire::Removal::sign(&member, &libp2p::PeerId::random(), 9) {
+            push(&MembersRequest::Remove(vec![r]));
+        }
+        push(&MembersRequest::Introduce {
+            intros: vec![crate::wire::Introduction {
+                peer_id: libp2p::PeerId::random().to_string(),
+                name: "kai".into(),
+                addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+                caps: crate::trust::Capability::ALL.to_vec(),
+            }],
+            complete: true,
+        });
         out.push(br#"{"op":"push","path":"a","size":1,"id":"ab","overwrite":false}"#.to_vec());
         out.push(br#"{"version":1,"peers":{}}"#.to_vec());
         out.push(b"[mesh]\nlisten_port = 1\n".to_vec());
@@ -174,6 +198,7 @@ mod tests {
             }
             pair_messages(&data);
             rpc_messages(&data);
+            members_messages(&data);
             file_header(&data);
             stored_files(&data);
             message_frames(&data);

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub relay_serve: Option<behaviour::RelayServe>,
     /// Relay nodes to reserve on when not publicly reachable (`relay.nodes`).
     pub relay_nodes: Vec<(PeerId, Multiaddr)>,
+    /// How far other members' introductions reach (`[trust]`).
+    pub trust: crate::config::TrustConfig,
 }
 
 /// A snapshot of the node for status tools.
@@ -62,6 +64,8 @@ pub struct NodeInfo {
     pub inbox_snoops: u64,
     /// Gossip messages dropped because the message layer was behind (their senders retry).
     pub gossip_overflow: u64,
+    /// Introductions and removals from members refused (limits, authority, signatures).
+    pub members_refused: u64,
 }
 
 /// A mesh relay node as status shows it.
@@ -107,8 +111,10 @@ pub struct PeerView {
     pub last_seen: Option<u64>,
     /// What it may do on this machine.
     pub caps: Vec<Capability>,
-    /// Unix time it was paired.
+    /// Unix time it was paired (or introduced).
     pub paired_at: u64,
+    /// The members vouching for it, by name: empty when it was paired here.
+    pub introduced_by: Vec<String>,
 }
 
 /// What `loopsy pair` shows while it waits.
@@ -208,7 +214,7 @@ pub(crate) enum Command {
     PairWait(Reply<PeerView>),
     PairClose,
     PairWith(Multiaddr, String, Reply<PeerView>),
-    Remove(String, Reply<PeerView>),
+    Remove(String, bool, Reply<PeerView>),
     Rename(String, String, Reply<PeerView>),
     SetCaps(String, Vec<Capability>, bool, Reply<PeerView>),
     Call(String, RpcRequest, Reply<String>),
@@ -354,9 +360,11 @@ impl NodeHandle {
         self.ask(|r| Command::PairWith(addr, code, r)).await?
     }
 
-    /// Forget a peer and cut it off now.
-    pub async fn remove(&self, who: &str) -> Result<PeerView, NodeError> {
-        self.ask(|r| Command::Remove(who.to_string(), r)).await?
+    /// Forget a peer and cut it off now; unless `here_only`, remove it from every member of
+    /// the mesh too (a signed removal, passed on).
+    pub async fn remove(&self, who: &str, here_only: bool) -> Result<PeerView, NodeError> {
+        self.ask(|r| Command::Remove(who.to_string(), here_only, r))
+            .await?
     }
 
     /// Rename a peer.
@@ -482,7 +490,7 @@ pub async fn spawn(
         swarm,
         (rx, in_tx),
         cfg,
-        trust,
+        (trust, identity.keypair().clone()),
         connected_tx,
         crate::node_nat::Nat::new(allowed, refused),
         crate::node_gossip::Gossip {

@@ -116,6 +116,24 @@ impl NodeTask {
 
     /// Trust `peer` under a unique version of `wanted`, with every capability.
     fn pair_store(&mut self, peer: PeerId, wanted: &str) -> Result<PeerView, NodeError> {
+        // A machine paired here takes its name from one that was only introduced (an
+        // introduction must not shadow a machine the user pairs with by name).
+        let pid = peer.to_string();
+        if let Some(holder) = self
+            .trust
+            .peers
+            .iter()
+            .find(|(id, p)| p.name == wanted && !p.paired_here() && **id != pid)
+            .map(|(id, _)| id.clone())
+        {
+            let other =
+                self.trust
+                    .unique_name(&format!("{wanted}-introduced"), &self.cfg.name, &holder);
+            if let Some(h) = self.trust.peers.get_mut(&holder) {
+                info!(peer = %holder, from = %h.name, to = %other, "an introduced peer gives its name up to a paired one");
+                h.name = other;
+            }
+        }
         let name = self
             .trust
             .unique_name(wanted, &self.cfg.name, &peer.to_string());
@@ -139,14 +157,17 @@ impl NodeTask {
                 paired_at: now_unix(),
                 addrs,
                 introduced_by: None,
+                vouchers: Default::default(),
             },
         );
         self.trust.removed.remove(&peer.to_string());
+        self.trust.removals.retain(|r| r.peer != pid);
         self.save_trust()?;
         self.pair_peers.remove(&peer);
         self.inbox_maybe_ready(peer);
-        // N machines need N-1 pairings: tell the newcomer about our peers and them about it.
-        self.introduce_newcomer(peer);
+        // N machines need N-1 pairings: saving told our members about the newcomer; tell it
+        // about our pairings.
+        self.introduce_all_to(peer);
         self.view(&peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_string()))
     }

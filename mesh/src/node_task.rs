@@ -19,7 +19,7 @@ use crate::behaviour::{MeshBehaviour, MeshBehaviourEvent};
 use crate::node::{Command, InboundCall, NodeConfig, NodeError, NodeInfo, PeerView, Reply};
 use crate::node_pair::PairState;
 use crate::trust::Trust;
-use crate::wire::{INTRODUCE, RpcRequest, RpcResponse};
+use crate::wire::{RpcRequest, RpcResponse};
 
 /// First redial delay for a trusted peer; doubles up to [`MAX_REDIAL`].
 pub(crate) const MIN_REDIAL: Duration = Duration::from_secs(1);
@@ -107,9 +107,8 @@ pub(crate) struct NodeTask {
     connect_waiters: HashMap<PeerId, Vec<Reply<PeerId>>>,
     /// When a reconnect last brought every backed-off redial forward.
     last_wake: Option<Instant>,
-    /// Peers that refused our introductions because they did not trust us yet (a newcomer
-    /// that has not finished its side of pairing): how many more times to try, at each tick.
-    pub(crate) intro_retry: HashMap<PeerId, u8>,
+    /// Introductions, removals and the rights they give.
+    pub(crate) members: crate::node_members::Members,
     /// Bumped when a trusted peer comes online.
     connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
     /// Relays, paths, reachability.
@@ -123,12 +122,13 @@ impl NodeTask {
         swarm: Swarm<MeshBehaviour>,
         (rx, inbound): (mpsc::Receiver<Command>, mpsc::Sender<InboundCall>),
         cfg: NodeConfig,
-        trust: Trust,
+        (trust, key): (Trust, libp2p::identity::Keypair),
         connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
         nat: crate::node_nat::Nat,
         gossip: crate::node_gossip::Gossip,
     ) -> Self {
         let now = Instant::now();
+        let members = crate::node_members::Members::new(key, &trust);
         let redial = trust
             .peers
             .keys()
@@ -152,7 +152,7 @@ impl NodeTask {
             discovered: HashMap::new(),
             connect_waiters: HashMap::new(),
             last_wake: None,
-            intro_retry: HashMap::new(),
+            members,
             connected,
             nat,
             gossip,
@@ -167,7 +167,10 @@ impl NodeTask {
         self.trust.peers.contains_key(&p.to_string())
     }
 
-    pub(crate) fn save_trust(&self) -> Result<(), NodeError> {
+    /// Persist the trust list after a change (and pass the change on: `trust_changed`).
+    pub(crate) fn save_trust(&mut self) -> Result<(), NodeError> {
+        self.trust.trim();
+        self.trust_changed();
         self.sync_allowed();
         self.trust
             .save(&self.cfg.trust_path)
@@ -210,8 +213,18 @@ impl NodeTask {
             address: conn.map(|c| c.addr.to_string()),
             rtt_ms: self.rtt.get(p).map(|d| d.as_secs_f64() * 1000.0),
             last_seen: self.last_seen.get(p).copied(),
-            caps: t.caps.clone(),
+            caps: self.caps_of(p),
             paired_at: t.paired_at,
+            introduced_by: t
+                .vouchers
+                .keys()
+                .map(|v| {
+                    self.trust
+                        .peers
+                        .get(v)
+                        .map_or_else(|| v.clone(), |b| b.name.clone())
+                })
+                .collect(),
         })
     }
 
@@ -393,6 +406,7 @@ impl NodeTask {
                     relays: self.relay_views(),
                     inbox_snoops: self.gossip.snoops,
                     gossip_overflow: self.gossip.overflow,
+                    members_refused: self.members.refused,
                 });
             }
             Command::Peers(r) => {
@@ -419,18 +433,14 @@ impl NodeTask {
             Command::PairWait(r) => self.pair_wait(r),
             Command::PairClose => self.pair_close(),
             Command::PairWith(addr, code, r) => self.pair_with(addr, code, r),
-            Command::Remove(who, r) => {
+            Command::Remove(who, here_only, r) => {
                 let res = self.resolve(&who).and_then(|p| {
                     let view = self
                         .view(&p)
                         .ok_or_else(|| NodeError::UnknownPeer(who.clone()))?;
-                    self.trust.peers.remove(&p.to_string());
-                    self.trust.removed.insert(p.to_string());
+                    self.remove_member(p, here_only);
                     self.save_trust()?;
-                    self.redial.remove(&p);
-                    // Revocation is immediate: cut every connection now.
-                    let _ = self.swarm.disconnect_peer_id(p);
-                    info!(peer = %p, name = %view.name, "peer removed and disconnected");
+                    info!(peer = %p, name = %view.name, here_only, "peer removed and disconnected");
                     Ok(view)
                 });
                 let _ = r.send(res);
@@ -513,7 +523,7 @@ impl NodeTask {
                     self.trust
                         .peers
                         .get(&p.to_string())
-                        .map(|t| (t.name.clone(), t.caps.clone())),
+                        .map(|t| (t.name.clone(), self.caps_of(&p))),
                 );
             }
             Command::Publish(to, data, r) => {
@@ -690,6 +700,7 @@ impl NodeTask {
             }
             MeshBehaviourEvent::Pair(e) => self.pair_event(e),
             MeshBehaviourEvent::Rpc(e) => self.rpc_event(e),
+            MeshBehaviourEvent::Members(e) => self.members_event(e),
             MeshBehaviourEvent::RelayClient(e) => self.relay_client_event(e),
             MeshBehaviourEvent::RelayServer(e) => self.relay_server_event(e),
             MeshBehaviourEvent::Dcutr(e) => self.dcutr_event(e),
@@ -720,16 +731,11 @@ impl NodeTask {
                     return;
                 };
                 self.last_seen.insert(peer, now_unix());
-                if request.tool == INTRODUCE {
-                    let resp = self.on_introduce(peer, &request.args);
-                    let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
-                    return;
-                }
                 let (tx, rx) = oneshot::channel();
                 let call = InboundCall {
                     peer,
                     peer_name: t.name.clone(),
-                    caps: t.caps.clone(),
+                    caps: self.caps_of(&peer),
                     request,
                     reply: tx,
                 };
@@ -747,7 +753,6 @@ impl NodeTask {
                 }));
             }
             Event::Message {
-                peer,
                 message:
                     Message::Response {
                         request_id,
@@ -755,15 +760,6 @@ impl NodeTask {
                     },
                 ..
             } => {
-                // Only introductions go out without a caller waiting.
-                if !self.calls.contains_key(&request_id) {
-                    match response {
-                        RpcResponse::Denied => self.intro_refused(peer),
-                        _ => {
-                            self.intro_retry.remove(&peer);
-                        }
-                    }
-                }
                 if let Some((who, reply)) = self.calls.remove(&request_id) {
                     let _ = reply.send(match response {
                         RpcResponse::Result(json) => Ok(json),

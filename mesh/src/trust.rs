@@ -2,7 +2,7 @@
 //! Owned by the node task (revocation must reach live connections at once); persisted
 //! atomically on every change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,17 +40,20 @@ pub enum Capability {
     Context,
     /// Send messages and tasks.
     Messages,
+    /// Vouch for other machines (introduce them here) and remove machines from the mesh.
+    Introduce,
 }
 
 impl Capability {
     /// Every capability: the default grant for a paired machine.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Self::Exec,
         Self::Pty,
         Self::FilesRead,
         Self::FilesWrite,
         Self::Context,
         Self::Messages,
+        Self::Introduce,
     ];
 
     /// The name used in the CLI and config.
@@ -62,6 +65,7 @@ impl Capability {
             Self::FilesWrite => "files-write",
             Self::Context => "context",
             Self::Messages => "messages",
+            Self::Introduce => "introduce",
         }
     }
 
@@ -83,15 +87,19 @@ pub struct TrustedPeer {
     /// Addresses it was last reached at (multiaddrs), newest first.
     #[serde(default)]
     pub addrs: Vec<String>,
-    /// The member that introduced it (PeerId), when it was not paired directly.
+    /// The member that introduced it first (PeerId), when it was not paired here. Its
+    /// `caps` are then only a ceiling: see [`Trust::effective`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introduced_by: Option<String>,
+    /// Members vouching for it now (PeerId → what each grants it), when introduced.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vouchers: BTreeMap<String, Vec<Capability>>,
 }
 
 impl TrustedPeer {
-    /// Does it hold `cap`?
-    pub fn can(&self, cap: Capability) -> bool {
-        self.caps.contains(&cap)
+    /// Was it paired with this machine (rather than introduced by a member)?
+    pub fn paired_here(&self) -> bool {
+        self.introduced_by.is_none()
     }
 }
 
@@ -107,8 +115,18 @@ pub struct Trust {
     /// Peers removed here: introductions from other members never bring them back (only a
     /// new pairing does).
     #[serde(default)]
-    pub removed: std::collections::BTreeSet<String>,
+    pub removed: BTreeSet<String>,
+    /// Signed mesh-wide removals this machine knows, passed on to every member it meets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removals: Vec<crate::wire::Removal>,
 }
+
+/// Most peers one trust file holds (paired and introduced).
+pub const MAX_PEERS: usize = 1024;
+/// Most removed PeerIds and signed removals remembered (the oldest are forgotten first).
+pub const MAX_REMOVED: usize = 1024;
+/// Most members vouching for one introduced peer.
+pub const MAX_VOUCHERS: usize = 8;
 
 fn one() -> u32 {
     1
@@ -155,13 +173,92 @@ impl Trust {
             Ok(_) => {}
         }
         let bytes = std::fs::read(path).map_err(io)?;
-        let t: Trust = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        for (id, p) in &t.peers {
+        let mut t: Trust = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if t.peers.len() > MAX_PEERS {
+            return Err(corrupt(format!(
+                "{} peers (at most {MAX_PEERS})",
+                t.peers.len()
+            )));
+        }
+        for (id, p) in &mut t.peers {
             id.parse::<libp2p::PeerId>()
                 .map_err(|e| corrupt(format!("peer id {id:?}: {e}")))?;
             crate::config::validate_name(&p.name).map_err(corrupt)?;
+            // Files written before vouchers were kept: the introducer vouches for what it
+            // may do here, until it re-introduces the peer with its live grant.
+            if let Some(by) = &p.introduced_by
+                && p.vouchers.is_empty()
+            {
+                p.vouchers.insert(by.clone(), Capability::ALL.to_vec());
+            }
+            p.vouchers
+                .retain(|v, _| v.parse::<libp2p::PeerId>().is_ok());
         }
+        t.trim();
         Ok(t)
+    }
+
+    /// Forget the oldest removals past [`MAX_REMOVED`].
+    pub fn trim(&mut self) {
+        if self.removals.len() > MAX_REMOVED {
+            self.removals.sort_by_key(|r| std::cmp::Reverse(r.at));
+            self.removals.truncate(MAX_REMOVED);
+        }
+        while self.removed.len() > MAX_REMOVED {
+            let Some(first) = self.removed.iter().next().cloned() else {
+                break;
+            };
+            self.removed.remove(&first);
+        }
+    }
+
+    /// What each peer may do here, introductions followed. A peer paired here holds its own
+    /// grant. An introduced one holds at most its grant here (a ceiling) ∩ the union, over
+    /// the members vouching for it that hold `introduce` here, of (what that member grants
+    /// it ∩ what that member may do here). Computed as the least fixpoint, so every right
+    /// rests on a pairing made on this machine: a ring of introduced peers vouching for each
+    /// other gets nothing, and a revoke or removal anywhere up the chain takes effect here.
+    pub fn effective(&self) -> BTreeMap<String, Vec<Capability>> {
+        let mut eff: BTreeMap<&str, BTreeSet<Capability>> = self
+            .peers
+            .iter()
+            .map(|(id, p)| {
+                let own = if p.paired_here() {
+                    p.caps.iter().copied().collect()
+                } else {
+                    BTreeSet::new()
+                };
+                (id.as_str(), own)
+            })
+            .collect();
+        // Each round only adds rights; at most one round per (peer, capability) pair.
+        loop {
+            let mut changed = false;
+            for (id, p) in self.peers.iter().filter(|(_, p)| !p.paired_here()) {
+                let mut via = BTreeSet::new();
+                for (v, granted) in &p.vouchers {
+                    let Some(ve) = eff.get(v.as_str()).filter(|_| v != id) else {
+                        continue;
+                    };
+                    if ve.contains(&Capability::Introduce) {
+                        via.extend(granted.iter().filter(|c| ve.contains(c)).copied());
+                    }
+                }
+                via.retain(|c| p.caps.contains(c));
+                if let Some(cur) = eff.get_mut(id.as_str())
+                    && *cur != via
+                {
+                    *cur = via;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        eff.into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_iter().collect()))
+            .collect()
     }
 
     /// Write atomically (0600).
@@ -221,6 +318,7 @@ mod tests {
                 paired_at: 1,
                 addrs: vec![],
                 introduced_by: None,
+                vouchers: BTreeMap::new(),
             },
         );
         t.save(&path)?;

@@ -75,12 +75,14 @@ pub struct RpcRequest {
     pub args: String,
 }
 
-/// The pseudo-tool a member uses to introduce the peers it trusts.
-pub const INTRODUCE: &str = "_introduce";
-/// Most peers in one introduction.
+/// Membership between trusted members: introductions and signed removals.
+pub const MEMBERS_PROTOCOL: &str = "/loopsy/members/1";
+/// Largest membership message.
+pub const MAX_MEMBERS_MSG: u64 = 512 * 1024;
+/// Most peers in one introduction, or removals in one message.
 pub const MAX_INTRODUCTIONS: usize = 256;
 
-/// One peer a trusted member vouches for (carried as the JSON `args` of [`INTRODUCE`]).
+/// One peer a trusted member vouches for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Introduction {
     /// Its PeerId.
@@ -89,6 +91,54 @@ pub struct Introduction {
     pub name: String,
     /// Where to reach it.
     pub addrs: Vec<String>,
+    /// What the introducer grants it now. Empty: the introducer no longer vouches for it.
+    pub caps: Vec<Capability>,
+}
+
+/// "`peer` is out of the mesh", signed by the member that removed it, so any member can pass
+/// it on and every member can check who wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// The removed PeerId.
+    pub peer: String,
+    /// The member that removed it (its PeerId; the key that signed).
+    pub by: String,
+    /// Unix time of the removal, on the remover's clock.
+    pub at: u64,
+    /// Ed25519 signature by `by` over [`Removal::signed_bytes`].
+    #[serde(with = "serde_bytes_vec")]
+    pub sig: Vec<u8>,
+}
+
+/// A membership message from a trusted member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembersRequest {
+    /// Peers the sender vouches for (or, with no capabilities, no longer vouches for).
+    Introduce {
+        /// The peers.
+        intros: Vec<Introduction>,
+        /// This is every peer the sender vouches for: any other it vouched for before, it
+        /// no longer does (sent when two members meet, so one that was offline catches up).
+        complete: bool,
+    },
+    /// Signed removals the sender knows.
+    Remove(Vec<Removal>),
+}
+
+/// The answer to a [`MembersRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembersResponse {
+    /// Read: how many entries changed something here, how many were refused.
+    Done {
+        /// Entries applied.
+        applied: u32,
+        /// Entries refused (limits, authority, bad signature).
+        refused: u32,
+    },
+    /// The sender is not trusted here, or may not introduce.
+    Denied,
+    /// The sender sent too many membership messages lately.
+    Limited,
 }
 
 /// The answer to an [`RpcRequest`].

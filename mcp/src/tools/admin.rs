@@ -50,12 +50,16 @@ pub struct PeerAddArgs {
     pub addr: String,
 }
 
-/// Arguments naming one peer.
+/// `loopsy_peer_remove` arguments.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PeerArgs {
+pub struct RemoveArgs {
     /// Peer name or PeerId.
     pub peer: String,
+    /// Only forget it on this machine (default: remove it from every member of the mesh
+    /// with a signed removal that members pass on, also to those offline now).
+    #[serde(default)]
+    pub here_only: bool,
 }
 
 /// `loopsy_peer_rename` arguments.
@@ -230,8 +234,13 @@ pub async fn peer_add(ctx: &DaemonCtx, a: PeerAddArgs) -> CallToolResult {
 }
 
 /// `loopsy_peer_remove`
-pub async fn peer_remove(ctx: &DaemonCtx, a: PeerArgs) -> CallToolResult {
-    peer_result(ctx.node().remove(&a.peer).await, "removed")
+pub async fn peer_remove(ctx: &DaemonCtx, a: RemoveArgs) -> CallToolResult {
+    let verb = if a.here_only {
+        "removed here only:"
+    } else {
+        "removed from the mesh:"
+    };
+    peer_result(ctx.node().remove(&a.peer, a.here_only).await, verb)
 }
 
 /// `loopsy_peer_rename`

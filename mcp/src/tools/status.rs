@@ -58,6 +58,9 @@ pub struct MeshBrief {
     /// Gossip messages dropped because this daemon's message layer was behind (their senders
     /// send them again; nothing is lost).
     pub gossip_overflow: u64,
+    /// Introductions and removals from members refused here (over a limit, without the
+    /// authority, or badly signed).
+    pub members_refused: u64,
 }
 
 /// The phone relay link in brief.
@@ -120,6 +123,7 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
             relays: info.relays.clone(),
             inbox_snoops: info.inbox_snoops,
             gossip_overflow: info.gossip_overflow,
+            members_refused: info.members_refused,
         },
         relay: ctx
             .phones()

@@ -38,6 +38,21 @@ pub enum Outcome {
 
 /// Refuse on `w`: one `Refused` frame, then the end of the stream.
 pub async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, code: &str, message: String) {
+    write_refusal(w, code, message).await;
+}
+
+/// Refuse a caller that sends a `Start` first (a peer's stream): read it (briefly) so the
+/// refusal reaches the caller rather than a reset of a stream it is still writing to.
+pub async fn refuse_after_start<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    code: &str,
+    message: String,
+) {
+    let _ = tokio::time::timeout(START_TIMEOUT, wire::read_frame(s)).await;
+    write_refusal(s, code, message).await;
+}
+
+async fn write_refusal<W: AsyncWrite + Unpin>(w: &mut W, code: &str, message: String) {
     let _ = wire::write_json(
         w,
         Kind::Refused,
