@@ -641,6 +641,18 @@ fn auto_approve_needs_the_users_confirmation_on_the_machine() {
         json!({"kind": "claude", "args": ["--dangerously-skip-permissions"]}),
     );
     assert_eq!(code, "permission_denied", "{msg}");
+    // Nor through another kind or another spelling (the whole table: term/src/bypass.rs).
+    for args in [
+        json!({"kind": "custom", "command": "claude", "args": ["--dangerously-skip-permissions"]}),
+        json!({"kind": "custom", "command": "claude --permission-mode bypassPermissions"}),
+        json!({"command": "sh", "args": ["-c", "gemini --approval-mode=yolo"]}),
+        json!({"command": "env", "args": ["codex", "--yolo"]}),
+        json!({"kind": "claude", "args": ["--permission-mode", "bypassPermissions"]}),
+    ] {
+        let (code, msg) = fails(&mut m, "loopsy_session_start", args.clone());
+        assert_eq!(code, "permission_denied", "{args}: {msg}");
+        assert!(msg.contains("loopsy approve"), "{msg}");
+    }
     // Kinds without such a flag, and agents that are not installed, say so.
     let (code, _) = fails(
         &mut m,

@@ -2,6 +2,7 @@
 //! host that owns each PTY (scrollback ring + screen model), and the daemon-side manager.
 
 pub mod approve;
+pub mod bypass;
 pub mod client;
 pub mod host;
 pub mod id;

@@ -206,15 +206,18 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
         },
     };
     let mut args = args;
-    // The skip-permissions flags come only through auto_approve (and its confirmation).
-    if let Some(f) = SessionKind::ALL
-        .iter()
-        .filter_map(|k| k.auto_approve_flag())
-        .find(|f| kind.agent_binary().is_some() && args.iter().any(|a| a == f))
-    {
+    // The skip-permissions switches come only through auto_approve (and the user's
+    // confirmation here), however they are spelled and whatever the session kind.
+    if let Some(f) = loopsy_term::bypass::find(&program, &args) {
         return ToolError::new(
             ErrorCode::PermissionDenied,
-            format!("pass auto_approve: true instead of {f} in args (the user must confirm it)"),
+            format!(
+                "`{}` makes {} skip its permission prompts, which only the user on {} may allow: start kind {} with auto_approve: true instead (they confirm with `loopsy approve <id>` there)",
+                f.spelling,
+                f.agent,
+                ctx.name(),
+                f.agent
+            ),
         )
         .into_result();
     }
