@@ -82,6 +82,10 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
     files_cfg
         .denied_paths
         .push(home.root().display().to_string());
+    // Nor is loopsy's own program (a peer replacing it would run at the next start).
+    if let Ok(exe) = std::env::current_exe() {
+        files_cfg.write_denied_paths.push(exe.display().to_string());
+    }
     let user_home = loopsy_sys::home_dir().unwrap_or_else(|| "/".into());
     let files = PathPolicy::new(&files_cfg, &user_home);
     let context = loopsy_mesh::context::ContextHandle::open(

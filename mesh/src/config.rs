@@ -626,6 +626,13 @@ fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
 /// The file `loopsy init` writes: every setting, documented, with its default.
 /// Only the name is set; the rest are commented-out defaults (a test keeps them true).
 pub fn template(name: &str) -> String {
+    let list = |v: &[&str]| {
+        let quoted: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let denied = list(crate::files::DEFAULT_DENIED);
+    let write_denied = list(crate::files::DEFAULT_WRITE_DENIED);
+    let anywhere = list(crate::files::DEFAULT_WRITE_DENIED_ANYWHERE);
     format!(
         r#"# loopsy configuration. Precedence: defaults < this file < LOOPSY_* env < flags.
 # Every setting is shown with its default; uncomment to change. Unknown keys are errors.
@@ -677,8 +684,19 @@ name = "{name}"
 # Roots transfers may read or write under ("~" is this user's home). Checked on both ends,
 # after resolving symlinks and "..".
 # allowed_paths = ["~"]
-# Never read or written, even under an allowed root.
-# denied_paths = ["~/.ssh", "~/.gnupg", "~/.aws", "~/.config/gcloud", "~/.kube", "~/.loopsy", "~/.netrc", "~/.docker/config.json"]
+# Never read or written, even under an allowed root: credential stores (and loopsy's own
+# data dir, wherever it is).
+# denied_paths = {denied}
+# Never written (reading is fine): files something runs or obeys later, so writing them is
+# running code here: shell start-up files, service and autostart dirs, agents' settings and
+# hooks, editors' and git's configs (and loopsy's own program). `loopsy doctor` warns when
+# one of these is taken out.
+# write_denied_paths = {write_denied}
+# Path endings never written wherever they are (repositories' hooks, projects' agent
+# settings).
+# write_denied_anywhere = {anywhere}
+# Never write into a directory of PATH under the home directory (~/.local/bin, ~/.cargo/bin…).
+# deny_writes_to_path_dirs = true
 # Write large received files straight to the disk (direct I/O), past the page cache, where
 # the file system supports it (elsewhere they go through the cache).
 # direct_io = true

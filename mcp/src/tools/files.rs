@@ -98,9 +98,9 @@ pub struct ListOut {
 fn file_err(peer: &str, e: FileError) -> ToolError {
     let whose = match &e {
         FileError::Remote { .. } => format!("{peer} refused: "),
-        FileError::Path(PathError::NotAllowed(_) | PathError::Denied(_)) => {
-            "this machine's policy: ".to_string()
-        }
+        FileError::Path(
+            PathError::NotAllowed(_) | PathError::Denied(_) | PathError::WriteDenied(..),
+        ) => "this machine's policy: ".to_string(),
         _ => String::new(),
     };
     let e0 = plain_file_err(e);

@@ -11,7 +11,10 @@ mod sink;
 mod transfer;
 
 pub use keep::{CopyOpts, Keep};
-pub use policy::{FilesConfig, PathError, PathPolicy};
+pub use policy::{
+    DEFAULT_DENIED, DEFAULT_WRITE_DENIED, DEFAULT_WRITE_DENIED_ANYWHERE, FilesConfig, PathError,
+    PathPolicy,
+};
 pub use proto::{Entry, FILE_PROTOCOL, FileRequest, decode_request};
 pub use server::serve;
 pub use transfer::{FileError, Progress, TransferOutcome, list, pull, push};

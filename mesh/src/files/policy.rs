@@ -12,31 +12,163 @@ use serde::{Deserialize, Serialize};
 pub struct FilesConfig {
     /// Roots a transfer may read or write under (`~` = the daemon user's home).
     pub allowed_paths: Vec<String>,
-    /// Paths never read or written, even under an allowed root.
+    /// Paths never read or written, even under an allowed root: credential stores.
     pub denied_paths: Vec<String>,
+    /// Paths never written (reading them is allowed): files something runs or obeys later,
+    /// so writing them is running code (shell start-up files, service and autostart dirs,
+    /// agents' settings and hooks, editors' and git's configs).
+    pub write_denied_paths: Vec<String>,
+    /// Path endings never written wherever they are (a repository's `.git/hooks`, a
+    /// project's `.claude/settings.json`, `.envrc`, …).
+    pub write_denied_anywhere: Vec<String>,
+    /// Never write into a directory of `PATH` that is under the home directory
+    /// (`~/.local/bin`, `~/.cargo/bin`, … where a planted program would run as a command).
+    pub deny_writes_to_path_dirs: bool,
     /// Write large received files with direct I/O (past the page cache) where the file
     /// system supports it.
     pub direct_io: bool,
+}
+
+/// Credential stores: neither read nor written by default.
+pub const DEFAULT_DENIED: &[&str] = &[
+    "~/.ssh",
+    "~/.gnupg",
+    "~/.aws",
+    "~/.azure",
+    "~/.config/gcloud",
+    "~/.kube",
+    "~/.loopsy",
+    "~/.netrc",
+    "~/.git-credentials",
+    "~/.config/git/credentials",
+    "~/.config/gh",
+    "~/.config/hub",
+    "~/.docker/config.json",
+    "~/.npmrc",
+    "~/.pypirc",
+    "~/.cargo/credentials",
+    "~/.cargo/credentials.toml",
+    "~/.vault-token",
+    "~/.terraform.d/credentials.tfrc.json",
+    "~/.password-store",
+    "~/.local/share/keyrings",
+    "~/Library/Keychains",
+    "~/.mozilla",
+    "~/.config/google-chrome",
+    "~/.config/chromium",
+    "~/Library/Application Support/Google/Chrome",
+    "~/Library/Application Support/Firefox",
+    "~/.claude/.credentials.json",
+    "~/.codex/auth.json",
+    "~/.gemini/oauth_creds.json",
+    "~/.local/share/opencode/auth.json",
+];
+
+/// Files something runs or obeys later: not written by default.
+pub const DEFAULT_WRITE_DENIED: &[&str] = &[
+    "~/.bashrc",
+    "~/.bash_profile",
+    "~/.bash_login",
+    "~/.bash_logout",
+    "~/.profile",
+    "~/.zshrc",
+    "~/.zshenv",
+    "~/.zprofile",
+    "~/.zlogin",
+    "~/.zlogout",
+    "~/.cshrc",
+    "~/.tcshrc",
+    "~/.kshrc",
+    "~/.config/fish",
+    "~/.xprofile",
+    "~/.xinitrc",
+    "~/.xsession",
+    "~/.pam_environment",
+    "~/.config/environment.d",
+    "~/.config/systemd",
+    "~/.local/share/systemd",
+    "~/.config/autostart",
+    "~/.local/share/applications",
+    "~/Library/LaunchAgents",
+    "~/Documents/PowerShell",
+    "~/Documents/WindowsPowerShell",
+    "~/AppData/Roaming/Microsoft/Windows/Start Menu/Programs/Startup",
+    "~/.gitconfig",
+    "~/.config/git",
+    "~/.vimrc",
+    "~/.vim",
+    "~/.config/nvim",
+    "~/.emacs",
+    "~/.emacs.d",
+    "~/.claude",
+    "~/.claude.json",
+    "~/.codex",
+    "~/.gemini",
+    "~/.config/opencode",
+    "~/.cursor",
+    "~/.config/Code/User",
+    "~/Library/Application Support/Code/User",
+    "~/.config/loopsy",
+];
+
+/// Path endings not written anywhere by default.
+pub const DEFAULT_WRITE_DENIED_ANYWHERE: &[&str] = &[
+    ".git/hooks",
+    ".git/config",
+    ".envrc",
+    ".claude/settings.json",
+    ".claude/settings.local.json",
+    ".mcp.json",
+    ".vscode/tasks.json",
+    ".vscode/settings.json",
+    ".cursor/mcp.json",
+    ".gemini/settings.json",
+    ".codex/config.toml",
+];
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
         Self {
             allowed_paths: vec!["~".into()],
-            denied_paths: [
-                "~/.ssh",
-                "~/.gnupg",
-                "~/.aws",
-                "~/.config/gcloud",
-                "~/.kube",
-                "~/.loopsy",
-                "~/.netrc",
-                "~/.docker/config.json",
-            ]
-            .map(String::from)
-            .to_vec(),
+            denied_paths: strings(DEFAULT_DENIED),
+            write_denied_paths: strings(DEFAULT_WRITE_DENIED),
+            write_denied_anywhere: strings(DEFAULT_WRITE_DENIED_ANYWHERE),
+            deny_writes_to_path_dirs: true,
             direct_io: true,
         }
+    }
+}
+
+impl FilesConfig {
+    /// The default rules this config no longer has: each one opens a way for a peer with
+    /// `files-read` to read a secret, or with `files-write` to run code here (for `doctor`).
+    pub fn opened_defaults(&self) -> Vec<String> {
+        let missing = |list: &[String], defaults: &[&str], what: &str| -> Vec<String> {
+            defaults
+                .iter()
+                .filter(|d| !list.iter().any(|x| x == *d))
+                .map(|d| format!("{what} no longer lists {d}"))
+                .collect()
+        };
+        let mut out = missing(&self.denied_paths, DEFAULT_DENIED, "files.denied_paths");
+        out.extend(missing(
+            &self.write_denied_paths,
+            DEFAULT_WRITE_DENIED,
+            "files.write_denied_paths",
+        ));
+        out.extend(missing(
+            &self.write_denied_anywhere,
+            DEFAULT_WRITE_DENIED_ANYWHERE,
+            "files.write_denied_anywhere",
+        ));
+        if !self.deny_writes_to_path_dirs {
+            out.push("files.deny_writes_to_path_dirs is off".into());
+        }
+        out
     }
 }
 
@@ -49,6 +181,11 @@ pub enum PathError {
     /// Under a denied path.
     #[error("{0} is in files.denied_paths")]
     Denied(String),
+    /// Under a path that is never written.
+    #[error(
+        "{0} is never written: {1} (a file something runs or obeys later; files.{2} in config.toml)"
+    )]
+    WriteDenied(String, &'static str, &'static str),
     /// Does not exist (or its directory does not).
     #[error("{0} does not exist")]
     NotFound(String),
@@ -63,7 +200,36 @@ pub struct PathPolicy {
     home: PathBuf,
     allowed: Vec<PathBuf>,
     denied: Vec<PathBuf>,
+    write_denied: Vec<PathBuf>,
+    write_denied_anywhere: Vec<PathBuf>,
+    path_dirs: Vec<PathBuf>,
     direct_io: bool,
+}
+
+/// Does `p` start with `prefix`? Case-blind where file systems usually are (macOS, Windows).
+fn under(p: &Path, prefix: &Path) -> bool {
+    if cfg!(any(target_os = "macos", windows)) {
+        let low = |x: &Path| PathBuf::from(x.to_string_lossy().to_lowercase());
+        low(p).starts_with(low(prefix))
+    } else {
+        p.starts_with(prefix)
+    }
+}
+
+/// Does `p` contain the components of `ending` in a row (`.git/hooks` in
+/// `/h/src/x/.git/hooks/pre-commit`)?
+fn contains_run(p: &Path, ending: &Path) -> bool {
+    let fold = |c: std::path::Component| {
+        let s = c.as_os_str().to_string_lossy().into_owned();
+        if cfg!(any(target_os = "macos", windows)) {
+            s.to_lowercase()
+        } else {
+            s
+        }
+    };
+    let parts: Vec<String> = p.components().map(fold).collect();
+    let want: Vec<String> = ending.components().map(fold).collect();
+    !want.is_empty() && parts.windows(want.len()).any(|w| w == want.as_slice())
 }
 
 fn expand(p: &str, home: &Path) -> PathBuf {
@@ -104,6 +270,30 @@ impl PathPolicy {
                 .iter()
                 .map(|p| canonical_lenient(&expand(p, &home)))
                 .collect(),
+            write_denied: cfg
+                .write_denied_paths
+                .iter()
+                .map(|p| canonical_lenient(&expand(p, &home)))
+                .collect(),
+            write_denied_anywhere: cfg
+                .write_denied_anywhere
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.is_relative())
+                .collect(),
+            path_dirs: if cfg.deny_writes_to_path_dirs {
+                std::env::var_os("PATH")
+                    .map(|v| {
+                        std::env::split_paths(&v)
+                            .filter(|d| d.is_absolute())
+                            .map(|d| canonical_lenient(&d))
+                            .filter(|d| d.starts_with(&home) && *d != home)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             home,
             direct_io: cfg.direct_io,
         }
@@ -115,11 +305,41 @@ impl PathPolicy {
     }
 
     fn check(&self, canon: PathBuf, shown: &str) -> Result<PathBuf, PathError> {
-        if self.denied.iter().any(|d| canon.starts_with(d)) {
+        if self.denied.iter().any(|d| under(&canon, d)) {
             return Err(PathError::Denied(shown.to_string()));
         }
-        if !self.allowed.iter().any(|a| canon.starts_with(a)) {
+        if !self.allowed.iter().any(|a| under(&canon, a)) {
             return Err(PathError::NotAllowed(shown.to_string()));
+        }
+        Ok(canon)
+    }
+
+    /// The rules for writing on top of those for reading.
+    fn check_write(&self, canon: PathBuf, shown: &str) -> Result<PathBuf, PathError> {
+        let canon = self.check(canon, shown)?;
+        let refuse = |why, key| Err(PathError::WriteDenied(shown.to_string(), why, key));
+        if self.write_denied.iter().any(|d| under(&canon, d)) {
+            return refuse("it is run or read as settings", "write_denied_paths");
+        }
+        if self
+            .write_denied_anywhere
+            .iter()
+            .any(|e| contains_run(&canon, e))
+        {
+            return refuse(
+                "it is run or read as settings in its project",
+                "write_denied_anywhere",
+            );
+        }
+        if self
+            .path_dirs
+            .iter()
+            .any(|d| canon.parent().is_some_and(|p| under(p, d)))
+        {
+            return refuse(
+                "it is in a directory of PATH, where a program runs as a command",
+                "deny_writes_to_path_dirs",
+            );
         }
         Ok(canon)
     }
@@ -161,7 +381,7 @@ impl PathPolicy {
                 "{p} is a directory; give a file name"
             )));
         }
-        self.check(canon, p)
+        self.check_write(canon, p)
     }
 }
 
@@ -249,6 +469,56 @@ mod tests {
     }
 
     #[test]
+    fn defaults_refuse_writes_that_would_run_code() -> std::io::Result<()> {
+        let t = tempfile::tempdir()?;
+        let h = t.path();
+        for d in [
+            ".config/systemd/user",
+            ".claude",
+            "src/app/.git/hooks",
+            "bin",
+            "notes",
+        ] {
+            std::fs::create_dir_all(h.join(d))?;
+        }
+        std::fs::write(h.join(".bashrc"), b"# rc")?;
+        let mut cfg = FilesConfig::default();
+        // A PATH dir under home, as ~/.local/bin or ~/.cargo/bin would be.
+        let p = PathPolicy::new(&cfg, h);
+        let mut with_bin = p.clone();
+        with_bin.path_dirs = vec![canonical_lenient(&h.join("bin"))];
+        for (path, key) in [
+            ("~/.bashrc", "write_denied_paths"),
+            ("~/.profile", "write_denied_paths"),
+            ("~/.config/systemd/user/x.service", "write_denied_paths"),
+            ("~/.claude/settings.json", "write_denied_paths"),
+            ("~/src/app/.git/hooks/pre-commit", "write_denied_anywhere"),
+        ] {
+            match p.writable(path) {
+                Err(PathError::WriteDenied(_, _, k)) => assert_eq!(k, key, "{path}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            with_bin.writable("~/bin/ls"),
+            Err(PathError::WriteDenied(_, _, "deny_writes_to_path_dirs"))
+        ));
+        // Reading them is fine; ordinary files are writable.
+        assert!(p.readable("~/.bashrc").is_ok());
+        assert!(p.writable("~/notes/todo.txt").is_ok());
+        assert!(p.writable("~/src/app/main.rs").is_ok());
+        // Each rule can be taken out, and doctor's list names what was opened.
+        cfg.write_denied_paths.retain(|x| x != "~/.bashrc");
+        assert!(PathPolicy::new(&cfg, h).writable("~/.bashrc").is_ok());
+        assert_eq!(
+            cfg.opened_defaults(),
+            vec!["files.write_denied_paths no longer lists ~/.bashrc".to_string()]
+        );
+        assert!(FilesConfig::default().opened_defaults().is_empty());
+        Ok(())
+    }
+
+    #[test]
     fn defaults_deny_secrets() {
         let t = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         std::fs::create_dir_all(t.path().join(".ssh")).unwrap_or_else(|e| panic!("{e}"));
@@ -258,5 +528,21 @@ mod tests {
             p.readable("~/.ssh/id_ed25519"),
             Err(PathError::Denied(_))
         ));
+        for f in [
+            ".git-credentials",
+            ".netrc",
+            ".config/gh/hosts.yml",
+            ".aws/credentials",
+        ] {
+            let path = t.path().join(f);
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
+            }
+            std::fs::write(&path, b"secret").unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                matches!(p.readable(&format!("~/{f}")), Err(PathError::Denied(_))),
+                "{f}"
+            );
+        }
     }
 }

@@ -91,7 +91,7 @@ fn reply_err(code: &str, message: impl Into<String>) -> FileReply {
 fn path_reply(e: &PathError) -> FileReply {
     let code = match e {
         PathError::NotAllowed(_) => "not_allowed",
-        PathError::Denied(_) => "denied",
+        PathError::Denied(_) | PathError::WriteDenied(..) => "denied",
         PathError::NotFound(_) => "not_found",
         PathError::Invalid(_) => "invalid",
     };

@@ -12,6 +12,7 @@ fn policy_io(root: &Path, direct_io: bool) -> PathPolicy {
             allowed_paths: vec!["~".into()],
             denied_paths: vec!["~/deny".into()],
             direct_io,
+            ..FilesConfig::default()
         },
         root,
     )
