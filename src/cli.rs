@@ -13,6 +13,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
 
+    /// Print what peers sent (message bodies, context values, names) as it is, control
+    /// characters included (by default they are shown escaped, as `\x1b`).
+    #[arg(long, global = true)]
+    pub raw: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

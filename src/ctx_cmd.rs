@@ -50,7 +50,7 @@ pub fn get(home: &Home, key: &str, json_out: bool, peer: Option<&str>) -> anyhow
     } else if v["found"] == true {
         let value = &v["entry"]["value"];
         match value.as_str() {
-            Some(t) => println!("{t}"),
+            Some(t) => println!("{}", ui::safe_text(t)),
             None => println!("{value}"),
         }
         if let Some(c) = v["entry"]["conflicts"].as_array().filter(|c| !c.is_empty()) {
@@ -134,11 +134,14 @@ pub fn ls(
         let short: String = shown.chars().take(60).collect();
         anstream::println!(
             "{}  {}  {}",
-            e["key"].as_str().unwrap_or("?"),
-            short.replace('\n', "⏎"),
+            ui::safe_line(e["key"].as_str().unwrap_or("?")),
+            ui::safe_line(&short.replace('\n', "⏎")),
             ui::paint(
                 DIM,
-                format!("by {}", e["written_by"].as_str().unwrap_or("?"))
+                format!(
+                    "by {}",
+                    ui::safe_line(e["written_by"].as_str().unwrap_or("?"))
+                )
             )
         );
     }
@@ -221,7 +224,7 @@ pub fn watch(home: &Home, key: &str) -> anyhow::Result<ExitCode> {
             let value = &v["entry"]["value"];
             value
                 .as_str()
-                .map_or_else(|| value.to_string(), str::to_string)
+                .map_or_else(|| value.to_string(), |t| ui::safe_line(t).into_owned())
         } else {
             "(unset)".to_string()
         };

@@ -158,7 +158,7 @@ pub fn ls(home: &Home, target: &str, json_out: bool) -> anyhow::Result<ExitCode>
     }
     for e in v["entries"].as_array().into_iter().flatten() {
         let kind = e["kind"].as_str().unwrap_or("?");
-        let name = e["name"].as_str().unwrap_or("?");
+        let name = ui::safe_line(e["name"].as_str().unwrap_or("?"));
         let shown = if kind == "dir" {
             format!("{name}/")
         } else {

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    ui::set_raw(cli.raw);
     let home = Home::resolve(cli.home.as_deref()).map_err(anyhow::Error::msg)?;
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {

@@ -169,11 +169,11 @@ fn print_peers(peers: &[Value]) {
         let admitted = if vouchers.is_empty() {
             "paired here".to_string()
         } else {
-            format!("via {}", vouchers.join(", "))
+            format!("via {}", ui::safe_line(&vouchers.join(", ")))
         };
         anstream::println!(
             "{:<16} {} {:<22} {:>6} {:>9}  {:<18} {}",
-            p["name"].as_str().unwrap_or("?"),
+            ui::safe_line(p["name"].as_str().unwrap_or("?")),
             state,
             path,
             since,

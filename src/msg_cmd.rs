@@ -70,17 +70,20 @@ fn print_message(m: &Value) {
     let kind = m["type"].as_str().unwrap_or("?");
     let mut head = format!(
         "{} {} {}",
-        ui::paint(BOLD, m["from_name"].as_str().unwrap_or("?")),
-        ui::paint(DIM, format!("[{kind}]")),
-        ui::paint(DIM, m["id"].as_str().unwrap_or("?"))
+        ui::paint(BOLD, ui::safe_line(m["from_name"].as_str().unwrap_or("?"))),
+        ui::paint(DIM, format!("[{}]", ui::safe_line(kind))),
+        ui::paint(DIM, ui::safe_line(m["id"].as_str().unwrap_or("?")))
     );
     if let Some(t) = m["thread"].as_str() {
-        head.push_str(&ui::paint(DIM, format!(" thread={t}")));
+        head.push_str(&ui::paint(DIM, format!(" thread={}", ui::safe_line(t))));
     }
     if let Some(r) = m["reply_to"].as_str() {
-        head.push_str(&ui::paint(DIM, format!(" reply-to={r}")));
+        head.push_str(&ui::paint(DIM, format!(" reply-to={}", ui::safe_line(r))));
     }
-    anstream::println!("{head}\n{}", m["body"].as_str().unwrap_or(""));
+    anstream::println!("{head}");
+    // Not through anstream, which would strip escape sequences from `--raw` text when
+    // colour is off: the body is escaped here unless the user asked for it raw.
+    println!("{}", ui::safe_text(m["body"].as_str().unwrap_or("")));
 }
 
 /// `loopsy msg inbox`
@@ -158,7 +161,7 @@ pub fn ack(home: &Home, id: &str) -> anyhow::Result<ExitCode> {
     anstream::println!(
         "{} {id} ({} gets a read receipt)",
         ui::paint(OK, "✓ read"),
-        v["from_name"].as_str().unwrap_or("the sender")
+        ui::safe_line(v["from_name"].as_str().unwrap_or("the sender"))
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -73,13 +73,13 @@ pub fn list(home: &Home, peer: Option<&str>, json_out: bool) -> anyhow::Result<E
         };
         anstream::println!(
             "{:<17} {:<16} {:<8} {} {:>7} {:<9} {}",
-            r["id"].as_str().unwrap_or("?"),
-            r["name"].as_str().unwrap_or("?"),
-            r["kind"].as_str().unwrap_or("?"),
+            ui::safe_line(r["id"].as_str().unwrap_or("?")),
+            ui::safe_line(r["name"].as_str().unwrap_or("?")),
+            ui::safe_line(r["kind"].as_str().unwrap_or("?")),
             ui::paint(style, format!("{state:<12}")),
             r["clients"].as_u64().unwrap_or(0),
             ago(r["last_activity_ms"].as_u64().unwrap_or(0)),
-            r["command"].as_str().unwrap_or("")
+            ui::safe_line(r["command"].as_str().unwrap_or(""))
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -498,3 +498,43 @@ fn mail_goes_out_after_the_sender_is_killed_and_restarted() {
         eprintln!("round {round}: delivered in {:?}", t0.elapsed());
     }
 }
+
+#[test]
+fn peer_text_reaches_the_terminal_escaped_unless_raw() {
+    let a = common::started_on_loopback("alpha");
+    let b = common::started_on_loopback("beta");
+    pair(&a, &b);
+    // A body that would retitle the terminal, clear it and fake a prompt.
+    let evil = "\x1b]0;pwned\x07hi\x1b[2J\r$ sudo rm -rf ~\u{202e}";
+    let out = a.run(&["msg", "send", "beta", evil, "--wait", "10"]);
+    assert!(out.status.success(), "{out:?}");
+    let inbox = b.ok(&["msg", "inbox"]);
+    assert!(
+        !inbox.contains('\x1b') && !inbox.contains('\r'),
+        "{inbox:?}"
+    );
+    assert!(
+        inbox.contains("\\x1b]0;pwned\\x07hi\\x1b[2J\\r$ sudo rm -rf ~\\u{202e}"),
+        "{inbox:?}"
+    );
+    assert!(b.ok(&["msg", "inbox", "--raw"]).contains(evil));
+    let json: Value = serde_json::from_str(&b.ok(&["msg", "inbox", "--json"])).unwrap();
+    assert_eq!(json[0]["body"], evil);
+    // Context values and keys from a peer, likewise.
+    a.ok(&["ctx", "set", "note", evil]);
+    wait_until("note replicated", Duration::from_secs(20), || {
+        b.run(&["ctx", "get", "note"]).status.success()
+    });
+    let got = b.ok(&["ctx", "get", "note"]);
+    assert!(
+        !got.contains('\x1b') && got.contains("\\x1b]0;pwned"),
+        "{got:?}"
+    );
+    assert_eq!(
+        b.ok(&["ctx", "get", "note", "--raw"])
+            .trim_end_matches('\n'),
+        evil
+    );
+    let ls = b.ok(&["ctx", "ls"]);
+    assert!(!ls.contains('\x1b'), "{ls:?}");
+}
