@@ -504,15 +504,13 @@ pub fn dashboard(home: &Home, no_open: bool, json_out: bool) -> anyhow::Result<E
         ui::print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let (opener, args) = loopsy_sys::shell::opener(&url);
+    // The link carries a one-time pairing: it goes to the browser through a file only this
+    // user can read (as Jupyter does), never as a process argument another user could see.
+    let page = home.root().join("dashboard.html");
     let opened = !no_open
         && std::io::stdout().is_terminal()
-        && Command::new(opener)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        && write_redirect(&page, &url).is_ok()
+        && open_file(&page);
     if opened {
         anstream::println!(
             "{} opened the dashboard in your browser",
@@ -524,4 +522,40 @@ pub fn dashboard(home: &Home, no_open: bool, json_out: bool) -> anyhow::Result<E
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A page that sends the browser on to `url`, private to this user (0600).
+fn write_redirect(page: &std::path::Path, url: &str) -> std::io::Result<()> {
+    let esc = url
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    let html = format!(
+        "<!doctype html><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\"><meta http-equiv=\"refresh\" content=\"0;url={esc}\"><title>loopsy dashboard</title><a href=\"{esc}\">Open the loopsy dashboard</a>\n"
+    );
+    loopsy_mesh::fsutil::atomic_write(page, html.as_bytes(), loopsy_mesh::fsutil::PRIVATE_FILE)
+}
+
+/// Open a local file in the browser; the only argument is its `file://` URL.
+fn open_file(page: &std::path::Path) -> bool {
+    let mut url = String::from("file://");
+    let path = page.display().to_string().replace('\\', "/");
+    if !path.starts_with('/') {
+        url.push('/');
+    }
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                url.push(b as char)
+            }
+            _ => url.push_str(&format!("%{b:02X}")),
+        }
+    }
+    let (opener, args) = loopsy_sys::shell::opener(&url);
+    Command::new(opener)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -48,6 +48,8 @@ struct Local {
     device_id: String,
     token_key: [u8; 32],
     used: Mutex<HashSet<String>>,
+    /// Phone ids handed out by a redeem in this run: the only ones that may connect.
+    redeemed: Mutex<HashSet<String>>,
     app_dir: PathBuf,
 }
 
@@ -105,6 +107,7 @@ impl Dashboard {
             device_id,
             token_key: rand::random(),
             used: Mutex::new(HashSet::new()),
+            redeemed: Mutex::new(HashSet::new()),
             app_dir,
         });
         let app = Router::new()
@@ -214,9 +217,15 @@ async fn redeem(State(l): State<Arc<Local>>, Path(d): Path<String>, body: Bytes)
                 "this link was already used: run `loopsy dashboard` again",
             ));
         }
+        drop(used);
+        let phone_id = secret::id_from(&rand::random());
+        l.redeemed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(phone_id.clone());
         Ok(Redeemed {
             device_id: l.device_id.clone(),
-            phone_id: secret::id_from(&rand::random()),
+            phone_id,
             // The local server keeps no bearer: the end-to-end channel decides who is trusted.
             phone_secret: secret::secret_from(&rand::random()),
             pair_id: t.pair_id,
@@ -236,6 +245,18 @@ async fn connect(
 ) -> Response {
     if d != l.device_id || !loopsy_relay::route::valid_id(&p) {
         return error(ApiError::not_found("no such device here"));
+    }
+    // Only a tab that redeemed a link of this run gets a socket (as on the relay, where a
+    // phone needs the bearer its redeem gave it).
+    if !l
+        .redeemed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&p)
+    {
+        return error(ApiError::forbidden(
+            "this tab has not redeemed a dashboard link: run `loopsy dashboard` again",
+        ));
     }
     // Same-origin only: another site in the browser cannot open this socket.
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
