@@ -92,6 +92,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
         &home.root().join("context"),
         loopsy_mesh::context::ContextConfig {
             max_value_bytes: cfg.context.max_value_bytes,
+            actor: Some(identity.peer_id().to_bytes()),
         },
     )
     .context("cannot open the context store")?;

@@ -285,6 +285,12 @@ pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<E
                     ui::paint(ui::WARN, "refused")
                 );
             }
+            if let Some(n) = n["context_refused"].as_u64().filter(|n| *n > 0) {
+                anstream::println!(
+                    "  {}  {n} context change(s) not shown here (an author without `context` here, or over a limit; see the log)",
+                    ui::paint(ui::WARN, "context")
+                );
+            }
             if n["relay_serving"] == true {
                 anstream::println!(
                     "  serving   {} for trusted peers ({} refused to strangers)",

@@ -367,3 +367,53 @@ fn documents_interoperate_with_the_js_automerge_package() {
     assert_eq!(a.ok(&["ctx", "get", "js_number"]).trim(), "7");
     assert_eq!(a.ok(&["ctx", "get", "greeting"]).trim(), "hello");
 }
+
+/// A peer whose `context` was revoked here cannot write here through a member that still
+/// grants it: its entries reach this replica (the document stays one) but are not shown,
+/// and are counted; a grant shows them again.
+#[test]
+fn a_revoked_peer_cannot_write_through_another_member() {
+    let a = started_on_loopback("alpha");
+    let b = started_on_loopback("beta");
+    let c = started_on_loopback("gamma");
+    pair(&a, &b);
+    pair(&a, &c);
+    wait_until("gamma meets beta", Duration::from_secs(20), || {
+        common::peers(&c)
+            .iter()
+            .any(|p| p["name"] == "beta" && p["online"] == true)
+    });
+    c.ok(&["peers", "revoke", "beta", "context"]);
+    b.ok(&["ctx", "set", "from-beta", "planted"]);
+    a.ok(&["ctx", "set", "from-alpha", "fine"]);
+    // alpha has both; gamma gets alpha's (and with it the document beta's change is in).
+    wait_until("alpha has beta's key", Duration::from_secs(20), || {
+        a.run(&["ctx", "get", "from-beta"]).status.success()
+    });
+    wait_until("gamma has alpha's key", Duration::from_secs(20), || {
+        c.run(&["ctx", "get", "from-alpha"]).status.success()
+    });
+    wait_until(
+        "gamma counted beta's change",
+        Duration::from_secs(20),
+        || c.status()["mesh"]["context_refused"].as_u64().unwrap_or(0) >= 1,
+    );
+    assert!(!c.run(&["ctx", "get", "from-beta"]).status.success());
+    let ls: Value = serde_json::from_str(&c.ok(&["ctx", "ls", "--json"])).unwrap();
+    assert!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["key"] != "from-beta"),
+        "{ls}"
+    );
+    // written_by is the machine whose change it is.
+    let e: Value = serde_json::from_str(&c.ok(&["ctx", "get", "from-alpha", "--json"])).unwrap();
+    assert_eq!(e["entry"]["written_by"], "alpha");
+    c.ok(&["peers", "grant", "beta", "context"]);
+    wait_until(
+        "beta's entry shown once granted",
+        Duration::from_secs(20),
+        || c.run(&["ctx", "get", "from-beta"]).status.success(),
+    );
+}

@@ -588,7 +588,7 @@ impl LoopsyServer {
         context::export(&self.ctx, a).await
     }
 
-    #[tool(description = "Import (merge, never replace) a context export: json or automerge.", output_schema = schema_for_output::<context::ImportOut>())]
+    #[tool(description = "Import a context export (json or automerge) as this machine's own writes: keys absent here are added, present ones replaced only by newer entries; nothing is removed.", output_schema = schema_for_output::<context::ImportOut>())]
     async fn loopsy_context_import(
         &self,
         Parameters(a): Parameters<context::ImportArgs>,

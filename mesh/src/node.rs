@@ -232,6 +232,7 @@ pub struct NodeHandle {
     streams: libp2p_stream::Control,
     connected: tokio::sync::watch::Receiver<(u64, Option<PeerId>)>,
     inbox_ready: tokio::sync::watch::Receiver<(u64, Option<PeerId>)>,
+    trust_changed: tokio::sync::watch::Receiver<u64>,
     gossip_in: GossipIn,
 }
 
@@ -279,6 +280,11 @@ impl NodeHandle {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Changes whenever the trust list does (a pairing, grant, revoke, removal, introduction).
+    pub fn trust_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.trust_changed.clone()
     }
 
     /// Changes whenever a trusted peer connects (a first or an additional connection).
@@ -485,12 +491,13 @@ pub async fn spawn(
     let (in_tx, in_rx) = mpsc::channel(INBOUND_CAPACITY);
     let (connected_tx, connected) = tokio::sync::watch::channel((0u64, None));
     let (ready_tx, inbox_ready) = tokio::sync::watch::channel((0u64, None));
+    let (trust_tx, trust_changed) = tokio::sync::watch::channel(0u64);
     let (gossip_tx, gossip_rx) = mpsc::channel(crate::node_gossip::GOSSIP_IN_CAPACITY);
     let task = crate::node_task::NodeTask::new(
         swarm,
         (rx, in_tx),
         cfg,
-        (trust, identity.keypair().clone()),
+        (trust, identity.keypair().clone(), trust_tx),
         connected_tx,
         crate::node_nat::Nat::new(allowed, refused),
         crate::node_gossip::Gossip {
@@ -509,6 +516,7 @@ pub async fn spawn(
             streams,
             connected,
             inbox_ready,
+            trust_changed,
             gossip_in: std::sync::Arc::new(std::sync::Mutex::new(Some(gossip_rx))),
         },
         in_rx,

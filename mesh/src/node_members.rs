@@ -36,10 +36,16 @@ pub(crate) struct Members {
     /// Peers that refused our introductions because they did not trust us yet (a newcomer
     /// that has not finished its side of pairing): how many more times to try, at each tick.
     retry: HashMap<PeerId, u8>,
+    /// Bumped on every change to the trust list (the context replica's authors follow it).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Members {
-    pub(crate) fn new(key: Keypair, trust: &crate::trust::Trust) -> Self {
+    pub(crate) fn new(
+        key: Keypair,
+        trust: &crate::trust::Trust,
+        changed: tokio::sync::watch::Sender<u64>,
+    ) -> Self {
         Self {
             key,
             eff: trust.effective(),
@@ -47,6 +53,7 @@ impl Members {
             rate: RateLimit::default(),
             refused: 0,
             retry: HashMap::new(),
+            changed,
         }
     }
 }
@@ -75,6 +82,7 @@ impl NodeTask {
     /// about every pairing of ours that was made, changed or undone.
     pub(crate) fn trust_changed(&mut self) {
         self.members.eff = self.trust.effective();
+        self.members.changed.send_modify(|g| *g = g.wrapping_add(1));
         let now = own_pairings(&self.trust);
         let old = std::mem::replace(&mut self.members.vouched, now);
         let mut changed: Vec<String> = self

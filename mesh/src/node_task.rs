@@ -122,13 +122,17 @@ impl NodeTask {
         swarm: Swarm<MeshBehaviour>,
         (rx, inbound): (mpsc::Receiver<Command>, mpsc::Sender<InboundCall>),
         cfg: NodeConfig,
-        (trust, key): (Trust, libp2p::identity::Keypair),
+        (trust, key, trust_tx): (
+            Trust,
+            libp2p::identity::Keypair,
+            tokio::sync::watch::Sender<u64>,
+        ),
         connected: tokio::sync::watch::Sender<(u64, Option<PeerId>)>,
         nat: crate::node_nat::Nat,
         gossip: crate::node_gossip::Gossip,
     ) -> Self {
         let now = Instant::now();
-        let members = crate::node_members::Members::new(key, &trust);
+        let members = crate::node_members::Members::new(key, &trust, trust_tx);
         let redial = trust
             .peers
             .keys()

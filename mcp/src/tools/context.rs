@@ -563,7 +563,7 @@ pub async fn export(ctx: &DaemonCtx, a: ExportArgs) -> CallToolResult {
     )
 }
 
-/// `loopsy_context_import`: merge, never replace.
+/// `loopsy_context_import`: taken in as this machine's own writes (newer entries win; nothing is removed).
 pub async fn import(ctx: &DaemonCtx, a: ImportArgs) -> CallToolResult {
     use base64::Engine;
     let bad = |m: String| ToolError::new(ErrorCode::InvalidArguments, m).into_result();

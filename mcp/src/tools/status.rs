@@ -61,6 +61,9 @@ pub struct MeshBrief {
     /// Introductions and removals from members refused here (over a limit, without the
     /// authority, or badly signed).
     pub members_refused: u64,
+    /// Context changes received that this replica does not show: by a peer without
+    /// `context` here, or breaking the rules the tools apply (key, value size, time).
+    pub context_refused: u64,
 }
 
 /// The phone relay link in brief.
@@ -124,6 +127,7 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
             inbox_snoops: info.inbox_snoops,
             gossip_overflow: info.gossip_overflow,
             members_refused: info.members_refused,
+            context_refused: ctx.context().refused(),
         },
         relay: ctx
             .phones()

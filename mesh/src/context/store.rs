@@ -18,20 +18,41 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// Compact the log into the snapshot past this many bytes.
 const COMPACT_AT: u64 = 8 << 20;
 
-/// Limits.
+/// Limits, and who this replica is.
 #[derive(Debug, Clone)]
 pub struct ContextConfig {
     /// Largest value, as JSON text.
     pub max_value_bytes: usize,
+    /// This machine's PeerId as bytes: the actor id of its changes. With it, the replica
+    /// shows only entries whose author (the actor of the change) is this machine or a peer
+    /// holding `context` here (see [`ContextHandle::set_authors`]); without it (tests of the
+    /// bare document), every entry.
+    pub actor: Option<Vec<u8>>,
 }
 
 impl Default for ContextConfig {
     fn default() -> Self {
         Self {
             max_value_bytes: 256 * 1024,
+            actor: None,
         }
     }
 }
+
+/// How far in the future a write's time may be (clock skew between machines).
+const MAX_SKEW_MS: u64 = 10 * 60 * 1000;
+
+/// Who may author what this replica shows: this machine, and the peers holding `context`
+/// here (actor id = PeerId bytes → name here).
+#[derive(Debug, Default)]
+struct Authors {
+    enforce: bool,
+    me: Vec<u8>,
+    peers: HashMap<Vec<u8>, String>,
+}
+
+/// What a replica holds, shared between the store's owner and its handles.
+type SharedAuthors = std::sync::Arc<std::sync::RwLock<Authors>>;
 
 /// A key's entry as readers see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -49,6 +70,10 @@ pub struct Entry {
     /// Values written concurrently that lost (visible until the next write).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<serde_json::Value>,
+    /// Whom the writing machine says it wrote for (a peer calling its tools), as it reports
+    /// it; `written_by` is the machine whose change it is, checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +129,30 @@ pub fn check_key(key: &str) -> Result<(), ContextError> {
     Ok(())
 }
 
+/// Does one operation of a peer's change follow the rules the tools apply? Whole entries
+/// (JSON strings) put on or deleted from the top level, a valid key, a value within
+/// `max_value_bytes`, `written_by` naming the author, a time not in the future.
+fn change_op_ok(op: &automerge::legacy::Op, max_value_bytes: usize, now: u64) -> bool {
+    use automerge::legacy::{Key, ObjectId};
+    let (ObjectId::Root, Key::Map(key)) = (&op.obj, &op.key) else {
+        return false;
+    };
+    if check_key(key).is_err() {
+        return false;
+    }
+    match &op.action {
+        automerge::legacy::OpType::Delete => true,
+        automerge::legacy::OpType::Put(automerge::ScalarValue::Str(s)) => {
+            serde_json::from_str::<Stored>(s).is_ok_and(|st| {
+                st.written_at <= now.saturating_add(MAX_SKEW_MS)
+                    && serde_json::to_string(&st.value).map_or(usize::MAX, |j| j.len())
+                        <= max_value_bytes
+            })
+        }
+        _ => false,
+    }
+}
+
 /// Largest sync message accepted from a peer.
 pub const MAX_SYNC_MESSAGE: usize = 32 << 20;
 
@@ -147,6 +196,10 @@ pub struct ContextHandle {
     changed: tokio::sync::watch::Receiver<u64>,
     /// Peer (PeerId text) → when a sync session with it last completed (Unix ms).
     synced: std::sync::Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    /// Who may author what is shown here.
+    authors: SharedAuthors,
+    /// Changes received that are not shown here (see `Doc::audit_changes`).
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Doc {
@@ -160,6 +213,12 @@ struct Doc {
     dirty: bool,
     /// The last local write's `written_at`.
     last_write: u64,
+    /// Who may author what is shown.
+    authors: SharedAuthors,
+    /// Largest value shown, as JSON text.
+    max_value_bytes: usize,
+    /// Changes received from authors without `context` here or breaking the rules.
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Doc {
@@ -187,7 +246,16 @@ impl Doc {
             heads_we_lack: unknown,
         }
     }
+}
 
+/// A read-only look at a document, under a replica's rules.
+struct View<'a> {
+    doc: &'a AutoCommit,
+    authors: &'a SharedAuthors,
+    max_value_bytes: usize,
+}
+
+impl View<'_> {
     /// One value of a key: ours (a JSON entry), or what another automerge client wrote — a
     /// plain string, a text object (what a JS string assignment makes), a number or a bool.
     fn decode(&self, v: &automerge::Value<'_>, id: &automerge::ObjId) -> Option<Stored> {
@@ -219,29 +287,233 @@ impl Doc {
         }
     }
 
+    /// The author of a value: its name here, when it may author entries shown here.
+    /// `None`: not shown (an author without `context` here, or not a PeerId).
+    fn author(&self, id: &automerge::ObjId, stored_by: &str) -> Option<(String, Option<String>)> {
+        let a = self.authors.read().unwrap_or_else(|p| p.into_inner());
+        if !a.enforce {
+            return Some((stored_by.to_string(), None));
+        }
+        let automerge::ObjId::Id(_, actor, _) = id else {
+            return None;
+        };
+        let actor = actor.to_bytes();
+        if actor == a.me.as_slice() {
+            return Some((stored_by.to_string(), None));
+        }
+        let name = a.peers.get(actor)?;
+        let claim = Some(stored_by.to_string()).filter(|c| !c.is_empty() && c != name);
+        Some((name.clone(), claim))
+    }
+
+    /// A value of `key` as this replica may show it: by an allowed author, within the limits,
+    /// not from the future.
+    fn valid(
+        &self,
+        key: &str,
+        v: &automerge::Value<'_>,
+        id: &automerge::ObjId,
+        now: u64,
+    ) -> Option<(Stored, Option<String>)> {
+        let mut s = self.decode(v, id)?;
+        let (by, claim) = self.author(id, &s.written_by)?;
+        if check_key(key).is_err()
+            || s.written_at > now.saturating_add(MAX_SKEW_MS)
+            || serde_json::to_string(&s.value).map_or(usize::MAX, |j| j.len())
+                > self.max_value_bytes
+        {
+            return None;
+        }
+        s.written_by = by;
+        Some((s, claim))
+    }
+
     fn entry(&self, key: &str, now: u64) -> Option<Entry> {
         let all = self.doc.get_all(ROOT, key).ok()?;
-        let mut decoded: Vec<Stored> = all
+        // `get` is automerge's deterministic winner; the rest are conflicts. A winner this
+        // replica may not show gives way to the next value it may.
+        let (winner, wid) = self.doc.get(ROOT, key).ok()??;
+        let mut candidates = vec![(winner, wid.clone())];
+        candidates.extend(all.into_iter().filter(|(_, id)| *id != wid));
+        let mut shown = candidates
             .iter()
-            .filter_map(|(v, id)| self.decode(v, id))
-            .collect();
-        // `get` is automerge's deterministic winner; the rest are conflicts.
-        let (winner, id) = self.doc.get(ROOT, key).ok()??;
-        let win = self.decode(&winner, &id)?;
+            .filter_map(|(v, id)| self.valid(key, v, id, now));
+        let (win, requested_by) = shown.next()?;
         if win.expires_at.is_some_and(|e| e <= now) {
             return None;
         }
-        decoded.retain(|s| {
-            s.written_at != win.written_at || s.value != win.value || s.written_by != win.written_by
-        });
+        let conflicts = shown
+            .filter(|(s, _)| {
+                s.written_at != win.written_at
+                    || s.value != win.value
+                    || s.written_by != win.written_by
+            })
+            .map(|(s, _)| s.value)
+            .collect();
         Some(Entry {
             key: key.to_string(),
             value: win.value,
             written_by: win.written_by,
             written_at: win.written_at,
             expires_at: win.expires_at,
-            conflicts: decoded.into_iter().map(|s| s.value).collect(),
+            conflicts,
+            requested_by,
         })
+    }
+}
+
+impl Doc {
+    fn view(&self) -> View<'_> {
+        View {
+            doc: &self.doc,
+            authors: &self.authors,
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+
+    fn entry(&self, key: &str, now: u64) -> Option<Entry> {
+        self.view().entry(key, now)
+    }
+
+    /// Count the changes since `before` that this replica will not show: by an author
+    /// without `context` here, or breaking the rules the tools apply (keys, value size, a
+    /// `written_by` that is not the author's, a time in the future, anything but whole
+    /// entries at the top level). They stay in the document (later changes, honest ones
+    /// included, are built on them: automerge's changes are hash-chained, so dropping one
+    /// would strand every change after it) but no read here ever returns them.
+    fn audit_changes(&mut self, before: &[automerge::ChangeHash], now: u64) {
+        let bad = {
+            let a = self.authors.read().unwrap_or_else(|p| p.into_inner());
+            if !a.enforce {
+                return;
+            }
+            let changes = self.doc.get_changes(before);
+            changes
+                .iter()
+                .filter(|c| {
+                    let actor = c.actor_id().to_bytes();
+                    if actor == a.me.as_slice() {
+                        return false;
+                    }
+                    if !a.peers.contains_key(actor) {
+                        return true;
+                    }
+                    c.decode()
+                        .operations
+                        .iter()
+                        .any(|op| !change_op_ok(op, self.max_value_bytes, now))
+                })
+                .count() as u64
+        };
+        if bad > 0 {
+            tracing::warn!(changes = bad, "context changes refused (not shown here)");
+            self.refused
+                .fetch_add(bad, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Take in another automerge document's entries as this machine's own writes (its
+    /// changes are not merged: their authors are no machine of the mesh). A key absent
+    /// here is added; one present here is replaced only by a newer entry.
+    fn import(&mut self, other: AutoCommit, now: u64) -> Result<(), ContextError> {
+        let anyone: SharedAuthors = Default::default();
+        let foreign = View {
+            doc: &other,
+            authors: &anyone,
+            max_value_bytes: self.max_value_bytes,
+        };
+        let keys: Vec<String> = foreign.doc.keys(ROOT).collect();
+        for key in keys {
+            let Some(e) = foreign.entry(&key, now) else {
+                continue;
+            };
+            if check_key(&key).is_err() {
+                continue;
+            }
+            if self
+                .entry(&key, now)
+                .is_some_and(|here| here.written_at >= e.written_at)
+            {
+                continue;
+            }
+            let written_at = now.max(self.last_write + 1);
+            self.last_write = written_at;
+            let stored = Stored {
+                value: e.value,
+                written_by: e.written_by,
+                written_at,
+                expires_at: e.expires_at,
+            };
+            let json =
+                serde_json::to_string(&stored).map_err(|e| ContextError::Doc(e.to_string()))?;
+            self.doc
+                .put(ROOT, key.as_str(), json)
+                .map_err(|e| ContextError::Doc(e.to_string()))?;
+        }
+        self.persist()
+    }
+
+    /// Once, when a store written before changes carried PeerIds is first opened with
+    /// authorship checked: every entry visible then whose author is not a PeerId is written
+    /// again as this machine's own, so what the user had stays visible here (and replicates
+    /// under this machine's name).
+    fn adopt_legacy(&mut self, dir: &Path) -> Result<(), ContextError> {
+        let marker = dir.join("actors-v1");
+        if marker.exists() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let anyone: SharedAuthors = Default::default();
+        let legacy: Vec<(String, Stored)> = {
+            let view = View {
+                doc: &self.doc,
+                authors: &anyone,
+                max_value_bytes: self.max_value_bytes,
+            };
+            self.doc
+                .keys(ROOT)
+                .filter(|k| {
+                    let by_peer = self.doc.get(ROOT, k.as_str()).ok().flatten().is_some_and(
+                        |(_, id)| match id {
+                            automerge::ObjId::Id(_, actor, _) => {
+                                libp2p::PeerId::from_bytes(actor.to_bytes()).is_ok()
+                            }
+                            automerge::ObjId::Root => false,
+                        },
+                    );
+                    !by_peer
+                })
+                .filter_map(|k| {
+                    let e = view.entry(&k, now)?;
+                    Some((
+                        k,
+                        Stored {
+                            value: e.value,
+                            written_by: e.written_by,
+                            // Not the same JSON as before (automerge skips a put of the
+                            // value a key already holds): the same time, one ms on.
+                            written_at: e.written_at + 1,
+                            expires_at: e.expires_at,
+                        },
+                    ))
+                })
+                .collect()
+        };
+        for (k, st) in &legacy {
+            let json = serde_json::to_string(st).map_err(|e| ContextError::Doc(e.to_string()))?;
+            self.doc
+                .put(ROOT, k.as_str(), json)
+                .map_err(|e| ContextError::Doc(e.to_string()))?;
+        }
+        if !legacy.is_empty() {
+            tracing::info!(
+                keys = legacy.len(),
+                "context entries from before authorship checks adopted as this machine's"
+            );
+            self.persist()?;
+        }
+        crate::fsutil::atomic_write(&marker, b"1\n", crate::fsutil::PRIVATE_FILE)
+            .map_err(|e| ContextError::Doc(format!("{}: {e}", marker.display())))
     }
 
     fn persist(&mut self) -> Result<(), ContextError> {
@@ -331,6 +603,18 @@ impl ContextHandle {
             }
             None => AutoCommit::new(),
         };
+        // This machine's changes carry its PeerId as their actor: that is how every replica
+        // knows whose change each is.
+        let authors = Authors {
+            enforce: cfg.actor.is_some(),
+            me: cfg.actor.clone().unwrap_or_default(),
+            peers: HashMap::new(),
+        };
+        if let Some(a) = &cfg.actor {
+            doc.set_actor(automerge::ActorId::from(a.as_slice()));
+        }
+        let authors: SharedAuthors = std::sync::Arc::new(std::sync::RwLock::new(authors));
+        let refused: std::sync::Arc<std::sync::atomic::AtomicU64> = Default::default();
         for r in &loaded.records {
             if let Err(e) = doc.load_incremental(r) {
                 tracing::warn!(error = %e, "context log record refused; ignoring the rest");
@@ -341,14 +625,20 @@ impl ContextHandle {
         let _ = doc.save_incremental();
         let (tx, rx) = mpsc::channel(256);
         let (changed_tx, changed) = tokio::sync::watch::channel(0u64);
-        let d = Doc {
+        let mut d = Doc {
             doc,
             log,
             sync: Default::default(),
             changed: changed_tx,
             dirty: false,
             last_write: 0,
+            authors: authors.clone(),
+            max_value_bytes: cfg.max_value_bytes,
+            refused: refused.clone(),
         };
+        if cfg.actor.is_some() {
+            d.adopt_legacy(dir)?;
+        }
         // The owner does fsyncs, compactions and whole-document merges: it gets its own
         // thread so the daemon's runtime workers (and the mesh) never wait on the disk.
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -364,7 +654,23 @@ impl ContextHandle {
             cfg,
             changed,
             synced: Default::default(),
+            authors,
+            refused,
         })
+    }
+
+    /// The peers holding `context` here, by PeerId (bytes) and name: the authors, besides
+    /// this machine, whose entries this replica shows. Called whenever the trust list may
+    /// have changed; a revoke hides that peer's entries from then on.
+    pub fn set_authors(&self, peers: impl IntoIterator<Item = (Vec<u8>, String)>) {
+        let mut a = self.authors.write().unwrap_or_else(|p| p.into_inner());
+        a.peers = peers.into_iter().collect();
+    }
+
+    /// Changes received that this replica does not show (authors without `context` here,
+    /// or breaking the rules), since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A receiver that changes whenever the document does.
@@ -538,6 +844,7 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
             }
             Cmd::SyncRecv(session, bytes, reply) => {
                 use automerge::sync::SyncDoc;
+                let before = d.doc.get_heads();
                 let r = automerge::sync::Message::decode(&bytes)
                     .map_err(|e| ContextError::Invalid(format!("malformed sync message: {e}")))
                     .and_then(|m| {
@@ -547,6 +854,7 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
                         })
                     })
                     .and_then(|()| d.persist());
+                d.audit_changes(&before, now);
                 let _ = reply.send(r);
             }
             Cmd::ExportAutomerge(reply) => {
@@ -555,12 +863,7 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
             Cmd::ImportAutomerge(bytes, reply) => {
                 let r = AutoCommit::load(&bytes)
                     .map_err(|e| ContextError::Invalid(format!("not an automerge document: {e}")))
-                    .and_then(|mut other| {
-                        d.doc
-                            .merge(&mut other)
-                            .map_err(|e| ContextError::Invalid(format!("cannot merge: {e}")))
-                    })
-                    .and_then(|_| d.persist());
+                    .and_then(|other| d.import(other, now));
                 let _ = reply.send(r);
             }
             Cmd::SyncForget(session) => {
@@ -598,6 +901,7 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
                         written_at: stored.written_at,
                         expires_at: stored.expires_at,
                         conflicts: Vec::new(),
+                        requested_by: None,
                     });
                 let _ = reply.send(r);
             }

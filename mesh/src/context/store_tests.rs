@@ -2,6 +2,118 @@
 
 use super::*;
 
+/// A document with no authorship rules (every entry shown).
+fn bare(doc: AutoCommit, log: ChangeLog) -> Doc {
+    Doc {
+        doc,
+        log,
+        sync: Default::default(),
+        changed: tokio::sync::watch::channel(0u64).0,
+        dirty: false,
+        last_write: 0,
+        authors: Default::default(),
+        max_value_bytes: 256 * 1024,
+        refused: Default::default(),
+    }
+}
+
+/// A replica of machine `who` (its PeerId as actor), with limit `max`.
+fn replica(dir: &std::path::Path, who: &libp2p::PeerId, max: usize) -> ContextHandle {
+    ContextHandle::open(
+        dir,
+        ContextConfig {
+            max_value_bytes: max,
+            actor: Some(who.to_bytes()),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn entries_from_before_authorship_checks_stay_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = ContextHandle::open(dir.path(), ContextConfig::default()).unwrap();
+    old.set("kept", serde_json::json!("yes"), None, "kai")
+        .await
+        .unwrap();
+    drop(old);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let me = libp2p::PeerId::random();
+    let c = replica(dir.path(), &me, 1024);
+    let e = c.get("kept").await.unwrap().unwrap();
+    assert_eq!(
+        (e.value, e.written_by.as_str()),
+        (serde_json::json!("yes"), "kai")
+    );
+    drop(c);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        replica(dir.path(), &me, 1024)
+            .get("kept")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_replica_shows_only_what_its_authors_may_write_under_its_rules() {
+    use crate::context::sync::tests::sync_pair;
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, pm) = (
+        libp2p::PeerId::random(),
+        libp2p::PeerId::random(),
+        libp2p::PeerId::random(),
+    );
+    let a = replica(&dir.path().join("a"), &pa, 1024);
+    let b = replica(&dir.path().join("b"), &pb, 1 << 20);
+    let m = replica(&dir.path().join("m"), &pm, 1 << 20);
+    // beta writes, and claims the write was alpha's; mallory writes too.
+    b.set("from-b", serde_json::json!("ok"), None, "alpha")
+        .await
+        .unwrap();
+    b.set("big", serde_json::json!("x".repeat(4000)), None, "beta")
+        .await
+        .unwrap();
+    m.set("from-m", serde_json::json!("sneaky"), None, "beta")
+        .await
+        .unwrap();
+    sync_pair(&m, &b).await; // beta relays mallory's change
+    // alpha holds beta as an author (context here), not mallory.
+    a.set_authors([(pb.to_bytes(), "beta".to_string())]);
+    sync_pair(&b, &a).await;
+    let e = a.get("from-b").await.unwrap().unwrap();
+    assert_eq!(e.written_by, "beta", "the author, whatever it claims");
+    assert_eq!(e.requested_by.as_deref(), Some("alpha"));
+    assert!(
+        a.get("from-m").await.unwrap().is_none(),
+        "no context here: not shown"
+    );
+    assert!(
+        a.get("big").await.unwrap().is_none(),
+        "over this replica's limit"
+    );
+    assert_eq!(a.list("", 10, None).await.unwrap().entries.len(), 1);
+    assert_eq!(a.refused(), 2, "mallory's change and the oversize one");
+    // Granted later: mallory's entry shows; revoked again: gone.
+    a.set_authors([
+        (pb.to_bytes(), "beta".to_string()),
+        (pm.to_bytes(), "mallory".to_string()),
+    ]);
+    assert_eq!(
+        a.get("from-m").await.unwrap().unwrap().written_by,
+        "mallory"
+    );
+    a.set_authors([(pb.to_bytes(), "beta".to_string())]);
+    assert!(a.get("from-m").await.unwrap().is_none());
+    // Later writes by beta still arrive (nothing refused blocks them).
+    b.set("later", serde_json::json!(2), None, "beta")
+        .await
+        .unwrap();
+    sync_pair(&b, &a).await;
+    assert_eq!(a.get("later").await.unwrap().unwrap().value, 2);
+}
+
 #[tokio::test]
 async fn writes_survive_reopen_and_expire() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,14 +214,7 @@ fn keys_written_by_other_automerge_clients_are_readable_and_never_swept() {
         .unwrap();
     foreign.splice_text(&t, 0, 0, "from js").unwrap();
     let (log, _) = ChangeLog::open(dir.path()).unwrap();
-    let mut d = Doc {
-        doc: foreign,
-        log,
-        sync: Default::default(),
-        changed: tokio::sync::watch::channel(0u64).0,
-        dirty: false,
-        last_write: 0,
-    };
+    let mut d = bare(foreign, log);
     d.sweep(u64::MAX).unwrap();
     assert_eq!(d.entry("plain", 0).unwrap().value, "hello");
     assert_eq!(d.entry("n", 0).unwrap().value, 42);
@@ -148,25 +253,7 @@ fn concurrent_writes_pick_the_same_winner_and_keep_the_loser_visible() {
     let dir = tempfile::tempdir().unwrap();
     let (log_a, _) = ChangeLog::open(&dir.path().join("a")).unwrap();
     let (log_b, _) = ChangeLog::open(&dir.path().join("b")).unwrap();
-    let w = || tokio::sync::watch::channel(0u64).0;
-    let (da, db) = (
-        Doc {
-            doc: a,
-            log: log_a,
-            sync: Default::default(),
-            changed: w(),
-            dirty: false,
-            last_write: 0,
-        },
-        Doc {
-            doc: b,
-            log: log_b,
-            sync: Default::default(),
-            changed: w(),
-            dirty: false,
-            last_write: 0,
-        },
-    );
+    let (da, db) = (bare(a, log_a), bare(b, log_b));
     let (ea, eb) = (da.entry("k", 0).unwrap(), db.entry("k", 0).unwrap());
     assert_eq!(ea.value, eb.value);
     assert_eq!(ea.conflicts.len(), 1);

@@ -186,10 +186,24 @@ async fn sync_with(node: &NodeHandle, ctx: &ContextHandle, peer: PeerId) -> Resu
     }
 }
 
+/// The peers whose entries this replica shows: those holding `context` here.
+fn set_authors(ctx: &ContextHandle, peers: &[crate::node::PeerView]) {
+    ctx.set_authors(
+        peers
+            .iter()
+            .filter(|p| p.caps.contains(&Capability::Context))
+            .filter_map(|p| {
+                let id: PeerId = p.peer_id.parse().ok()?;
+                Some((id.to_bytes(), p.name.clone()))
+            }),
+    );
+}
+
 /// Keep every online peer that holds `context` in sync with this document.
 pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
     let mut changes = ctx.changes();
     let mut connected = node.connected();
+    let mut trust = node.trust_changed();
     // Sweeps only while some peer is online: with none there is nobody to sync with, and a
     // connection (or a change) wakes the loop anyway. (Any peer, not only those holding
     // `context`: a grant to a connected peer is picked up by the sweep.)
@@ -200,6 +214,9 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
     let running: std::sync::Arc<std::sync::Mutex<HashMap<PeerId, bool>>> = Default::default();
     let mut known_online: HashSet<PeerId> = HashSet::new();
     let mut ticks = 0u32;
+    if let Ok(peers) = node.peers().await {
+        set_authors(&ctx, &peers);
+    }
     loop {
         let changed = tokio::select! {
             r = changes.changed() => {
@@ -212,6 +229,13 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
                 ticks = ticks.wrapping_add(1);
                 ticks.is_multiple_of(FULL_PASS_EVERY)
             }
+            // Grants and revokes: who may author what is shown here follows at once.
+            r = trust.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                false
+            }
             // A peer came online: sync with it now, not at the next sweep.
             r = connected.changed() => {
                 if r.is_err() {
@@ -223,6 +247,7 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
         let Ok(peers) = node.peers().await else {
             return;
         };
+        set_authors(&ctx, &peers);
         anyone = peers.iter().any(|p| p.online);
         let online: Vec<PeerId> = peers
             .iter()
@@ -267,7 +292,7 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::context::ContextConfig;
     use tokio_util::compat::TokioAsyncReadCompatExt;
