@@ -46,8 +46,19 @@ pub fn configure(
     secret_stdin: bool,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
-    let url = relay_api::normalize_url(url)?;
     let reg = registration_secret(secret_stdin)?;
+    configure_with(home, url, reg, json_out)
+}
+
+/// Register with the relay at `url` (with its registration secret, if any) and save the
+/// credentials.
+fn configure_with(
+    home: &Home,
+    url: &str,
+    reg: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let url = relay_api::normalize_url(url)?;
     let api = RelayApi::new()?;
     let rt = runtime()?;
     let health = rt.block_on(api.health(&url))?;
@@ -430,24 +441,46 @@ pub fn deploy(
             .map(|w| w.trim_end_matches(['.', ',', ')']).to_string())
             .with_context(|| "wrangler did not print the Worker's URL; configure it by hand with `loopsy relay configure <url>`")?,
     };
-    // The pair-token key: random, into wrangler's stdin, never on a command line.
+    // The pair-token key, and a registration secret so that nobody else can register
+    // devices on this relay: random, into wrangler's stdin, never on a command line.
     let secret = loopsy_relay::secret::secret_from(&rand_bytes());
-    let mut child = wrangler(&src)?
-        .args(["secret", "put", "PAIR_TOKEN_SECRET", "--config"])
-        .arg(&config)
+    put_secret(&src, &config, "PAIR_TOKEN_SECRET", &secret)
+        .context("the relay cannot pair phones until PAIR_TOKEN_SECRET is set")?;
+    let registration = loopsy_relay::secret::secret_from(&rand_bytes());
+    put_secret(&src, &config, "REGISTRATION_SECRET", &registration).context(
+        "the relay is deployed but open to registrations from anyone until REGISTRATION_SECRET is set",
+    )?;
+    let kept = home.root().join("relay-registration.secret");
+    loopsy_mesh::fsutil::atomic_write(
+        &kept,
+        format!("{registration}\n").as_bytes(),
+        loopsy_mesh::fsutil::PRIVATE_FILE,
+    )?;
+    anstream::println!("{} deployed {url}", ui::paint(OK, "ok"));
+    anstream::println!(
+        "  registration is closed to others; another laptop of yours joins with\n  `loopsy relay configure {url} --registration-secret-stdin < relay-registration.secret`\n  (the secret is in {}, mode 0600)",
+        kept.display()
+    );
+    configure_with(home, &url, Some(registration), false)
+}
+
+/// `wrangler secret put NAME` with the value on stdin.
+fn put_secret(src: &Path, config: &Path, name: &str, value: &str) -> anyhow::Result<()> {
+    let mut child = wrangler(src)?
+        .args(["secret", "put", name, "--config"])
+        .arg(config)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .context("cannot run wrangler secret put")?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(secret.as_bytes())?;
+        stdin.write_all(value.as_bytes())?;
         stdin.write_all(b"\n")?;
     }
     if !child.wait()?.success() {
-        bail!("setting PAIR_TOKEN_SECRET failed: the relay cannot pair phones until it is set");
+        bail!("wrangler secret put {name} failed");
     }
-    anstream::println!("{} deployed {url}", ui::paint(OK, "ok"));
-    configure(home, &url, false, false)
+    Ok(())
 }
 
 fn rand_bytes() -> [u8; 32] {

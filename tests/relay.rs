@@ -462,7 +462,8 @@ fn relay_refuses_bad_tokens_codes_keys_and_frames() {
         t[10] = if t[10] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(t).unwrap();
         let (s, code) = redeem_token(&w, &device, &tampered).await;
-        assert!(s == 401 || s == 400, "{s} {code}");
+        // (A tampered token may name another device, which the relay does not know.)
+        assert!(s == 401 || s == 400 || s == 404, "{s} {code}");
         let expired = loopsy_relay::token::issue(
             relay_support::TOKEN_KEY.as_bytes(),
             &device,
@@ -628,7 +629,7 @@ fn relay_refuses_bad_tokens_codes_keys_and_frames() {
             "{r:?}"
         );
 
-        // Five bad tokens in a row lock redemption for this device, good tokens included.
+        // Five bad tokens in a row lock redemption for that client, good tokens included…
         let (link4, _) = pair_link(&h);
         let mut statuses = Vec::new();
         for _ in 0..5 {
@@ -637,6 +638,24 @@ fn relay_refuses_bad_tokens_codes_keys_and_frames() {
         assert_eq!(statuses, vec![401; 5]);
         let (s, code) = redeem_token(&w, &device, &token_of(&link4)).await;
         assert_eq!((s, code.as_str()), (429, "rate_limited"));
+        // …for that client address only: a stranger who knows the device id (it is in
+        // every pair link) cannot stop the owner's phone from pairing elsewhere.
+        let (s, b) = relay_support::http(
+            "POST",
+            &format!("{}/v1/device/{device}/redeem", w.url()),
+            &[("CF-Connecting-IP", "198.51.100.9")],
+            Some(
+                &json!({
+                    "token": token_of(&link4),
+                    "phone_key": base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(KeyPair::generate().unwrap().public),
+                    "label": "owner's phone",
+                })
+                .to_string(),
+            ),
+        )
+        .unwrap();
+        assert_eq!(s, 200, "{b}");
 
         // A frame kind the relay does not know, from the device side: refused with a notice.
         let dev_url = format!(
@@ -925,12 +944,15 @@ fn phone_self_revoke_connect_lockout_and_hibernation() {
         );
         phone.close().await;
 
-        // Wrong phone secrets, ten in a row, lock that phone's connects for a while.
+        // Wrong phone secrets, ten in a row from one address, lock that address out of
+        // that phone's connects for a while (the right secret included)…
         let url = relay_support::phone_url(&creds);
+        let attacker = "203.0.113.66";
         for _ in 0..10 {
-            let e = relay_support::open_ws(
+            let e = relay_support::open_ws_from(
                 &url,
                 "loopsy.v1, loopsy.bearer.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                attacker,
             )
             .await
             .err()
@@ -938,8 +960,26 @@ fn phone_self_revoke_connect_lockout_and_hibernation() {
             .unwrap_or_default();
             assert!(e.contains("403"), "{e}");
         }
-        let e = PhoneConn::connect(&creds).await.err().unwrap_or_default();
+        let e = relay_support::open_ws_from(
+            &url,
+            &format!("loopsy.v1, loopsy.bearer.{}", creds.phone_secret),
+            attacker,
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(e.contains("429"), "{e}");
+        // The lockout is the guessing client's: the phone itself, from its own address,
+        // still gets in.
+        let ws = relay_support::open_ws_from(
+            &url,
+            &format!("loopsy.v1, loopsy.bearer.{}", creds.phone_secret),
+            "198.51.100.23",
+        )
+        .await;
+        assert!(ws.is_ok(), "{:?}", ws.err());
+        drop(ws);
 
         // A second phone revokes itself with its own bearer: the relay forgets it and tells
         // the laptop, which forgets it too.
@@ -1042,4 +1082,91 @@ fn relay_dev_serves_the_worker_locally() {
         up,
         "loopsy relay dev did not serve {url}/health within 60 s"
     );
+}
+
+/// Strangers who know a device id cannot lock its owner out, make the relay store anything
+/// for ids nobody registered, or pair more phones than a device may have.
+#[test]
+fn strangers_cannot_lock_the_owner_out_or_fill_the_relay() {
+    let w = Wrangler::start(None);
+    let h = daemon_on(&w, "lap", 15);
+    let (device, device_secret) = device_creds(&h);
+    let phones_url = format!("{}/v1/device/{device}/phones", w.url());
+    // Twenty wrong device bearers from one address: that address is locked out…
+    let mut last = 0;
+    for _ in 0..20 {
+        last = relay_support::http(
+            "GET",
+            &phones_url,
+            &[
+                (
+                    "Authorization",
+                    "Bearer AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                ),
+                ("CF-Connecting-IP", "203.0.113.7"),
+            ],
+            None,
+        )
+        .unwrap()
+        .0;
+    }
+    assert_eq!(last, 429);
+    // …the owner is not: its bearer works from its own address, its link stays up, and
+    // `loopsy phone list` (the daemon asking the relay) works.
+    let bearer = format!("Bearer {device_secret}");
+    let (s, b) = relay_support::http(
+        "GET",
+        &phones_url,
+        &[
+            ("Authorization", &bearer),
+            ("CF-Connecting-IP", "198.51.100.1"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{b}");
+    h.ok(&["phone", "list"]);
+    assert_eq!(relay_state(&h)["state"], "connected");
+    // Ids nobody registered: refused, and nothing is stored for them.
+    let before = stored(&w.state_dir());
+    for i in 0..30u8 {
+        let id = loopsy_relay::secret::id_from(&[i; 16]);
+        let (s, _) = relay_support::http(
+            "GET",
+            &format!("{}/v1/device/{id}/phones", w.url()),
+            &[(
+                "Authorization",
+                "Bearer AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s, 404);
+    }
+    // (The local runtime opens a database file for every object it starts; what counts is
+    // that nothing is written in it: no table, no row.)
+    assert_eq!(
+        stored(&w.state_dir()),
+        before,
+        "unknown device ids stored something"
+    );
+}
+
+/// Durable Object databases under `dir` that hold one of the relay's tables (SQLite keeps
+/// each table's `CREATE TABLE` text in the file, or in its write-ahead log until a
+/// checkpoint; the runtime's own bookkeeping tables do not count).
+fn stored(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    stored(&p)
+                } else {
+                    let bytes = std::fs::read(&p).unwrap_or_default();
+                    usize::from(bytes.windows(11).any(|w| w == b"limits (key"))
+                }
+            })
+            .sum()
+    })
 }

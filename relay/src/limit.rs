@@ -26,7 +26,8 @@ pub const REGISTER: Policy = Policy {
     max_failures: 10,
     lockout_s: 3600,
 };
-/// Pair-token redemptions per device; five bad tokens in a row lock redemption for 15 min.
+/// Pair-token redemptions per client IP; five bad tokens in a row lock that IP out of
+/// redemption for 15 min.
 pub const REDEEM: Policy = Policy {
     window_s: 600,
     max: 20,
@@ -40,13 +41,27 @@ pub const PHONE_CONNECT: Policy = Policy {
     max_failures: 10,
     lockout_s: 300,
 };
-/// Authenticated calls by the device (connect, pair issue, phone list/revoke).
+/// Authenticated calls by the device (connect, pair issue, phone list/revoke), counted only
+/// once the bearer matched: nobody else's failures count against the owner.
 pub const DEVICE: Policy = Policy {
     window_s: 60,
     max: 120,
+    max_failures: 0,
+    lockout_s: 0,
+};
+/// Calls with a device's or phone's bearer, per client IP: ten wrong bearers in a row lock
+/// that IP (not the device, not the phone) out for five minutes.
+pub const BEARER_PER_IP: Policy = Policy {
+    window_s: 60,
+    max: 240,
     max_failures: 10,
     lockout_s: 300,
 };
+/// Most phones one device may have paired at once.
+pub const MAX_PHONES: usize = 64;
+/// Most rate-limit rows one device's storage keeps (one per client IP that failed lately,
+/// one per phone); past it, new keys are refused until old ones go idle.
+pub const MAX_LIMIT_ROWS: usize = 4096;
 
 /// A key's state, as stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

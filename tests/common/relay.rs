@@ -329,6 +329,18 @@ pub async fn open_ws(url: &str, protocols: &str) -> Result<Ws, tungstenite::Erro
     Ok(ws)
 }
 
+/// Like [`open_ws`], as a client at `ip` (the relay reads `CF-Connecting-IP`, which the
+/// local runtime passes through when a client sets it).
+pub async fn open_ws_from(url: &str, protocols: &str, ip: &str) -> Result<Ws, tungstenite::Error> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+    req.headers_mut()
+        .insert("CF-Connecting-IP", ip.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
+    Ok(ws)
+}
+
 /// The phone's connect URL.
 pub fn phone_url(c: &PhoneCreds) -> String {
     format!(

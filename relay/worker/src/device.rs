@@ -69,12 +69,8 @@ pub struct Device {
 
 impl DurableObject for Device {
     fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        for q in SCHEMA {
-            if let Err(e) = sql.exec(q, None) {
-                worker::console_error!("schema: {e}");
-            }
-        }
+        // No schema here: an object for a device id nobody registered must store nothing
+        // (any well-formed id reaches an object). Registration creates the tables.
         // Phones keep their socket alive with "ping"; the runtime answers without waking us.
         if let Ok(pair) =
             worker::worker_sys::WebSocketRequestResponsePair::new(splice::PING, splice::PONG)
@@ -273,13 +269,42 @@ impl Device {
         }
     }
 
+    /// The registered device, if any. An object nobody registered has no tables at all:
+    /// that is "no device" too, and reading it writes nothing.
     fn device_row(&self) -> Result<Option<DeviceRow>, ApiError> {
-        let rows: Vec<DeviceRow> = self
+        let rows: Vec<DeviceRow> = match self
             .sql()
             .exec("SELECT secret_hash FROM device WHERE id = 0", None)
             .and_then(|c| c.to_array())
-            .map_err(http::internal)?;
+        {
+            Ok(rows) => rows,
+            Err(_) => return Ok(None),
+        };
         Ok(rows.into_iter().next())
+    }
+
+    fn ensure_schema(&self) -> Result<(), ApiError> {
+        let sql = self.sql();
+        for q in SCHEMA {
+            sql.exec(q, None).map_err(http::internal)?;
+        }
+        Ok(())
+    }
+
+    /// How many rows a table holds.
+    fn rows(&self, table: &str) -> Result<usize, ApiError> {
+        #[derive(Deserialize)]
+        struct N {
+            n: i64,
+        }
+        let rows: Vec<N> = self
+            .sql()
+            .exec(&format!("SELECT COUNT(*) AS n FROM {table}"), None)
+            .and_then(|c| c.to_array())
+            .map_err(http::internal)?;
+        Ok(rows
+            .first()
+            .map_or(0, |r| usize::try_from(r.n).unwrap_or(usize::MAX)))
     }
 
     fn phone_row(&self, phone_id: &str) -> Result<Option<PhoneRow>, ApiError> {
@@ -329,6 +354,21 @@ impl Device {
     }
 
     fn save_counter(&self, key: &str, p: &Policy, c: &Counter) -> Result<(), ApiError> {
+        // Storage stays bounded whoever calls: a failing key not stored yet is refused when
+        // the table is full. Only failures can be produced by strangers; what succeeded (the
+        // owner, its phones) is always kept.
+        let now = http::now_s();
+        let failing = c.failures > 0 || c.locked_until > now;
+        if failing
+            && self.rows("limits")? >= limit::MAX_LIMIT_ROWS
+            && self.counter_row_missing(key)?
+        {
+            return Err(ApiError::new(
+                429,
+                "limited",
+                "too many clients are being rate-limited here: try again later",
+            ));
+        }
         let r = if c.idle(p, http::now_s()) {
             self.sql()
                 .exec("DELETE FROM limits WHERE key = ?", vec![s(key)])
@@ -342,9 +382,25 @@ impl Device {
         r.map(|_| ()).map_err(http::internal)
     }
 
+    fn counter_row_missing(&self, key: &str) -> Result<bool, ApiError> {
+        let rows: Vec<serde_json::Value> = self
+            .sql()
+            .exec("SELECT key FROM limits WHERE key = ?", vec![s(key)])
+            .and_then(|c| c.to_array())
+            .map_err(http::internal)?;
+        Ok(rows.is_empty())
+    }
+
+    /// Check a bearer with `ok`: wrong bearers count against the client's IP (locked out
+    /// after ten in a row), never against the device or phone they name, so a stranger who
+    /// knows a device id (it is in every pair link) cannot lock its owner out.
+    fn check_bearer(&self, key: &str, ok: bool) -> Result<(), ApiError> {
+        self.limit(key, &limit::BEARER_PER_IP)?;
+        self.limit_outcome(key, &limit::BEARER_PER_IP, ok)
+    }
+
     /// The device's bearer must match (`Authorization` for HTTP, subprotocol for WebSockets).
-    fn auth_device(&self, bearer: Option<&str>) -> Result<DeviceRow, ApiError> {
-        self.limit("device", &limit::DEVICE)?;
+    fn auth_device(&self, ip: &str, bearer: Option<&str>) -> Result<DeviceRow, ApiError> {
         let row = self.device_row()?.ok_or_else(|| {
             ApiError::not_found(
                 "this relay does not know that device: run `loopsy relay configure <url>` again",
@@ -354,12 +410,13 @@ impl Device {
             return Err(ApiError::unauthorized("the device bearer is missing"));
         };
         let ok = secret::matches(bearer, &row.secret_hash);
-        self.limit_outcome("device", &limit::DEVICE, ok)?;
-        if ok {
-            Ok(row)
-        } else {
-            Err(ApiError::forbidden("wrong device secret"))
+        self.check_bearer(&format!("device-ip:{ip}"), ok)?;
+        if !ok {
+            return Err(ApiError::forbidden("wrong device secret"));
         }
+        // The owner's own pace (a reconnect loop is cut off; its link never is by others).
+        self.limit("device", &limit::DEVICE)?;
+        Ok(row)
     }
 
     async fn handle(&self, mut req: Request) -> Result<Response, ApiError> {
@@ -370,6 +427,13 @@ impl Device {
             return self.register(new);
         }
         let route = route::route(req.method().as_ref(), url.path(), url.query())?;
+        // A device id nobody registered: answer before anything is stored.
+        if self.device_row()?.is_none() {
+            return Err(ApiError::not_found(
+                "this relay does not know that device: run `loopsy relay configure <url>` again",
+            ));
+        }
+        let ip = http::client_ip(&req);
         let bearer = req
             .headers()
             .get("Authorization")
@@ -377,10 +441,10 @@ impl Device {
             .flatten()
             .and_then(|h| secret::from_authorization(&h).map(str::to_string));
         match route {
-            Route::DeviceConnect(_) => self.device_connect(&req),
-            Route::PhoneConnect(_, phone) => self.phone_connect(&req, &phone),
+            Route::DeviceConnect(_) => self.device_connect(&req, &ip),
+            Route::PhoneConnect(_, phone) => self.phone_connect(&req, &ip, &phone),
             Route::PairIssue(d) => {
-                self.auth_device(bearer.as_deref())?;
+                self.auth_device(&ip, bearer.as_deref())?;
                 let body = req.bytes().await.map_err(http::internal)?;
                 let issue: PairIssue = if body.is_empty() {
                     PairIssue::default()
@@ -391,18 +455,18 @@ impl Device {
             }
             Route::PairRedeem(d) => {
                 let body = req.bytes().await.map_err(http::internal)?;
-                self.redeem(&d, &body)
+                self.redeem(&ip, &d, &body)
             }
             Route::PhoneList(_) => {
-                self.auth_device(bearer.as_deref())?;
+                self.auth_device(&ip, bearer.as_deref())?;
                 self.phone_list()
             }
-            Route::PhoneRevoke(_, phone) => self.phone_revoke(bearer.as_deref(), &phone),
+            Route::PhoneRevoke(_, phone) => self.phone_revoke(&ip, bearer.as_deref(), &phone),
             Route::TestTap(_) => {
                 if !self.tapping() {
                     return Err(ApiError::not_found("no such endpoint"));
                 }
-                self.auth_device(bearer.as_deref())?;
+                self.auth_device(&ip, bearer.as_deref())?;
                 self.take_tap()
             }
             _ => Err(ApiError::not_found("no such endpoint")),
@@ -413,6 +477,7 @@ impl Device {
         if self.device_row()?.is_some() {
             return Err(ApiError::conflict("device already registered"));
         }
+        self.ensure_schema()?;
         self.sql()
             .exec(
                 "INSERT INTO device (id, device_id, secret_hash, created) VALUES (0, ?, ?, ?)",
@@ -444,8 +509,11 @@ impl Device {
             .map_err(|_| token::TokenError::NoKey.into())
     }
 
-    fn redeem(&self, device_id: &str, body: &[u8]) -> Result<Response, ApiError> {
-        self.limit("redeem", &limit::REDEEM)?;
+    fn redeem(&self, ip: &str, device_id: &str, body: &[u8]) -> Result<Response, ApiError> {
+        // Per client IP: pair tokens are HMAC-signed, so bad ones cost nothing but a hash;
+        // a stranger who knows the device id locks out only itself.
+        let key = format!("redeem:{ip}");
+        self.limit(&key, &limit::REDEEM)?;
         let result = self.try_redeem(device_id, body);
         // Only a bad token counts towards the lockout (a malformed body is a client bug).
         let counts = match &result {
@@ -454,7 +522,7 @@ impl Device {
             Err(_) => None,
         };
         if let Some(ok) = counts {
-            self.limit_outcome("redeem", &limit::REDEEM, ok)?;
+            self.limit_outcome(&key, &limit::REDEEM, ok)?;
         }
         http::json(200, &result?)
     }
@@ -484,6 +552,12 @@ impl Device {
             return Err(ApiError::conflict(
                 "this pair link was already used: run `loopsy mobile pair` again for a new one",
             ));
+        }
+        if self.rows("phones")? >= limit::MAX_PHONES {
+            return Err(ApiError::conflict(format!(
+                "this laptop already has {} phones paired: revoke one (`loopsy phone revoke <id>`) first",
+                limit::MAX_PHONES
+            )));
         }
         let phone_id = secret::id_from(&http::random()?);
         let phone_secret = secret::secret_from(&http::random()?);
@@ -540,7 +614,12 @@ impl Device {
     }
 
     /// Revoke by the device (its bearer) or by the phone itself (its own bearer).
-    fn phone_revoke(&self, bearer: Option<&str>, phone_id: &str) -> Result<Response, ApiError> {
+    fn phone_revoke(
+        &self,
+        ip: &str,
+        bearer: Option<&str>,
+        phone_id: &str,
+    ) -> Result<Response, ApiError> {
         let Some(bearer) = bearer else {
             return Err(ApiError::unauthorized("a bearer is required"));
         };
@@ -549,7 +628,7 @@ impl Device {
             .as_ref()
             .is_some_and(|p| secret::matches(bearer, &p.secret_hash));
         if !by_phone {
-            self.auth_device(Some(bearer))?;
+            self.auth_device(ip, Some(bearer))?;
         }
         if phone.is_none() {
             return Err(ApiError::not_found("no such phone (already revoked?)"));
@@ -633,9 +712,9 @@ impl Device {
         Ok((pair.server, resp))
     }
 
-    fn device_connect(&self, req: &Request) -> Result<Response, ApiError> {
+    fn device_connect(&self, req: &Request, ip: &str) -> Result<Response, ApiError> {
         let offer = self.ws_offer(req)?;
-        self.auth_device(offer.bearer.as_deref())?;
+        self.auth_device(ip, offer.bearer.as_deref())?;
         let mut actions = splice::on_device_connect(self.device_online(None));
         // Replace older connections before accepting the new one.
         if let Some(pos) = actions
@@ -661,10 +740,8 @@ impl Device {
         Ok(resp)
     }
 
-    fn phone_connect(&self, req: &Request, phone_id: &str) -> Result<Response, ApiError> {
+    fn phone_connect(&self, req: &Request, ip: &str, phone_id: &str) -> Result<Response, ApiError> {
         let offer = self.ws_offer(req)?;
-        let key = format!("connect:{phone_id}");
-        self.limit(&key, &limit::PHONE_CONNECT)?;
         let Some(bearer) = offer.bearer.as_deref() else {
             return Err(ApiError::unauthorized(
                 "the phone bearer is missing (send it as loopsy.bearer.<secret> in Sec-WebSocket-Protocol)",
@@ -674,12 +751,21 @@ impl Device {
         let ok = phone
             .as_ref()
             .is_some_and(|p| secret::matches(bearer, &p.secret_hash));
-        self.limit_outcome(&key, &limit::PHONE_CONNECT, ok)?;
+        // Wrong bearers count against the client's IP (for a phone that exists, against
+        // that IP and that phone: a revoked phone retrying at home locks out nobody else);
+        // a phone has its own pace (a reconnect loop is cut off) that nobody else spends.
+        let key = match phone {
+            Some(_) => format!("phone-ip:{ip}:{phone_id}"),
+            None => format!("phone-ip:{ip}"),
+        };
+        self.check_bearer(&key, ok)?;
         if !ok {
             return Err(ApiError::forbidden(
                 "unknown or revoked phone: pair again with `loopsy mobile pair`",
             ));
         }
+        let key = format!("connect:{phone_id}");
+        self.limit(&key, &limit::PHONE_CONNECT)?;
         let mine = self
             .state
             .get_websockets_with_tag(&splice::phone_tag(phone_id))

@@ -65,3 +65,13 @@ pub fn random<const N: usize>() -> Result<[u8; N], ApiError> {
 pub fn now_s() -> u64 {
     worker::Date::now().as_millis() / 1000
 }
+
+/// The client's IP as Cloudflare reports it (`CF-Connecting-IP`; `unknown` without one).
+pub fn client_ip(req: &worker::Request) -> String {
+    req.headers()
+        .get("CF-Connecting-IP")
+        .ok()
+        .flatten()
+        .filter(|ip| !ip.is_empty() && ip.len() <= 64)
+        .unwrap_or_else(|| "unknown".into())
+}
