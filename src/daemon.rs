@@ -102,6 +102,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
             max_body_bytes: cfg.messages.max_body_bytes,
             outbox_max: cfg.messages.outbox_max,
             inbox_max: cfg.messages.inbox_max,
+            inbox_max_per_peer: cfg.messages.inbox_max_per_peer,
             groups: cfg.messages.groups.clone(),
         },
         identity.keypair().clone(),

@@ -297,6 +297,9 @@ async fn a_member_flooding_introductions_is_bounded_and_takes_no_name() {
         online(&a, "beta")
     });
     assert_eq!(a.ok(&["exec", "beta", "--", "printf", "real"]), "real");
+    // A name that is not exact is never guessed: the candidates are listed.
+    let err = a.fails(&["exec", "Beta", "--", "true"]);
+    assert!(err.contains("did you mean beta or beta-2?"), "{err}");
 
     // A machine paired here by the name an introduction took gets that name back.
     let d = started("desktop");

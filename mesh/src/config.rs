@@ -168,6 +168,8 @@ pub struct MessagesConfig {
     pub outbox_max: usize,
     /// Most messages kept in the inbox.
     pub inbox_max: usize,
+    /// Most messages from one peer kept in the inbox (so one cannot fill it for the others).
+    pub inbox_max_per_peer: usize,
     /// Named groups of peers: `to = "group:NAME"` sends to each member.
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
@@ -178,6 +180,7 @@ impl Default for MessagesConfig {
             max_body_bytes: 64 * 1024,
             outbox_max: 10_000,
             inbox_max: 100_000,
+            inbox_max_per_peer: 25_000,
             groups: Default::default(),
         }
     }
@@ -469,6 +472,10 @@ impl Config {
         for (field, v) in [
             ("messages.outbox_max", self.messages.outbox_max),
             ("messages.inbox_max", self.messages.inbox_max),
+            (
+                "messages.inbox_max_per_peer",
+                self.messages.inbox_max_per_peer,
+            ),
         ] {
             if !(1..=1_000_000).contains(&v) {
                 return Err(ConfigError::Invalid {
@@ -730,6 +737,8 @@ name = "{name}"
 # outbox_max = 10000
 # Messages kept in the inbox; beyond it senders are asked to retry later.
 # inbox_max = 100000
+# Messages from one peer kept in the inbox, so that one peer cannot fill it for the others.
+# inbox_max_per_peer = 25000
 
 # [messages.groups]
 # Named groups of peers: `loopsy msg send group:reviewers …` sends to each member.

@@ -17,7 +17,7 @@ pub mod membership;
 pub mod msg;
 mod muxer;
 pub mod node;
-mod node_gossip;
+pub mod node_gossip;
 mod node_members;
 mod node_nat;
 mod node_pair;

@@ -66,6 +66,8 @@ pub struct NodeInfo {
     pub gossip_overflow: u64,
     /// Introductions and removals from members refused (limits, authority, signatures).
     pub members_refused: u64,
+    /// Strangers' mDNS records dropped because the map of them was full.
+    pub mdns_evicted: u64,
 }
 
 /// A mesh relay node as status shows it.
@@ -170,6 +172,17 @@ pub enum NodeError {
         "no trusted peer {0:?}; `loopsy peers list` shows them (pair new machines with `loopsy pair`)"
     )]
     UnknownPeer(String),
+    /// No peer by exactly that name, but some by a similar one: never guessed.
+    #[error(
+        "no trusted peer {who:?}; did you mean {}? (names are exact: `loopsy peers list` shows them)",
+        candidates.join(" or ")
+    )]
+    AmbiguousPeer {
+        /// What was asked for.
+        who: String,
+        /// Names it could have meant.
+        candidates: Vec<String>,
+    },
     /// The peer could not be reached.
     #[error("peer {peer} is unreachable: {reason}")]
     Unreachable {
@@ -237,7 +250,8 @@ pub struct NodeHandle {
 }
 
 /// Gossip messages that arrived (signer, bytes); taken once, by the message layer.
-type GossipIn = std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<(PeerId, Vec<u8>)>>>>;
+type GossipIn =
+    std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<crate::node_gossip::Incoming>>>>;
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -301,7 +315,7 @@ impl NodeHandle {
 
     /// The gossip messages that arrive on this node's inbox topic, with their verified
     /// signers. Only the first caller gets them (`None` after).
-    pub fn take_gossip(&self) -> Option<mpsc::Receiver<(PeerId, Vec<u8>)>> {
+    pub fn take_gossip(&self) -> Option<mpsc::Receiver<crate::node_gossip::Incoming>> {
         self.gossip_in
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -502,6 +516,7 @@ pub async fn spawn(
         crate::node_nat::Nat::new(allowed, refused),
         crate::node_gossip::Gossip {
             inbox: gossip_tx,
+            queued: Default::default(),
             ready: ready_tx,
             snoops: 0,
             overflow: 0,

@@ -24,6 +24,69 @@ use crate::node_task::NodeTask;
 /// Gossip messages queued for the message layer before new ones are dropped (their senders
 /// retry: nothing is acknowledged until it is stored).
 pub const GOSSIP_IN_CAPACITY: usize = 1024;
+/// Bytes of gossip queued or being handled by the message layer, all peers together (a
+/// message is up to 8 MiB: without this, 1024 of them would be 8 GiB).
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// The same, per peer: one member cannot take the whole budget from the others.
+pub const MAX_QUEUED_BYTES_PER_PEER: usize = 16 << 20;
+
+/// What is queued, shared by the node task (which admits) and the message layer (whose
+/// [`Ticket`]s give it back when a message is handled).
+#[derive(Clone, Default)]
+pub struct Queued(std::sync::Arc<std::sync::Mutex<QueuedState>>);
+
+#[derive(Default)]
+struct QueuedState {
+    total: usize,
+    per_peer: HashMap<PeerId, usize>,
+}
+
+/// A message's share of the queue; dropping it gives the bytes back.
+pub struct Ticket {
+    q: Queued,
+    peer: PeerId,
+    bytes: usize,
+}
+
+impl Queued {
+    /// Room for `bytes` more from `peer`? Then the ticket for them.
+    pub fn admit(&self, peer: PeerId, bytes: usize) -> Option<Ticket> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = s.per_peer.get(&peer).copied().unwrap_or(0);
+        if s.total + bytes > MAX_QUEUED_BYTES || mine + bytes > MAX_QUEUED_BYTES_PER_PEER {
+            return None;
+        }
+        s.total += bytes;
+        *s.per_peer.entry(peer).or_insert(0) += bytes;
+        Some(Ticket {
+            q: self.clone(),
+            peer,
+            bytes,
+        })
+    }
+
+    /// Bytes queued now, all peers together.
+    pub fn total(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut s = self.q.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.total = s.total.saturating_sub(self.bytes);
+        if let Some(n) = s.per_peer.get_mut(&self.peer) {
+            *n = n.saturating_sub(self.bytes);
+            if *n == 0 {
+                s.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A gossip message for the message layer: its verified signer, its bytes, and its share
+/// of the queue (hold it until the message is handled).
+pub type Incoming = (PeerId, Vec<u8>, Ticket);
 
 const INBOX_PREFIX: &str = "/loopsy/inbox/1/";
 
@@ -35,7 +98,9 @@ pub fn inbox_topic(peer: &PeerId) -> IdentTopic {
 /// The gossip state the node task keeps.
 pub(crate) struct Gossip {
     /// Messages that arrived, with their verified signer.
-    pub(crate) inbox: mpsc::Sender<(PeerId, Vec<u8>)>,
+    pub(crate) inbox: mpsc::Sender<Incoming>,
+    /// Their bytes, until handled.
+    pub(crate) queued: Queued,
     /// Bumped when a trusted peer subscribes to its inbox (it can now be sent mail).
     pub(crate) ready: watch::Sender<(u64, Option<PeerId>)>,
     /// Peers disconnected for subscribing to someone else's inbox.
@@ -88,7 +153,17 @@ impl NodeTask {
                 if Self::inbox_owner(&message.topic) != Some(self.me()) {
                     return;
                 }
-                if self.gossip.inbox.try_send((source, message.data)).is_err() {
+                let Some(ticket) = self.gossip.queued.admit(source, message.data.len()) else {
+                    self.gossip.overflow += 1;
+                    debug!(peer = %source, "gossip queue full (bytes): message dropped (the sender retries)");
+                    return;
+                };
+                if self
+                    .gossip
+                    .inbox
+                    .try_send((source, message.data, ticket))
+                    .is_err()
+                {
                     self.gossip.overflow += 1;
                     debug!(peer = %source, "message layer behind: gossip message dropped (the sender retries)");
                 }
@@ -214,5 +289,32 @@ impl NodeTask {
                     e => format!("cannot send: {e}"),
                 },
             })
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[test]
+    fn queued_bytes_are_bounded_per_peer_and_in_all_and_given_back() {
+        let q = Queued::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let eight = 8 << 20;
+        let a1 = q.admit(a, eight).unwrap_or_else(|| panic!("first"));
+        let a2 = q.admit(a, eight).unwrap_or_else(|| panic!("second"));
+        assert!(q.admit(a, 1).is_none(), "16 MiB per peer");
+        let held: Vec<Ticket> = (0..6)
+            .map(|_| {
+                let p = PeerId::random();
+                q.admit(p, eight).unwrap_or_else(|| panic!("others"))
+            })
+            .collect();
+        assert_eq!(q.total(), MAX_QUEUED_BYTES);
+        assert!(q.admit(b, 1).is_none(), "64 MiB in all");
+        drop(a1);
+        assert!(q.admit(b, eight).is_some(), "given back when handled");
+        drop((a2, held));
+        assert_eq!(q.total(), 0);
     }
 }

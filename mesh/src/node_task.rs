@@ -27,6 +27,8 @@ pub(crate) const MIN_REDIAL: Duration = Duration::from_secs(1);
 const MAX_REDIAL: Duration = Duration::from_secs(60);
 /// Addresses remembered per peer.
 pub(crate) const MAX_ADDRS: usize = 8;
+/// Strangers found by mDNS kept for `loopsy pair <peer id>`.
+const MAX_DISCOVERED: usize = 256;
 /// Consecutive ping failures after which a connection is considered dead.
 const MAX_PING_FAILURES: u32 = 2;
 
@@ -104,6 +106,8 @@ pub(crate) struct NodeTask {
     /// Untrusted peers allowed to stay connected: we are pairing with them.
     pub(crate) pair_peers: HashSet<PeerId>,
     discovered: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Strangers' mDNS records dropped because the map was full.
+    discovered_evicted: u64,
     connect_waiters: HashMap<PeerId, Vec<Reply<PeerId>>>,
     /// When a reconnect last brought every backed-off redial forward.
     last_wake: Option<Instant>,
@@ -154,6 +158,7 @@ impl NodeTask {
             pairing: PairState::default(),
             pair_peers: HashSet::new(),
             discovered: HashMap::new(),
+            discovered_evicted: 0,
             connect_waiters: HashMap::new(),
             last_wake: None,
             members,
@@ -183,10 +188,17 @@ impl NodeTask {
 
     /// Resolve a name or PeerId to a trusted peer.
     pub(crate) fn resolve(&self, who: &str) -> Result<PeerId, NodeError> {
-        let (id, _) = self
-            .trust
-            .find(who)
-            .ok_or_else(|| NodeError::UnknownPeer(who.to_string()))?;
+        let Some((id, _)) = self.trust.find(who) else {
+            let candidates = self.trust.similar(who);
+            return Err(if candidates.is_empty() {
+                NodeError::UnknownPeer(who.to_string())
+            } else {
+                NodeError::AmbiguousPeer {
+                    who: who.to_string(),
+                    candidates,
+                }
+            });
+        };
         id.parse()
             .map_err(|_| NodeError::UnknownPeer(who.to_string()))
     }
@@ -411,6 +423,7 @@ impl NodeTask {
                     inbox_snoops: self.gossip.snoops,
                     gossip_overflow: self.gossip.overflow,
                     members_refused: self.members.refused,
+                    mdns_evicted: self.discovered_evicted,
                 });
             }
             Command::Peers(r) => {
@@ -683,8 +696,10 @@ impl NodeTask {
             MeshBehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (p, addr) in list {
                     if self.trusted(&p) {
+                        // Dialled, not remembered: anyone on the LAN can announce any PeerId
+                        // at any address. An address is kept (trust.json) only once a
+                        // connection to it proved the peer's key (`on_connected`).
                         self.swarm.add_peer_address(p, addr.clone());
-                        self.remember_addr(&p, &addr);
                         if !self.online(&p) {
                             let opts = DialOpts::peer_id(p)
                                 .addresses(vec![addr])
@@ -694,10 +709,30 @@ impl NodeTask {
                             let _ = self.swarm.dial(opts);
                         }
                     } else {
+                        // Strangers on the LAN, for `loopsy pair <peer id>`: a bounded map
+                        // (a flood of made-up records evicts old entries, counted).
+                        if !self.discovered.contains_key(&p)
+                            && self.discovered.len() >= MAX_DISCOVERED
+                        {
+                            if let Some(old) = self.discovered.keys().next().copied() {
+                                self.discovered.remove(&old);
+                            }
+                            self.discovered_evicted += 1;
+                        }
                         let known = self.discovered.entry(p).or_default();
                         if !known.contains(&addr) {
                             known.push(addr);
                             known.truncate(MAX_ADDRS);
+                        }
+                    }
+                }
+            }
+            MeshBehaviourEvent::Mdns(mdns::Event::Expired(list)) => {
+                for (p, addr) in list {
+                    if let Some(known) = self.discovered.get_mut(&p) {
+                        known.retain(|a| *a != addr);
+                        if known.is_empty() {
+                            self.discovered.remove(&p);
                         }
                     }
                 }

@@ -280,6 +280,26 @@ impl Trust {
             .or_else(|| self.peers.iter().find(|(_, p)| p.name == who))
     }
 
+    /// Names like `who` (the same but for case, or `who-2`, `who-introduced`): what a user
+    /// may have meant, never resolved on their behalf.
+    pub fn similar(&self, who: &str) -> Vec<String> {
+        let low = who.to_lowercase();
+        let mut v: Vec<String> = self
+            .peers
+            .values()
+            .map(|p| p.name.clone())
+            .filter(|n| {
+                let l = n.to_lowercase();
+                l == low
+                    || l.strip_prefix(&low)
+                        .is_some_and(|rest| rest.starts_with('-'))
+            })
+            .collect();
+        v.sort();
+        v.truncate(8);
+        v
+    }
+
     /// A name for a new peer that does not clash with ours or another peer's.
     pub fn unique_name(&self, wanted: &str, own_name: &str, peer_id: &str) -> String {
         let taken = |n: &str| {
@@ -333,6 +353,8 @@ mod tests {
         assert_eq!(back.unique_name("kai", "me", "other"), "kai-2");
         assert_eq!(back.unique_name("kai", "me", &id), "kai");
         assert_eq!(back.unique_name("me", "me", "x"), "me-2");
+        assert_eq!(back.similar("KAI"), vec!["kai".to_string()]);
+        assert!(back.similar("ka").is_empty());
         assert_eq!(Capability::parse("files-read"), Some(Capability::FilesRead));
         std::fs::write(
             &path,

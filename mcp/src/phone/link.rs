@@ -29,6 +29,9 @@ use crate::DaemonCtx;
 const OUT_CAPACITY: usize = 16;
 /// Ciphertexts waiting for one channel.
 const INBOX_CAPACITY: usize = 64;
+/// Phone channels open at once over one relay link (the relay itself allows fewer; a
+/// hostile relay sending more `Open`s gets them closed).
+pub const MAX_CHANNELS: usize = 64;
 /// How long a connect (TCP + TLS + upgrade) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First retry delay.
@@ -300,8 +303,17 @@ async fn connect_and_serve(l: &mut LinkCtx, creds: &Creds, key: Arc<KeyPair>) ->
                 last_heard = Instant::now();
                 match m {
                     Message::Binary(b) => {
-                        if let Err(e) = on_frame(&cc, &mut channels, &b).await {
-                            warn!("{e}");
+                        match on_frame(&cc, &mut channels, &b).await {
+                            Ok(None) => {}
+                            // Answered here, on the sink: this loop is also what empties the
+                            // outgoing queue, so it must never wait on that queue itself.
+                            Ok(Some(reply)) => match reply.encode() {
+                                Ok(b) => if let Err(e) = sink.send(Message::Binary(b.into())).await {
+                                    break Ended::Retry(format!("relay connection: {e}"));
+                                },
+                                Err(e) => warn!("frame not sent: {e}"),
+                            },
+                            Err(e) => warn!("{e}"),
                         }
                         l.status.send_if_modified(|s| {
                             let n = channels.len();
@@ -349,18 +361,26 @@ async fn connect_and_serve(l: &mut LinkCtx, creds: &Creds, key: Arc<KeyPair>) ->
     ended
 }
 
-/// One frame from the relay.
+/// One frame from the relay; what to answer at once, if anything.
 async fn on_frame(
     cc: &ChannelCtx,
     channels: &mut HashMap<u32, mpsc::Sender<Vec<u8>>>,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<Option<Frame>, String> {
     let f = Frame::decode(bytes).map_err(|e| format!("frame from the relay refused: {e}"))?;
     match f.kind {
         FrameKind::Open => {
             let phone_id = String::from_utf8(f.payload).unwrap_or_default();
             if !loopsy_relay::route::valid_id(&phone_id) {
                 return Err("open frame with a malformed phone id".into());
+            }
+            if channels.len() >= MAX_CHANNELS && !channels.contains_key(&f.channel) {
+                warn!("the relay opened more than {MAX_CHANNELS} phone channels: closing this one");
+                return Ok(Some(Frame::new(
+                    FrameKind::Close,
+                    f.channel,
+                    b"too many channels".to_vec(),
+                )));
             }
             let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
             channels.insert(f.channel, tx);
@@ -377,14 +397,11 @@ async fn on_frame(
                 }
             }
             None => {
-                let _ = cc
-                    .out
-                    .send(Frame::new(
-                        FrameKind::Close,
-                        f.channel,
-                        b"unknown channel".to_vec(),
-                    ))
-                    .await;
+                return Ok(Some(Frame::new(
+                    FrameKind::Close,
+                    f.channel,
+                    b"unknown channel".to_vec(),
+                )));
             }
         },
         FrameKind::Close => {
@@ -405,9 +422,9 @@ async fn on_frame(
             }
         }
         FrameKind::Ping => {
-            let _ = cc.out.send(Frame::new(FrameKind::Pong, 0, f.payload)).await;
+            return Ok(Some(Frame::new(FrameKind::Pong, 0, f.payload)));
         }
         FrameKind::Pong => {}
     }
-    Ok(())
+    Ok(None)
 }

@@ -39,7 +39,7 @@ pub(crate) use local_or_return;
 /// A node error as a tool error with the right code.
 pub fn node_err(e: NodeError) -> ToolError {
     let code = match &e {
-        NodeError::UnknownPeer(_) => ErrorCode::NotFound,
+        NodeError::UnknownPeer(_) | NodeError::AmbiguousPeer { .. } => ErrorCode::NotFound,
         NodeError::Denied(_) => ErrorCode::PermissionDenied,
         NodeError::BadAddress(_) | NodeError::BadName(_) | NodeError::AlreadyPaired(_) => {
             ErrorCode::InvalidArguments

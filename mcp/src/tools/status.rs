@@ -64,6 +64,8 @@ pub struct MeshBrief {
     /// Context changes received that this replica does not show: by a peer without
     /// `context` here, or breaking the rules the tools apply (key, value size, time).
     pub context_refused: u64,
+    /// Strangers' mDNS records dropped because the map of them (256) was full.
+    pub mdns_evicted: u64,
 }
 
 /// The phone relay link in brief.
@@ -128,6 +130,7 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
             gossip_overflow: info.gossip_overflow,
             members_refused: info.members_refused,
             context_refused: ctx.context().refused(),
+            mdns_evicted: info.mdns_evicted,
         },
         relay: ctx
             .phones()

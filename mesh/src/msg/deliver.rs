@@ -212,6 +212,26 @@ async fn accept_batch(
         .collect()
 }
 
+/// Batches handled at once, all peers together.
+const MAX_BATCHES: usize = 16;
+/// Batches of one peer handled at once.
+const MAX_BATCHES_PER_PEER: usize = 4;
+
+/// Gives a peer's batch slot back when its handling ends.
+struct Done(Arc<Mutex<HashMap<PeerId, usize>>>, PeerId);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let mut b = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = b.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                b.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Read what arrives on this node's inbox topic: batches are stored and answered, answers
 /// go to the batches waiting for them.
 async fn serve(node: NodeHandle, msgs: MsgHandle, waiting: Waiting) {
@@ -219,7 +239,11 @@ async fn serve(node: NodeHandle, msgs: MsgHandle, waiting: Waiting) {
         warn!("the inbox topic is already being read");
         return;
     };
-    while let Some((peer, bytes)) = incoming.recv().await {
+    // Batches handled at once: all peers together, and per peer (a member flooding batches
+    // waits its turn; the others' go on).
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_BATCHES));
+    let busy: Arc<Mutex<HashMap<PeerId, usize>>> = Default::default();
+    while let Some((peer, bytes, ticket)) = incoming.recv().await {
         let frame = match decode(&bytes) {
             Ok(f) => f,
             Err(e) => {
@@ -236,9 +260,23 @@ async fn serve(node: NodeHandle, msgs: MsgHandle, waiting: Waiting) {
                 None => debug!(%peer, n, "an answer nobody waits for (late, or a retry's)"),
             },
             Frame::Batch { n, items } => {
-                let (node, msgs) = (node.clone(), msgs.clone());
+                {
+                    let mut b = busy.lock().unwrap_or_else(|p| p.into_inner());
+                    let mine = b.entry(peer).or_insert(0);
+                    if *mine >= MAX_BATCHES_PER_PEER {
+                        msgs.count_dropped("busy");
+                        debug!(%peer, "a batch while this peer's others are handled: dropped (it retries)");
+                        continue;
+                    }
+                    *mine += 1;
+                }
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (node, msgs, busy) = (node.clone(), msgs.clone(), busy.clone());
                 tokio::spawn(
                     async move {
+                        let _held = (slot, ticket, Done(busy, peer));
                         if node.peer_caps(peer).await.is_none() {
                             msgs.count_dropped("untrusted");
                             debug!("messages from an untrusted peer dropped");

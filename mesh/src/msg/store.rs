@@ -24,6 +24,8 @@ pub struct MsgConfig {
     pub outbox_max: usize,
     /// Most messages kept in the inbox.
     pub inbox_max: usize,
+    /// Most messages from one peer kept in the inbox.
+    pub inbox_max_per_peer: usize,
     /// Named groups of peers (by name).
     pub groups: BTreeMap<String, Vec<String>>,
 }
@@ -34,6 +36,7 @@ impl Default for MsgConfig {
             max_body_bytes: 64 * 1024,
             outbox_max: 10_000,
             inbox_max: 100_000,
+            inbox_max_per_peer: 25_000,
             groups: BTreeMap::new(),
         }
     }
@@ -348,6 +351,13 @@ impl Owner {
         let mut fresh = Vec::new();
         let mut in_batch = HashSet::new();
         let mut room = self.cfg.inbox_max.saturating_sub(self.state.inbox.len());
+        let theirs = self
+            .state
+            .inbox
+            .keys()
+            .filter(|(_, s)| *s == sender)
+            .count();
+        let mut their_room = self.cfg.inbox_max_per_peer.saturating_sub(theirs);
         for r in items {
             let env = match r {
                 Ok(e) => e,
@@ -381,8 +391,17 @@ impl Owner {
                 )));
                 continue;
             }
+            if their_room == 0 {
+                self.count("sender_over_share");
+                out.push(Outcome::Later(format!(
+                    "the recipient keeps at most {} messages from one peer and has that many of yours",
+                    self.cfg.inbox_max_per_peer
+                )));
+                continue;
+            }
             in_batch.insert(k);
             room -= 1;
+            their_room -= 1;
             out.push(Outcome::Ok);
             fresh.push(InboxItem {
                 env,

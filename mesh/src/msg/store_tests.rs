@@ -131,3 +131,40 @@ async fn a_full_outbox_and_an_oversize_body_are_refused_before_anything_is_queue
     ));
     assert_eq!(a.counts().await.unwrap().0, 2);
 }
+
+#[tokio::test]
+async fn one_peer_cannot_fill_the_inbox_for_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, kc, kb) = (
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+    );
+    let (ia, ic, ib) = (
+        ka.public().to_peer_id(),
+        kc.public().to_peer_id(),
+        kb.public().to_peer_id(),
+    );
+    let b = MsgHandle::open(
+        &dir.path().join("b"),
+        MsgConfig {
+            inbox_max: 10,
+            inbox_max_per_peer: 3,
+            ..Default::default()
+        },
+        kb,
+    )
+    .unwrap();
+    let a = open(&dir.path().join("a"), &ka);
+    let c = open(&dir.path().join("c"), &kc);
+    for i in 0..5 {
+        a.send(to(ib, &format!("flood {i}"))).await.unwrap();
+    }
+    c.send(to(ib, "from c")).await.unwrap();
+    deliver(&a, ia, &b, ib).await;
+    deliver(&c, ic, &b, ib).await;
+    // Three of a's five are kept (the other two wait in a's outbox for room); c's arrives.
+    assert_eq!(b.counts().await.unwrap().1, 4);
+    assert_eq!(a.pending_for(ib, 256).await.unwrap().len(), 2);
+    assert_eq!(b.dropped().get("sender_over_share"), Some(&2));
+}
