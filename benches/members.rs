@@ -125,7 +125,8 @@ fn main() {
         );
         // Removed by a member it never paired with: the removal travels.
         let t0 = Instant::now();
-        mcp[1].tool("loopsy_peer_remove", json!({"peer": name}));
+        // (Trust changes are served only to the CLI's own session, never to agents.)
+        ok(&mut in_ns(&ns(1), &homes[1], &["peers", "remove", &name]));
         let issued = t0.elapsed();
         wait("every member drops it", Duration::from_secs(30), || {
             mcp.iter_mut()
@@ -135,7 +136,7 @@ fn main() {
         });
         let t = t0.elapsed().as_secs_f64();
         println!(
-            "round {}: removal issued in {:.1} ms; all {} other members dropped it in {:.0} ms",
+            "round {}: `peers remove` returned in {:.1} ms; all {} other members dropped it in {:.0} ms",
             round + 1,
             issued.as_secs_f64() * 1000.0,
             n - 1,
