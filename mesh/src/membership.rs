@@ -92,6 +92,15 @@ pub fn check_removal(
     if r.peer == me {
         return Err(Refusal::Me);
     }
+    // A pairing made here since wins, whoever removed (this machine included: its own old
+    // removal, passed back by a member, must not undo a re-pairing). Times are in seconds:
+    // a re-pairing in the same second as the removal wins too.
+    if let Some(target) = trust.peers.get(&r.peer)
+        && target.paired_here()
+        && target.paired_at >= r.at
+    {
+        return Err(Refusal::RepairedSince);
+    }
     if r.by == me {
         return Ok(());
     }
@@ -106,13 +115,9 @@ pub fn check_removal(
     }
     if let Some(target) = trust.peers.get(&r.peer)
         && target.paired_here()
+        && !by.paired_here()
     {
-        if !by.paired_here() {
-            return Err(Refusal::NoAuthority);
-        }
-        if target.paired_at > r.at {
-            return Err(Refusal::RepairedSince);
-        }
+        return Err(Refusal::NoAuthority);
     }
     Ok(())
 }
@@ -204,6 +209,19 @@ mod tests {
         assert_eq!(check(&a, &intro, 60), Ok(()));
         assert_eq!(check(&a, &direct, 60), Ok(()));
         assert_eq!(check(&a, &direct, 40), Err(Refusal::RepairedSince));
+        assert_eq!(
+            check(&a, &direct, 50),
+            Err(Refusal::RepairedSince),
+            "same second"
+        );
+        // This machine's own old removal, passed back after a re-pairing: the pairing wins.
+        let mine = Keypair::generate_ed25519();
+        let mine_id = mine.public().to_peer_id().to_string();
+        let r = Removal::sign(&mine, &direct, 40).unwrap_or_else(|| panic!("sign"));
+        assert_eq!(
+            check_removal(&r, &mine_id, &t, &eff),
+            Err(Refusal::RepairedSince)
+        );
         assert_eq!(
             check(&g, &intro, 60),
             Ok(()),

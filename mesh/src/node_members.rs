@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::membership::{RateLimit, Refusal, check_removal};
 use crate::node_task::{MAX_ADDRS, MIN_REDIAL, NodeTask, now_unix};
-use crate::trust::{Capability, MAX_PEERS, MAX_VOUCHERS, TrustedPeer};
+use crate::trust::{Capability, MAX_PEERS, MAX_REMOVED, MAX_VOUCHERS, TrustedPeer};
 use crate::wire::{Introduction, MAX_INTRODUCTIONS, MembersRequest, MembersResponse, Removal};
 
 /// Ticks (500 ms) to keep retrying an introduction the peer refused.
@@ -81,6 +81,30 @@ impl NodeTask {
     /// After any change to the trust list: recompute rights, and tell the connected members
     /// about every pairing of ours that was made, changed or undone.
     pub(crate) fn trust_changed(&mut self) {
+        // Introduced machines no member here vouches for any more are forgotten (they had no
+        // rights left; they would still count, be redialled and be relayed for).
+        loop {
+            let orphans: Vec<String> = self
+                .trust
+                .peers
+                .iter()
+                .filter(|(_, p)| {
+                    !p.paired_here() && !p.vouchers.keys().any(|v| self.trust.peers.contains_key(v))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if orphans.is_empty() {
+                break;
+            }
+            for o in orphans {
+                self.trust.peers.remove(&o);
+                if let Ok(pid) = o.parse::<PeerId>() {
+                    info!(peer = %pid, "its introducers are gone: forgotten");
+                    self.redial.remove(&pid);
+                    let _ = self.swarm.disconnect_peer_id(pid);
+                }
+            }
+        }
         self.members.eff = self.trust.effective();
         self.members.changed.send_modify(|g| *g = g.wrapping_add(1));
         let now = own_pairings(&self.trust);
@@ -261,7 +285,7 @@ impl NodeTask {
             MembersRequest::Introduce { intros, complete } => {
                 if !self.caps_of(&from).contains(&Capability::Introduce) {
                     self.members.refused += intros.len() as u64;
-                    return MembersResponse::Denied;
+                    return MembersResponse::NotAllowed;
                 }
                 let mut intros = intros;
                 intros.truncate(MAX_INTRODUCTIONS);
@@ -425,8 +449,26 @@ impl NodeTask {
     fn on_removals(&mut self, from: PeerId, removals: Vec<Removal>) -> (u32, u32) {
         let me = self.me().to_string();
         let (mut fresh, mut refused) = (Vec::new(), 0u32);
+        let now = now_unix();
+        // When the list is full, what is older than everything kept would be forgotten again
+        // at once, then come back as new from the next member, for ever: ignore it.
+        let oldest_kept = (self.trust.removals.len() >= MAX_REMOVED)
+            .then(|| self.trust.removals.iter().map(|x| x.at).min())
+            .flatten();
         for r in removals.into_iter().take(MAX_INTRODUCTIONS) {
-            if self.trust.removals.iter().any(|x| x.same(&r)) {
+            if self.trust.removals.iter().any(|x| x.same(&r))
+                || oldest_kept.is_some_and(|o| r.at <= o)
+            {
+                continue;
+            }
+            // A time far ahead would stay "newest" for ever.
+            if r.at > now.saturating_add(24 * 3600) {
+                refused += 1;
+                continue;
+            }
+            // One member's removals take at most a quarter of the list.
+            if self.trust.removals.iter().filter(|x| x.by == r.by).count() >= MAX_REMOVED / 4 {
+                refused += 1;
                 continue;
             }
             match check_removal(&r, &me, &self.trust, &self.members.eff) {

@@ -135,8 +135,11 @@ pub enum MembersResponse {
         /// Entries refused (limits, authority, bad signature).
         refused: u32,
     },
-    /// The sender is not trusted here, or may not introduce.
+    /// The sender is not trusted here (yet: right after pairing, the other side may not
+    /// have stored its side; the sender tries again a few times).
     Denied,
+    /// The sender is trusted here but may not introduce (no `introduce`): not retried.
+    NotAllowed,
     /// The sender sent too many membership messages lately.
     Limited,
 }

@@ -63,6 +63,18 @@ pub const MAX_PHONES: usize = 64;
 /// one per phone); past it, new keys are refused until old ones go idle.
 pub const MAX_LIMIT_ROWS: usize = 4096;
 
+/// The key a client address is limited under: IPv4 as it is, IPv6 by its /64 prefix.
+pub fn client_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => "unknown".into(),
+    }
+}
+
 /// A key's state, as stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
@@ -148,6 +160,17 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_keyed_by_address_ipv6_by_its_64() {
+        assert_eq!(client_key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(
+            client_key("2001:db8:1:2:aaaa::1"),
+            client_key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(client_key("2001:db8:1:2::1"), client_key("2001:db8:1:3::1"));
+        assert_eq!(client_key("not an ip"), "unknown");
+    }
 
     const P: Policy = Policy {
         window_s: 10,

@@ -392,8 +392,26 @@ async fn on_frame(
         }
         FrameKind::Data => match channels.get(&f.channel) {
             Some(tx) => {
-                if tx.send(f.payload).await.is_err() {
-                    channels.remove(&f.channel);
+                // Never wait here: the channel's task may itself be waiting on the outgoing
+                // queue, which only this loop empties. A phone that outruns its channel by a
+                // whole inbox is closed (it reconnects and resumes).
+                match tx.try_send(f.payload) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        channels.remove(&f.channel);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        channels.remove(&f.channel);
+                        warn!(
+                            channel = f.channel,
+                            "a phone channel fell a whole inbox behind: closed"
+                        );
+                        return Ok(Some(Frame::new(
+                            FrameKind::Close,
+                            f.channel,
+                            b"too far behind".to_vec(),
+                        )));
+                    }
                 }
             }
             None => {

@@ -309,8 +309,11 @@ async fn serve_socket(l: Arc<Local>, phone_id: String, socket: WebSocket) {
     loop {
         tokio::select! {
             m = rx.next() => match m {
+                // Never wait on the channel here: it may be waiting on `out`, which only this
+                // loop empties. A tab that outruns it by a whole inbox is closed (it
+                // reconnects and resumes).
                 Some(Ok(AxMessage::Binary(b))) => {
-                    if b.len() > loopsy_relay::frame::MAX_PAYLOAD || in_tx.send(b.to_vec()).await.is_err() {
+                    if b.len() > loopsy_relay::frame::MAX_PAYLOAD || in_tx.try_send(b.to_vec()).is_err() {
                         break;
                     }
                 }

@@ -79,6 +79,9 @@ pub const DEFAULT_WRITE_DENIED: &[&str] = &[
     "~/.cshrc",
     "~/.tcshrc",
     "~/.kshrc",
+    "~/.bashrc.d",
+    "~/.zshrc.d",
+    "~/.oh-my-zsh",
     "~/.config/fish",
     "~/.xprofile",
     "~/.xinitrc",
@@ -109,12 +112,17 @@ pub const DEFAULT_WRITE_DENIED: &[&str] = &[
     "~/.config/Code/User",
     "~/Library/Application Support/Code/User",
     "~/.config/loopsy",
+    "~/.cargo/config.toml",
+    "~/.cargo/config",
 ];
 
 /// Path endings not written anywhere by default.
 pub const DEFAULT_WRITE_DENIED_ANYWHERE: &[&str] = &[
     ".git/hooks",
     ".git/config",
+    ".git/modules",
+    ".cargo/config.toml",
+    ".cargo/config",
     ".envrc",
     ".claude/settings.json",
     ".claude/settings.local.json",
@@ -216,6 +224,17 @@ fn under(p: &Path, prefix: &Path) -> bool {
     }
 }
 
+/// Is `p` in the hooks or config of a bare repository (`proj.git/hooks/…`, `proj.git/config`)?
+fn in_bare_repo_hooks(p: &Path) -> bool {
+    let parts: Vec<String> = p
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_lowercase())
+        .collect();
+    parts
+        .windows(2)
+        .any(|w| w[0].len() > 4 && w[0].ends_with(".git") && (w[1] == "hooks" || w[1] == "config"))
+}
+
 /// Does `p` contain the components of `ending` in a row (`.git/hooks` in
 /// `/h/src/x/.git/hooks/pre-commit`)?
 fn contains_run(p: &Path, ending: &Path) -> bool {
@@ -314,18 +333,35 @@ impl PathPolicy {
         Ok(canon)
     }
 
-    /// The rules for writing on top of those for reading.
-    fn check_write(&self, canon: PathBuf, shown: &str) -> Result<PathBuf, PathError> {
+    /// The rules for writing on top of those for reading, checked on the path as named
+    /// (`literal`, its directory resolved) and as resolved through a symlink at its end: a
+    /// `~/.bashrc` that became a link to `~/dotfiles/bashrc` is refused either way.
+    fn check_write(
+        &self,
+        canon: PathBuf,
+        literal: &Path,
+        shown: &str,
+    ) -> Result<PathBuf, PathError> {
         let canon = self.check(canon, shown)?;
         let refuse = |why, key| Err(PathError::WriteDenied(shown.to_string(), why, key));
-        if self.write_denied.iter().any(|d| under(&canon, d)) {
+        let both = [canon.as_path(), literal];
+        // Each rule also as it resolves now (it may have become a link since start-up:
+        // `~/.zshrc` → `~/dotfiles/zshrc` makes the latter a start-up file too).
+        let now: Vec<PathBuf> = self.write_denied.iter().map(|d| canon_or(d)).collect();
+        if both.iter().any(|p| {
+            self.write_denied
+                .iter()
+                .chain(now.iter())
+                .any(|d| under(p, d))
+        }) {
             return refuse("it is run or read as settings", "write_denied_paths");
         }
-        if self
-            .write_denied_anywhere
-            .iter()
-            .any(|e| contains_run(&canon, e))
-        {
+        if both.iter().any(|p| {
+            self.write_denied_anywhere
+                .iter()
+                .any(|e| contains_run(p, e))
+                || in_bare_repo_hooks(p)
+        }) {
             return refuse(
                 "it is run or read as settings in its project",
                 "write_denied_anywhere",
@@ -374,14 +410,14 @@ impl PathPolicy {
         // A symlink at the destination is resolved too: writing through it must be allowed.
         let canon = match std::fs::symlink_metadata(&target) {
             Ok(m) if m.file_type().is_symlink() => canon_or(&target),
-            _ => target,
+            _ => target.clone(),
         };
         if canon.is_dir() {
             return Err(PathError::Invalid(format!(
                 "{p} is a directory; give a file name"
             )));
         }
-        self.check_write(canon, p)
+        self.check_write(canon, &target, p)
     }
 }
 
@@ -503,6 +539,28 @@ mod tests {
             with_bin.writable("~/bin/ls"),
             Err(PathError::WriteDenied(_, _, "deny_writes_to_path_dirs"))
         ));
+        // A start-up file that is a symlink (a dotfiles manager), either name; a bare
+        // repository's hooks; a submodule's.
+        std::fs::create_dir_all(h.join("dotfiles"))?;
+        std::fs::create_dir_all(h.join("srv/app.git/hooks"))?;
+        std::fs::create_dir_all(h.join("src/app/.git/modules/lib/hooks"))?;
+        std::fs::write(h.join("dotfiles/zshrc"), b"# z")?;
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(h.join("dotfiles/zshrc"), h.join(".zshrc"))?;
+            assert!(p.writable("~/.zshrc").is_err(), "through the link");
+            assert!(p.writable("~/dotfiles/zshrc").is_err(), "what it links to");
+        }
+        for path in [
+            "~/srv/app.git/hooks/post-receive",
+            "~/srv/app.git/config",
+            "~/src/app/.git/modules/lib/hooks/pre-commit",
+        ] {
+            assert!(
+                matches!(p.writable(path), Err(PathError::WriteDenied(..))),
+                "{path}"
+            );
+        }
         // Reading them is fine; ordinary files are writable.
         assert!(p.readable("~/.bashrc").is_ok());
         assert!(p.writable("~/notes/todo.txt").is_ok());

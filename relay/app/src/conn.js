@@ -71,7 +71,7 @@ export class Connection {
     });
     window.addEventListener("online", () => this.kick());
     // The phone lost its network: say so now rather than after the next missed ping.
-    window.addEventListener("offline", () => this.ws?.close(4000, "offline"));
+    window.addEventListener("offline", () => this.abandon("the phone is offline"));
   }
 
   set(state, detail) {
@@ -145,6 +145,25 @@ export class Connection {
     this.pinger = setInterval(() => this.checkAlive(), PING_EVERY_MS);
   }
 
+  /** Give up on the current socket now (the phone went offline, or no pong came back): with
+   *  the network gone its close event can take many seconds to arrive, and the user should
+   *  see the state at once. Whatever that socket still delivers is ignored. */
+  abandon(why) {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    clearInterval(this.pinger);
+    for (const [, c] of this.calls) c.reject(new Error("the connection closed"));
+    this.calls.clear();
+    this.attached = false;
+    try {
+      ws.close(4000, why);
+    } catch {
+      // Already closing.
+    }
+    this.later(why);
+  }
+
   /** Ping through the relay (answered by it without waking anything); no pong: reconnect. */
   checkAlive() {
     const ws = this.ws;
@@ -156,7 +175,7 @@ export class Connection {
       return;
     }
     setTimeout(() => {
-      if (ws === this.ws && this.lastPong < sent) ws.close(4000, "no answer");
+      if (ws === this.ws && this.lastPong < sent) this.abandon("no answer from the relay");
     }, PONG_WITHIN_MS);
   }
 

@@ -327,16 +327,6 @@ impl Device {
         r.map_err(ApiError::limited)
     }
 
-    fn limit_outcome(&self, key: &str, p: &Policy, ok: bool) -> Result<(), ApiError> {
-        let mut c = self.counter(key)?;
-        if ok {
-            c.succeeded();
-        } else {
-            c.failed(p, http::now_s());
-        }
-        self.save_counter(key, p, &c)
-    }
-
     fn counter(&self, key: &str) -> Result<Counter, ApiError> {
         #[derive(Deserialize)]
         struct Row {
@@ -362,6 +352,7 @@ impl Device {
         if failing
             && self.rows("limits")? >= limit::MAX_LIMIT_ROWS
             && self.counter_row_missing(key)?
+            && !self.prune_limits(now)?
         {
             return Err(ApiError::new(
                 429,
@@ -382,6 +373,32 @@ impl Device {
         r.map(|_| ()).map_err(http::internal)
     }
 
+    /// Drop rows of clients that failed a few times long ago (no lockout running, nothing
+    /// this hour); true if that made room.
+    fn prune_limits(&self, now: u64) -> Result<bool, ApiError> {
+        #[derive(Deserialize)]
+        struct Row {
+            key: String,
+            counter: String,
+        }
+        let rows: Vec<Row> = self
+            .sql()
+            .exec("SELECT key, counter FROM limits", None)
+            .and_then(|c| c.to_array())
+            .map_err(http::internal)?;
+        let mut freed = 0;
+        for r in rows {
+            let c: Counter = serde_json::from_str(&r.counter).unwrap_or_default();
+            if now >= c.locked_until && now >= c.window_start.saturating_add(3600) {
+                self.sql()
+                    .exec("DELETE FROM limits WHERE key = ?", vec![s(r.key)])
+                    .map_err(http::internal)?;
+                freed += 1;
+            }
+        }
+        Ok(freed > 0)
+    }
+
     fn counter_row_missing(&self, key: &str) -> Result<bool, ApiError> {
         let rows: Vec<serde_json::Value> = self
             .sql()
@@ -394,9 +411,36 @@ impl Device {
     /// Check a bearer with `ok`: wrong bearers count against the client's IP (locked out
     /// after ten in a row), never against the device or phone they name, so a stranger who
     /// knows a device id (it is in every pair link) cannot lock its owner out.
+    /// Only failures are stored (a client that gets it right leaves no row behind), so the
+    /// rows are the failing clients', capped by `MAX_LIMIT_ROWS`.
     fn check_bearer(&self, key: &str, ok: bool) -> Result<(), ApiError> {
-        self.limit(key, &limit::BEARER_PER_IP)?;
-        self.limit_outcome(key, &limit::BEARER_PER_IP, ok)
+        self.check_failures(key, &limit::BEARER_PER_IP, Some(ok))
+    }
+
+    /// Refuse while `key` is locked out; then, with the outcome, store a failure (or clear
+    /// past ones). `None`: only the lockout check (the outcome is not known yet).
+    fn check_failures(&self, key: &str, p: &Policy, ok: Option<bool>) -> Result<(), ApiError> {
+        let now = http::now_s();
+        let mut c = self.counter(key)?;
+        if now < c.locked_until {
+            return Err(ApiError::limited(limit::Limited::Locked {
+                retry_after_s: c.locked_until - now,
+            }));
+        }
+        match ok {
+            None => Ok(()),
+            Some(true) => {
+                if c.failures > 0 {
+                    c.succeeded();
+                    self.save_counter(key, p, &c)?;
+                }
+                Ok(())
+            }
+            Some(false) => {
+                c.failed(p, now);
+                self.save_counter(key, p, &c)
+            }
+        }
     }
 
     /// The device's bearer must match (`Authorization` for HTTP, subprotocol for WebSockets).
@@ -513,7 +557,7 @@ impl Device {
         // Per client IP: pair tokens are HMAC-signed, so bad ones cost nothing but a hash;
         // a stranger who knows the device id locks out only itself.
         let key = format!("redeem:{ip}");
-        self.limit(&key, &limit::REDEEM)?;
+        self.check_failures(&key, &limit::REDEEM, None)?;
         let result = self.try_redeem(device_id, body);
         // Only a bad token counts towards the lockout (a malformed body is a client bug).
         let counts = match &result {
@@ -522,7 +566,7 @@ impl Device {
             Err(_) => None,
         };
         if let Some(ok) = counts {
-            self.limit_outcome(&key, &limit::REDEEM, ok)?;
+            self.check_failures(&key, &limit::REDEEM, Some(ok))?;
         }
         http::json(200, &result?)
     }

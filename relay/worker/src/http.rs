@@ -66,12 +66,15 @@ pub fn now_s() -> u64 {
     worker::Date::now().as_millis() / 1000
 }
 
-/// The client's IP as Cloudflare reports it (`CF-Connecting-IP`; `unknown` without one).
+/// The client's address as Cloudflare reports it (`CF-Connecting-IP`; `unknown` without
+/// one), IPv6 by its /64 (one client holds a whole /64 and could rotate through it).
 pub fn client_ip(req: &worker::Request) -> String {
-    req.headers()
+    let ip = req
+        .headers()
         .get("CF-Connecting-IP")
         .ok()
         .flatten()
         .filter(|ip| !ip.is_empty() && ip.len() <= 64)
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_else(|| "unknown".into());
+    loopsy_relay::limit::client_key(&ip)
 }
