@@ -6,40 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
 
-use common::{BIN, Mcp, loopsy, median, ok};
-
-const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-lab");
-
-fn lab(args: &[&str]) {
-    let st = Command::new(LAB).args(args).status().unwrap();
-    assert!(
-        st.success(),
-        "netns-lab {args:?} failed (needs root + iproute2)"
-    );
-}
-
-struct Lab(String);
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(LAB).args(["down", &self.0]).status();
-    }
-}
-
-fn in_ns(ns: &str, home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, BIN, "--home"])
-        .arg(home)
-        .args(args)
-        .env_remove("LOOPSY_HOME");
-    c
-}
+use common::netns::{Lab, in_ns, lab};
+use common::{Mcp, loopsy, median, ok};
 
 fn names(m: &mut Mcp, online_only: bool) -> Vec<String> {
     m.tool("loopsy_list_peers", json!({}))["peers"]

@@ -8,6 +8,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde_json::{Value, json};
 
+pub mod netns;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_loopsy");
 
 /// `loopsy --home <home> args…`, ignoring the caller's LOOPSY_HOME.
