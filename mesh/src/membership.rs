@@ -27,6 +27,8 @@ pub enum Refusal {
     Me,
     /// This machine paired the peer again after the removal.
     RepairedSince,
+    /// This machine's own removal, come back.
+    Own,
 }
 
 impl Removal {
@@ -92,17 +94,17 @@ pub fn check_removal(
     if r.peer == me {
         return Err(Refusal::Me);
     }
-    // A pairing made here since wins, whoever removed (this machine included: its own old
-    // removal, passed back by a member, must not undo a re-pairing). Times are in seconds:
-    // a re-pairing in the same second as the removal wins too.
+    // This machine's own removal was applied when it was made: passed back by a member later
+    // (after a re-pairing here, say), it changes nothing.
+    if r.by == me {
+        return Err(Refusal::Own);
+    }
+    // A pairing made here after the removal wins over it.
     if let Some(target) = trust.peers.get(&r.peer)
         && target.paired_here()
-        && target.paired_at >= r.at
+        && target.paired_at > r.at
     {
         return Err(Refusal::RepairedSince);
-    }
-    if r.by == me {
-        return Ok(());
     }
     let Some(by) = trust.peers.get(&r.by) else {
         return Err(Refusal::NoAuthority);
@@ -211,23 +213,14 @@ mod tests {
         assert_eq!(check(&a, &direct, 40), Err(Refusal::RepairedSince));
         assert_eq!(
             check(&a, &direct, 50),
-            Err(Refusal::RepairedSince),
-            "same second"
+            Ok(()),
+            "a removal in the pairing's second"
         );
-        // This machine's own old removal, passed back after a re-pairing: the pairing wins.
+        // This machine's own old removal, passed back after a re-pairing: nothing happens.
         let mine = Keypair::generate_ed25519();
         let mine_id = mine.public().to_peer_id().to_string();
         let r = Removal::sign(&mine, &direct, 40).unwrap_or_else(|| panic!("sign"));
-        assert_eq!(
-            check_removal(&r, &mine_id, &t, &eff),
-            Err(Refusal::RepairedSince)
-        );
-        assert_eq!(
-            check(&g, &intro, 60),
-            Ok(()),
-            "introduced may remove introduced"
-        );
-        assert_eq!(check(&g, &direct, 60), Err(Refusal::NoAuthority));
+        assert_eq!(check_removal(&r, &mine_id, &t, &eff), Err(Refusal::Own));
         let stranger = Keypair::generate_ed25519();
         assert_eq!(check(&stranger, &intro, 60), Err(Refusal::NoAuthority));
         let me_id: PeerId = me.parse().unwrap_or_else(|_| panic!("id"));

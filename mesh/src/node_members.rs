@@ -474,7 +474,7 @@ impl NodeTask {
             match check_removal(&r, &me, &self.trust, &self.members.eff) {
                 Ok(()) => {}
                 // Not for us to apply, but not an attack either.
-                Err(Refusal::Me | Refusal::RepairedSince) => continue,
+                Err(Refusal::Me | Refusal::RepairedSince | Refusal::Own) => continue,
                 Err(why) => {
                     info!(peer = %r.peer, by = %r.by, ?why, "removal not applied here");
                     refused += 1;
