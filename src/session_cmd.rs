@@ -354,8 +354,32 @@ pub fn exec_tty(
     let id = info["id"].as_str().context("no session id")?.to_string();
     let name = info["name"].as_str().unwrap_or(&id).to_string();
     let at = (!here).then_some(peer);
-    let code = if info["state"] == "running" {
-        match attach_until_end(home, at, &id, &name)? {
+    // It may end between the start and the attach (a quick `pwd`): then it is shown as one
+    // that ended before it could be attached.
+    // Ok: attached until it ended (or detached); Err: it ended before the attach, with this
+    // exit code.
+    let attached: Result<End, Option<i32>> = if info["state"] == "running" {
+        match attach_until_end(home, at, &id, &name) {
+            Ok(end) => Ok(end),
+            Err(e) => match exit_of(home, at, &id) {
+                Some(code) => Err(code),
+                None => return Err(e),
+            },
+        }
+    } else {
+        Err(info["exit_code"].as_i64().map(|c| c as i32))
+    };
+    let code = match attached {
+        Err(code) => {
+            let s = Session::connect(home)?;
+            let out = s.call(
+                "loopsy_session_read",
+                with_peer(json!({ "id": id, "mode": "scrollback" }), at),
+            )?;
+            print!("{}", out["text"].as_str().unwrap_or_default());
+            code
+        }
+        Ok(end) => match end {
             End::Exited(code) => code,
             End::Detached => {
                 anstream::eprintln!(
@@ -371,22 +395,27 @@ pub fn exec_tty(
             }
             End::Lost => bail!("the session host on {peer} went away"),
             End::Refused(why) => bail!("{why}"),
-        }
-    } else {
-        // It ended before it could be attached: show what it printed.
-        let s = Session::connect(home)?;
-        let out = s.call(
-            "loopsy_session_read",
-            with_peer(json!({ "id": id, "mode": "scrollback" }), at),
-        )?;
-        print!("{}", out["text"].as_str().unwrap_or_default());
-        info["exit_code"].as_i64().map(|c| c as i32)
+        },
     };
     let s = Session::connect(home)?;
     if let Err(e) = s.call("loopsy_session_remove", with_peer(json!({ "id": id }), at)) {
         tracing::debug!("cannot remove the ended session {id}: {e}");
     }
     Ok(ExitCode::from(code.unwrap_or(0).clamp(0, 255) as u8))
+}
+
+/// The exit code of session `id` if it has ended (`Some(None)`: ended, no code).
+fn exit_of(home: &Home, at: Option<&str>, id: &str) -> Option<Option<i32>> {
+    let s = Session::connect(home).ok()?;
+    let v = s
+        .call("loopsy_session_list", with_peer(json!({}), at))
+        .ok()?;
+    let r = v["sessions"]
+        .as_array()?
+        .iter()
+        .find(|r| r["id"] == id)?
+        .clone();
+    (r["state"] == "exited").then(|| r["exit_code"].as_i64().map(|c| c as i32))
 }
 
 enum End {

@@ -236,8 +236,13 @@ async fn open_and_start(
         }
     };
     let mut s = stream.compat();
-    let closed =
-        || -> Why { Box::new(|peer| format!("{peer} closed the stream before answering; retry")) };
+    let closed = || -> Why {
+        Box::new(|peer| {
+            format!(
+                "{peer} closed the stream before answering: it may no longer trust this machine (`loopsy peers list` on {peer} tells)"
+            )
+        })
+    };
     // A refusal may already be on its way (the runner answers before reading): read it
     // even when the write failed.
     let _ = wire::write_frame(&mut s, Kind::Start, &start.data).await;
