@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::netns::{Lab, in_ns, lab};
+use common::netns::{Lab, in_ns, lab, pair_with_first};
 use common::{Mcp, loopsy, median, ok};
 
 fn online(m: &mut Mcp) -> Vec<String> {
@@ -66,31 +66,7 @@ fn main() {
     }
     let t_pair = Instant::now();
     for i in 1..n {
-        let mut w = in_ns(&ns(0), &homes[0], &["pair", "--json"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(w.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let t: Value = serde_json::from_str(&line).unwrap();
-        let code = t["code"].as_str().unwrap();
-        let addr = t["addrs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|a| a.starts_with("/ip4/10.201.0.1/tcp/"))
-            .unwrap();
-        ok(&mut in_ns(
-            &ns(i),
-            &homes[i],
-            &["pair", addr, "--code", code],
-        ));
-        assert!(w.wait().unwrap().success());
+        pair_with_first(&ns(0), &homes[0], &ns(i), &homes[i]);
     }
     let mut mcp: Vec<Mcp> = homes.iter().map(|h| Mcp::new(h)).collect();
     let meshed = wait("a full mesh", Duration::from_secs(120), || {

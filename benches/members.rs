@@ -5,15 +5,14 @@
 //! it (the signed removal passed on, member to member). `--quick`: 3 rounds instead of 9.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
 
-use common::netns::{Lab, in_ns, lab};
+use common::netns::{Lab, in_ns, lab, pair_with_first};
 use common::{Mcp, loopsy, median, ok};
 
 fn names(m: &mut Mcp, online_only: bool) -> Vec<String> {
@@ -33,31 +32,6 @@ fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
         std::thread::sleep(Duration::from_millis(5));
     }
     t0.elapsed()
-}
-
-/// Pair the daemon at `home` (in `ns`) with the first daemon (in `ns0`, at `home0`).
-fn pair_with_first(ns0: &str, home0: &Path, ns: &str, home: &Path) {
-    let mut w = in_ns(ns0, home0, &["pair", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(w.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let t: Value = serde_json::from_str(&line).unwrap();
-    let code = t["code"].as_str().unwrap();
-    let addr = t["addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|a| a.starts_with("/ip4/10.201.0.1/tcp/"))
-        .unwrap();
-    ok(&mut in_ns(ns, home, &["pair", addr, "--code", code]));
-    assert!(w.wait().unwrap().success());
 }
 
 fn main() {

@@ -17,6 +17,9 @@ pub const PUBLIC_FILE: u32 = 0o644;
 
 /// Whether large writes can bypass the page cache here ([`open_uncached`]).
 pub const UNCACHED_IO: bool = imp::fs::UNCACHED_IO;
+/// Whether file names usually compare without regard to case here (APFS and NTFS as
+/// installed by default): path rules must then match case-blind.
+pub const CASE_BLIND_PATHS: bool = cfg!(any(target_os = "macos", windows));
 
 /// Create files opened with `o` with `mode` (Unix; on Windows the directory's ACL applies).
 pub fn with_mode(o: &mut OpenOptions, mode: u32) -> &mut OpenOptions {

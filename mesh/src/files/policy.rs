@@ -216,7 +216,7 @@ pub struct PathPolicy {
 
 /// Does `p` start with `prefix`? Case-blind where file systems usually are (macOS, Windows).
 fn under(p: &Path, prefix: &Path) -> bool {
-    if cfg!(any(target_os = "macos", windows)) {
+    if loopsy_sys::fs::CASE_BLIND_PATHS {
         let low = |x: &Path| PathBuf::from(x.to_string_lossy().to_lowercase());
         low(p).starts_with(low(prefix))
     } else {
@@ -240,7 +240,7 @@ fn in_bare_repo_hooks(p: &Path) -> bool {
 fn contains_run(p: &Path, ending: &Path) -> bool {
     let fold = |c: std::path::Component| {
         let s = c.as_os_str().to_string_lossy().into_owned();
-        if cfg!(any(target_os = "macos", windows)) {
+        if loopsy_sys::fs::CASE_BLIND_PATHS {
             s.to_lowercase()
         } else {
             s
