@@ -137,20 +137,30 @@ fn paths_outside_the_policy_are_refused_on_both_ends() {
     // Push: the local end refuses to read, the remote refuses to write.
     let err = a.fails(&["cp", &format!("{sa}/escape"), &format!("beta:{sb}/got")]);
     assert!(err.contains("outside files.allowed_paths"), "{err}");
-    for dest in [
-        format!("{sb}/../got"),
-        format!("{sb}-evil/got"),
-        format!("{sb}/secret/got"),
-        format!("{sb}/escape"),
+    // (--overwrite, so that the symlink is not refused for merely existing.)
+    for (dest, why) in [
+        (format!("{sb}/../got"), "outside files.allowed_paths"),
+        (format!("{sb}-evil/got"), "outside files.allowed_paths"),
+        (format!("{sb}/secret/got"), "files.denied_paths"),
+        (format!("{sb}/escape"), "outside files.allowed_paths"),
     ] {
-        let err = a.fails(&["cp", &format!("{sa}/ok.txt"), &format!("beta:{dest}")]);
-        assert!(
-            err.contains("files.allowed_paths")
-                || err.contains("files.denied_paths")
-                || err.contains("exists"),
-            "push {dest}: {err}"
-        );
+        let err = a.fails(&[
+            "cp",
+            "--overwrite",
+            &format!("{sa}/ok.txt"),
+            &format!("beta:{dest}"),
+        ]);
+        assert!(err.contains(why), "push {dest}: {err}");
     }
+    assert!(
+        share_b.join("escape").is_symlink(),
+        "the symlink itself was not replaced"
+    );
+    assert_eq!(
+        std::fs::read(share_b.parent().unwrap().join("outside")).unwrap(),
+        b"o",
+        "nor what it points to"
+    );
     assert!(!share_b.parent().unwrap().join("got").exists());
     assert!(!share_b.parent().unwrap().join("share-evil/got").exists());
     assert_eq!(

@@ -297,12 +297,20 @@ fn unknown_method_and_bad_arguments() {
             .contains("unknown tool"),
         "{r}"
     );
-    // Garbage on the wire does not take the daemon down.
+    // Garbage on the wire takes neither the session nor the daemon down: it is answered
+    // (a JSON-RPC error, or nothing) and the next call on the same session works…
+    let pid = h.pid();
     mcp.send(&json!("not a request"));
+    mcp.send(&json!({"jsonrpc": "2.0", "id": "x", "method": 7}));
+    let r = mcp.call_tool("loopsy_status", json!({}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["pid"], pid, "{r}");
     drop(mcp);
-    wait_until("daemon still answering", Duration::from_secs(5), || {
-        h.running()
-    });
+    // …and so does a new one, served by the same daemon.
+    let mut again = h.mcp();
+    again.initialize();
+    let r = again.call_tool("loopsy_status", json!({}));
+    assert_eq!(r["result"]["structuredContent"]["pid"], pid, "{r}");
 }
 
 #[test]

@@ -53,15 +53,27 @@ fn pair_then_exec_both_ways() {
     assert_eq!(o.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "out-x\n");
     assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
-    let home_a = a.ok(&[
-        "exec",
-        "beta",
-        "--",
-        "sh",
-        "-c",
-        "echo $LOOPSY_HOME_MARK; pwd",
-    ]);
-    assert!(home_a.ends_with('\n'));
+    // The command runs in the peer's environment, in its home directory (as with ssh): not in
+    // the caller's environment nor its working directory.
+    let o = a
+        .cmd(&[
+            "exec",
+            "beta",
+            "--",
+            "sh",
+            "-c",
+            "echo mark=$LOOPSY_TEST_MARK; pwd",
+        ])
+        .env("LOOPSY_TEST_MARK", "from-the-caller")
+        .current_dir(a.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let home = std::env::var("HOME").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("mark=\n{home}\n")
+    );
 
     // Both see each other online with an RTT, via the mesh status.
     wait_until("RTT measured", Duration::from_secs(15), || {
@@ -218,9 +230,19 @@ fn jobs_time_out_and_can_be_inspected_remotely() {
         2,
         "{l}"
     );
-    // alpha's own agent cannot see beta's jobs as beta's… but alpha's owner sees every job.
-    let local = a.ok(&["exec", "alpha", "--", "true"]);
-    assert!(local.is_empty());
+    // On alpha, alpha's own agent sees the jobs beta started there, as beta's.
+    let mut ma = a.mcp();
+    ma.initialize();
+    let l = ma.call_tool("loopsy_job_list", serde_json::json!({}));
+    let jobs = l["result"]["structuredContent"]["jobs"].as_array().unwrap();
+    let beta_id = b.status()["peer_id"].as_str().unwrap().to_string();
+    let mine = jobs
+        .iter()
+        .find(|j| j["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(mine["started_by"], format!("peer:{beta_id}"), "{l}");
+    // A machine's own name runs the command here.
+    assert_eq!(a.ok(&["exec", "alpha", "--", "echo", "here"]), "here\n");
     // Unknown job ids are a clear not_found.
     let n = mcp.call_tool(
         "loopsy_job_status",

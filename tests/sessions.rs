@@ -151,6 +151,11 @@ fn sessions_survive_a_daemon_restart_and_kill_9() {
         count_in(r["text"].as_str().unwrap())
     };
     wait_until("counting", Duration::from_secs(20), || now(&mut m) >= 3);
+    let host_pid = |m: &mut McpPipe| {
+        let l = ok(m, "loopsy_session_list", json!({}));
+        l["sessions"][0]["host_pid"].as_u64().expect("host_pid")
+    };
+    let host = host_pid(&mut m);
     drop(m);
 
     h.ok(&["stop"]);
@@ -175,13 +180,24 @@ fn sessions_survive_a_daemon_restart_and_kill_9() {
         Duration::from_secs(20),
         || now(&mut m) > before,
     );
-    // The scrollback from before both restarts is still there.
+    // The same host and the same program: not a respawn. The scrollback from before both
+    // restarts is still there, and the count never started over nor skipped.
+    assert_eq!(host_pid(&mut m), host, "the session host was replaced");
     let r = ok(
         &mut m,
         "loopsy_session_read",
         json!({"id": id, "mode": "scrollback"}),
     );
-    assert!(r["text"].as_str().unwrap().lines().any(|l| l == "n=1"));
+    let lines: Vec<&str> = r["text"].as_str().unwrap().lines().collect();
+    // (The last line may still be being written.)
+    let counts: Vec<u64> = lines[..lines.len().saturating_sub(1)]
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("n="))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(counts.first(), Some(&1), "{counts:?}");
+    let expected: Vec<u64> = (1..=counts.len() as u64).collect();
+    assert_eq!(counts, expected, "the count is one continuous run");
     let s = ok(&mut m, "loopsy_session_stop", json!({"id": id}));
     assert_eq!(s["state"], "exited", "{s}");
 }

@@ -42,7 +42,7 @@ enum Outcome {
 }
 
 /// Dial `addr` as a stranger and ask it to run a command.
-async fn stranger_exec(addr: &str) -> Outcome {
+async fn stranger_exec(addr: &str, marker: &std::path::Path) -> Outcome {
     let mut swarm = build(
         &Identity::generate(),
         false,
@@ -59,7 +59,7 @@ async fn stranger_exec(addr: &str) -> Outcome {
     swarm.add_peer_address(peer, addr);
     let req = RpcRequest {
         tool: "loopsy_execute".into(),
-        args: r#"{"command":"touch /tmp/loopsy-pwned"}"#.into(),
+        args: serde_json::json!({ "command": format!("touch {}", marker.display()) }).to_string(),
     };
     let id = swarm.behaviour_mut().rpc.send_request(&peer, req);
     let run = async {
@@ -158,9 +158,11 @@ async fn a_stranger_can_run_nothing() {
     a.ok(&["init", "--name", "alpha"]);
     a.start();
     let addr = a.status()["listen_addrs"][0].as_str().unwrap().to_string();
+    // What the stranger asks for would create this file.
+    let marker = a.path().join("pwned");
 
     // No pairing window: the connection is dropped at once.
-    let o = stranger_exec(&addr).await;
+    let o = stranger_exec(&addr, &marker).await;
     assert!(
         matches!(o, Outcome::Closed | Outcome::Denied),
         "stranger got an answer"
@@ -168,7 +170,7 @@ async fn a_stranger_can_run_nothing() {
 
     // With a window open the stranger may connect (to pair), but RPC is still denied.
     let mut pair = pairing_window(&a);
-    let o = stranger_exec(&addr).await;
+    let o = stranger_exec(&addr, &marker).await;
     assert!(
         matches!(o, Outcome::Denied),
         "with a window open the RPC must be explicitly denied"
@@ -195,11 +197,32 @@ async fn a_stranger_can_run_nothing() {
     let _ = pair.kill();
     let _ = pair.wait();
 
-    let audit = std::fs::read_to_string(a.path().join("logs/audit.jsonl")).unwrap_or_default();
-    assert!(!audit.contains("loopsy_execute"), "nothing ran: {audit}");
     if let Outcome::Answered(r) = o {
         panic!("stranger got a result: {r}");
     }
+    // Nothing ran: the file the command would make is not there, and the audit log (written
+    // in the background, in order) has no call from a peer once a later local call shows in it.
+    let mut mcp = a.mcp();
+    mcp.initialize();
+    let r = mcp.call_tool("loopsy_status", serde_json::json!({}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let audit_path = a.path().join("logs/audit.jsonl");
+    let audit = || std::fs::read_to_string(&audit_path).unwrap_or_default();
+    common::wait_until(
+        "the local call in the audit log",
+        Duration::from_secs(10),
+        || {
+            audit()
+                .lines()
+                .any(|l| l.contains(r#""caller":"local""#) && l.contains("loopsy_status"))
+        },
+    );
+    let log = audit();
+    assert!(
+        !log.lines().any(|l| l.contains(r#""caller":"peer:"#)),
+        "a stranger's call reached the tools: {log}"
+    );
+    assert!(!marker.exists(), "the stranger's command ran");
 }
 
 /// Ask the daemon at `addr` for a relay reservation as a stranger; the listener's end reason,

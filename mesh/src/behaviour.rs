@@ -20,6 +20,15 @@ use crate::wire::{
 
 /// The identify protocol version all loopsy nodes speak.
 pub const IDENTIFY_PROTOCOL: &str = "/loopsy/id/1";
+/// The boot id in a peer's identify agent version (`loopsy/0.2.0 (boot 1f…)`): new each time
+/// its daemon starts, so a connection that outlived the process it came from can be told from
+/// the restarted one's.
+pub fn boot_of(agent: &str) -> Option<&str> {
+    let rest = agent.split_once(" (boot ")?.1;
+    let id = rest.strip_suffix(')')?;
+    (id.len() <= 32 && !id.is_empty()).then_some(id)
+}
+
 /// How long an RPC may take (jobs wait at most `MAX_WAIT_S` inside it).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a pairing step may take.
@@ -124,7 +133,11 @@ pub fn build(
     allowed: Allowed,
     refused: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Swarm<MeshBehaviour>, NodeError> {
-    let agent = format!("loopsy/{}", crate::VERSION);
+    let agent = format!(
+        "loopsy/{} (boot {:016x})",
+        crate::VERSION,
+        rand::random::<u64>()
+    );
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
         .with_tokio()
         .with_tcp(
@@ -246,4 +259,18 @@ pub fn build(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boot_of;
+
+    #[test]
+    fn boot_ids_are_read_from_the_agent_version() {
+        assert_eq!(boot_of("loopsy/0.2.0 (boot 00ff12)"), Some("00ff12"));
+        assert_eq!(boot_of("loopsy/0.1.0"), None);
+        assert_eq!(boot_of("loopsy/0.2.0 (boot )"), None);
+        assert_eq!(boot_of("loopsy/0.2.0 (boot 00ff12"), None);
+        assert_eq!(boot_of(&format!("x (boot {})", "a".repeat(33))), None);
+    }
 }

@@ -521,6 +521,7 @@ pub async fn spawn(
             snoops: 0,
             overflow: 0,
             unheard: Default::default(),
+            boots: Default::default(),
         },
     );
     tokio::spawn(task.run(early));

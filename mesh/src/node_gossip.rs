@@ -110,6 +110,9 @@ pub(crate) struct Gossip {
     /// Trusted peers that speak gossipsub but have not been seen to read their inbox, since
     /// when (see [`NodeTask::gossip_watch`]).
     pub(crate) unheard: HashMap<PeerId, Instant>,
+    /// The boot id each connected peer identified with (see [`NodeTask::gossip_boot`]); an
+    /// entry lives as long as the peer has a connection.
+    pub(crate) boots: HashMap<PeerId, String>,
 }
 
 /// How long a connected peer that speaks gossipsub may go without our seeing its inbox
@@ -202,6 +205,31 @@ impl NodeTask {
     /// `peer` has no connection left.
     pub(crate) fn gossip_gone(&mut self, peer: &PeerId) {
         self.gossip.unheard.remove(peer);
+        self.gossip.boots.remove(peer);
+    }
+
+    /// A peer identified on a connection with `agent`. If a trusted peer names another boot than
+    /// the one it identified with before, while this node never lost it (some connection
+    /// stayed up), the peer restarted and its old connection lingers here (a killed process
+    /// sends no close). Gossipsub tells a peer our subscriptions only over its first
+    /// connection: the restarted peer would never hear that we read our inbox, and its mail
+    /// would wait. So every connection to it is closed at once, and both sides redial
+    /// afresh (a second), instead of waiting out [`UNHEARD`] and the old connection's idle
+    /// timeout (up to 20 s in tests before this).
+    /// Returns whether it did.
+    pub(crate) fn gossip_boot(&mut self, peer: PeerId, agent: &str) -> bool {
+        let Some(boot) = crate::behaviour::boot_of(agent) else {
+            return false;
+        };
+        match self.gossip.boots.insert(peer, boot.to_string()) {
+            Some(old) if old != boot && self.trusted(&peer) => {
+                info!(%peer, "the peer restarted while its old connection lingered here: reconnecting afresh");
+                self.gossip.boots.remove(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Gossipsub tells a peer our subscriptions only over its first connection. When a peer

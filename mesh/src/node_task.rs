@@ -684,7 +684,7 @@ impl NodeTask {
                 // Kept while connected: a peer that is paired after it identified (the usual
                 // order) is looked at again then.
                 self.remember_identify(peer_id, &info);
-                if !self.trusted(&peer_id) {
+                if self.gossip_boot(peer_id, &info.agent_version) || !self.trusted(&peer_id) {
                     return;
                 }
                 self.on_identify(peer_id, &info);

@@ -93,6 +93,9 @@ pub struct JobView {
     pub stdout_truncated: bool,
     /// Stderr exceeded the cap; the excess was dropped.
     pub stderr_truncated: bool,
+    /// Who started it: `local` (this machine's CLI and agents), `peer:<PeerId>`,
+    /// `phone:<id>`.
+    pub started_by: String,
 }
 
 impl From<JobInfo> for JobView {
@@ -117,6 +120,7 @@ impl From<JobInfo> for JobView {
             stderr_bytes: j.stderr_bytes,
             stdout_truncated: j.stdout_truncated,
             stderr_truncated: j.stderr_truncated,
+            started_by: j.owner,
         }
     }
 }
