@@ -271,6 +271,8 @@ try {
       const u = new URL(r.url());
       if (u.origin !== dashOrigin && u.origin.replace(/^ws/, "http") !== dashOrigin) dashForeign.push(r.url());
     });
+    dash.on("console", (m) => m.type() === "error" && consoleErrors.push(`dashboard: ${m.text()}`));
+    dash.on("pageerror", (e) => consoleErrors.push(`dashboard: ${e}`));
     const resp = await dash.goto(process.env.DASHBOARD);
     check(/wasm-unsafe-eval/.test(resp.headers()["content-security-policy"] || ""), "the dashboard's CSP");
     await dash.waitForSelector("#sessions li.session", { timeout: 20000 });
@@ -280,6 +282,8 @@ try {
     check(dashForeign.length === 0, `the dashboard made requests elsewhere: ${dashForeign.join(", ")}`);
   }
   results.console_errors = consoleErrors;
+  // Nothing went wrong in the page on the way: no exception, no CSP violation, no error logged.
+  check(consoleErrors.length === 0, `errors in the page: ${consoleErrors.join(" | ")}`);
   results.ok = true;
   console.log(JSON.stringify(results));
 } catch (e) {
