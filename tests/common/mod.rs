@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod disk;
 pub mod sshd;
 
 /// The binary under test.
@@ -39,6 +40,15 @@ impl TestHome {
         let dir = tempfile::Builder::new()
             .prefix("lt")
             .tempdir_in("/tmp")
+            .expect("tempdir");
+        Self { dir, netns: None }
+    }
+
+    /// A home in a new directory under `parent` (a disk under test).
+    pub fn new_in(parent: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("lt")
+            .tempdir_in(parent)
             .expect("tempdir");
         Self { dir, netns: None }
     }
