@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "common/relay_proxy.rs"]
+mod relay_proxy;
 #[path = "common/relay.rs"]
 mod relay_support;
 
@@ -29,6 +31,11 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// A daemon on loopback (heartbeat `hb` s) configured to use the relay `w`.
 fn daemon_on(w: &Wrangler, name: &str, hb: u64) -> TestHome {
+    daemon_at(&w.url(), name, hb, w)
+}
+
+/// A daemon on loopback configured to use the relay at `url` (`w` behind it, for its log).
+fn daemon_at(url: &str, name: &str, hb: u64, w: &Wrangler) -> TestHome {
     let h = TestHome::new();
     h.ok(&["init", "--name", name]);
     std::fs::write(
@@ -39,7 +46,7 @@ fn daemon_on(w: &Wrangler, name: &str, hb: u64) -> TestHome {
     )
     .unwrap();
     h.ok(&["start"]);
-    let out = h.ok(&["relay", "configure", &w.url(), "--json"]);
+    let out = h.ok(&["relay", "configure", url, "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"]["state"], "connected", "{out}\n{}", w.log());
     h
@@ -596,6 +603,8 @@ fn relay_refuses_bad_tokens_codes_keys_and_frames() {
         assert!(e.contains("403"), "{e}");
 
         // Revoked on the laptop: the live connection ends, and the relay refuses new ones.
+        // (Either end may close it first here; that the laptop alone ends it, with the relay
+        // keeping the phone, is a_hostile_relay_can_neither_type_into_a_terminal_nor_keep_a_revoked_phone.)
         let mut live = PhoneConn::connect(&good).await.unwrap();
         assert!(matches!(
             live.hello(None).await.unwrap(),
@@ -1169,4 +1178,144 @@ fn stored(dir: &std::path::Path) -> usize {
             })
             .sum()
     })
+}
+
+/// The relay turns hostile (a proxy in front of the Worker, `common/relay_proxy.rs`): it
+/// replays what the phone sent, injects frames of its own, and pretends to revoke a phone
+/// while keeping it. Nothing replayed or injected reaches the terminal, and the laptop's own
+/// revocation holds: the live connection ends with the laptop's word and the phone, still
+/// let through by the relay, is refused by the laptop.
+#[test]
+fn a_hostile_relay_can_neither_type_into_a_terminal_nor_keep_a_revoked_phone() {
+    use loopsy_relay::frame::{Frame, FrameKind};
+    let w = Wrangler::start(None);
+    let rt = rt();
+    let proxy = rt.block_on(relay_proxy::HostileProxy::start(w.port));
+    let h = daemon_at(&proxy.url(), "lap", 15, &w);
+    let mut m = h.mcp();
+    m.initialize();
+    // The laptop's own view of the terminal: lines that are exactly `line`.
+    let mut count_lines = |id: &str, line: &str| {
+        let r = m.call_tool(
+            "loopsy_session_read",
+            json!({"id": id, "mode": "scrollback"}),
+        );
+        r["result"]["structuredContent"]["text"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| l.trim_end() == line)
+            .count()
+    };
+    let id = rt.block_on(async {
+        let (creds, mut phone) = paired_phone(&h).await;
+        let (ok, s) = phone
+            .call(
+                "loopsy_session_start",
+                json!({"name": "sh", "cols": 80, "rows": 24}),
+            )
+            .await
+            .unwrap();
+        assert!(ok, "{s}");
+        let id = session_id(&s);
+        phone.attach(&id, 80, 24).await.unwrap();
+        let frames_before = proxy.state.recorded().len();
+        phone.input(b"echo TYPED-$((40+2))\r").await.unwrap();
+        phone
+            .wait_output("TYPED-42", Duration::from_secs(10))
+            .await
+            .unwrap();
+
+        // Replayed: every frame the relay has passed to the laptop since, again, twice.
+        let recorded = proxy.state.recorded();
+        let channel = Frame::decode(&recorded[frames_before]).unwrap().channel;
+        for _ in 0..2 {
+            for f in &recorded[frames_before..] {
+                proxy.state.inject(f.clone());
+            }
+        }
+        // Injected: made-up ciphertext on the phone's channel, and a channel of its own
+        // opened for a made-up phone with data on it.
+        let fake = loopsy_relay::secret::id_from(&[7; 16]);
+        for f in [
+            Frame::new(FrameKind::Data, channel, vec![0x42; 64]),
+            Frame::new(FrameKind::Open, 999, fake.into_bytes()),
+            Frame::new(FrameKind::Data, 999, b"echo INJECTED\r".to_vec()),
+            Frame::new(FrameKind::Data, 999, vec![0; 40]),
+        ] {
+            proxy.state.inject(f.encode().unwrap());
+        }
+        // A marker typed after all of it (on a new connection if the laptop dropped the one
+        // the garbage came on) shows the terminal took whatever it was going to take.
+        let mut phone = match phone.input(b"echo AFTER-$((1+1))\r").await {
+            Ok(())
+                if phone
+                    .wait_output("AFTER-2", Duration::from_secs(5))
+                    .await
+                    .is_ok() =>
+            {
+                phone
+            }
+            _ => {
+                let mut p = PhoneConn::connect(&creds).await.unwrap();
+                p.hello(None).await.unwrap();
+                p.attach(&id, 80, 24).await.unwrap();
+                p.input(b"echo AFTER-$((1+1))\r").await.unwrap();
+                p.wait_output("AFTER-2", Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                p
+            }
+        };
+        assert_eq!(
+            count_lines(&id, "TYPED-42"),
+            1,
+            "the replayed input ran again"
+        );
+        assert_eq!(count_lines(&id, "INJECTED"), 0, "injected input ran");
+        assert_eq!(count_lines(&id, "AFTER-2"), 1);
+        assert!(h.running());
+
+        // Revoked on the laptop; the relay says yes and keeps the phone.
+        let out = h.ok(&["phone", "revoke", &creds.phone_id]);
+        assert_eq!(
+            proxy
+                .state
+                .swallowed
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{out}"
+        );
+        let how = phone.wait_closed(Duration::from_secs(5)).await.unwrap();
+        assert!(
+            how.contains("this phone was revoked on the laptop"),
+            "the laptop itself ended the live connection: {how}"
+        );
+        // The relay still lets the phone through; the laptop refuses it.
+        let mut again = PhoneConn::connect(&creds).await.unwrap();
+        let r = again.hello(None).await.unwrap();
+        assert!(
+            matches!(&r, Control::Error { code, .. } if code == "unknown_phone"),
+            "{r:?}"
+        );
+        // Whatever it sends now goes nowhere.
+        let _ = again.input(b"echo REVOKED-TYPED\r").await;
+        let _ = again.pump_for(Duration::from_millis(500)).await;
+        id
+    });
+    let mut m = h.mcp();
+    m.initialize();
+    let r = m.call_tool(
+        "loopsy_session_write",
+        json!({"id": id, "text": "echo MARK-$((2+3))\n"}),
+    );
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    wait_until("the laptop's own input", Duration::from_secs(10), || {
+        count_lines(&id, "MARK-5") == 1
+    });
+    assert_eq!(
+        count_lines(&id, "REVOKED-TYPED"),
+        0,
+        "a revoked phone typed"
+    );
 }
