@@ -197,7 +197,10 @@ fn write_out(kind: Kind, data: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// The exit status, with a line on stderr when loopsy (not the program) ended it.
+/// The exit status, with a line on stderr when loopsy (not the program) ended it. A job
+/// loopsy ended for its own reasons (the peer revoked `exec` or stopped trusting this machine
+/// mid-run) is loopsy's failure: 255, as ssh says when its connection is cut. A `--timeout`
+/// keeps the status of the signal that ended the program.
 fn finish(peer: &str, job: &str, x: Exit) -> ExitCode {
     match &x.state {
         JobState::Killed { reason, .. } if reason != "signal" && reason != "kill" => {
@@ -205,6 +208,9 @@ fn finish(peer: &str, job: &str, x: Exit) -> ExitCode {
                 "{} {job} on {peer} was killed ({reason})",
                 ui::paint(WARN, "loopsy:")
             );
+            if reason != "timeout" {
+                return ExitCode::from(255);
+            }
         }
         JobState::Failed { message } => {
             anstream::eprintln!("{} {peer}: {message}", ui::paint(WARN, "loopsy:"));

@@ -242,6 +242,71 @@ fn a_receiver_killed_mid_transfer_leaves_no_file_under_the_destination_name() {
     );
 }
 
+/// The first `.part` file in `dir` once bytes are landing in it.
+fn landing(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+        e.file_name().to_string_lossy().ends_with(".part")
+            && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
+    })
+}
+
+/// A capability revoked while a transfer that needs it runs ends that transfer at once, both
+/// ways, with the reason, and nothing lands under the destination name.
+#[test]
+fn revoking_files_mid_transfer_ends_it_at_once() {
+    let (ra, rb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = started("alpha", ra.path());
+    let b = started("beta", rb.path());
+    pair(&a, &b);
+    let size = 400 * 1024 * 1024;
+    std::fs::write(ra.path().join("up.bin"), data(size)).unwrap();
+    std::fs::write(rb.path().join("down.bin"), data(size)).unwrap();
+    for (src, dest, dest_dir, cap) in [
+        (
+            ra.path().join("up.bin").display().to_string(),
+            format!("beta:{}/up.bin", rb.path().display()),
+            rb.path().to_path_buf(),
+            "files-write",
+        ),
+        (
+            format!("beta:{}/down.bin", rb.path().display()),
+            ra.path().join("got.bin").display().to_string(),
+            ra.path().to_path_buf(),
+            "files-read",
+        ),
+    ] {
+        let cp = a
+            .cmd(&["cp", &src, &dest])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("transfer under way", Duration::from_secs(20), || {
+            landing(&dest_dir)
+        });
+        b.ok(&["peers", "revoke", "alpha", cap]);
+        let t0 = std::time::Instant::now();
+        let o = cp.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{cap}: the transfer finished anyway");
+        assert!(err.contains(cap), "{cap}: {err}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{cap}: ended {:?} after the revocation",
+            t0.elapsed()
+        );
+        let dest_name = if cap == "files-write" {
+            "up.bin"
+        } else {
+            "got.bin"
+        };
+        assert!(
+            !dest_dir.join(dest_name).exists(),
+            "{cap}: a file landed under the destination name"
+        );
+    }
+}
+
 /// A daemon with the default `[files]` policy whose home directory is `home`.
 fn started_at_home(name: &str, home: &Path, extra: &str) -> TestHome {
     let h = TestHome::new();

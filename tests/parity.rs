@@ -356,6 +356,35 @@ fn a_stopped_peer_fails_fast_with_255_and_its_name() {
     assert_eq!(s.status.code(), Some(0), "the baseline sshd still answers");
 }
 
+/// `exec` revoked on the peer while a command streams: the stream ends at once with 255 and
+/// the reason, and the remote program is ended.
+#[test]
+fn revoking_exec_mid_stream_ends_the_command_there() {
+    let l = lab();
+    let mut c = spawn_exec(
+        &l.a,
+        &["sh", "-c", "echo up; while true; do sleep 3119; done"],
+    );
+    let mut out = c.stdout.take().unwrap();
+    let mut first = [0u8; 3];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"up\n");
+    assert_eq!(running(3119).len(), 1, "{:?}", running(3119));
+    l.b.ok(&["peers", "revoke", "alpha", "exec"]);
+    let t0 = Instant::now();
+    wait_until("the exec to end", Duration::from_secs(5), || {
+        c.try_wait().unwrap().is_some()
+    });
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(255), "{err}");
+    assert!(err.contains("exec revoked on beta"), "{err}");
+    wait_until("the remote program to end", Duration::from_secs(2), || {
+        running(3119).is_empty()
+    });
+    eprintln!("revoked: ended after {:?}", t0.elapsed());
+}
+
 #[test]
 fn own_failures_exit_255_with_whose_policy_it_was() {
     let l = lab();

@@ -19,8 +19,6 @@ use crate::DaemonCtx;
 use crate::audit::AuditRecord;
 use crate::control::read_request;
 
-/// How often a running pipe checks that its peer still holds `exec` here.
-const RECHECK: Duration = Duration::from_secs(1);
 /// How long opening the stream to a connected peer may take (a lost open is tried again).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the runner may take to answer a Start (it starts the program first).
@@ -80,13 +78,9 @@ pub async fn serve(ctx: DaemonCtx) {
                     Outcome::Refused("permission_denied")
                 } else {
                     let revoked = async {
-                        loop {
-                            tokio::time::sleep(RECHECK).await;
-                            match ctx.node().peer_caps(peer).await {
-                                Some((_, caps)) if caps.contains(&Capability::Exec) => {}
-                                Some(_) => break format!("exec revoked on {me}"),
-                                None => break format!("{me} no longer trusts this machine"),
-                            }
+                        match ctx.node().revoked(peer, &[Capability::Exec]).await {
+                            Some(_) => format!("exec revoked on {me}"),
+                            None => format!("{me} no longer trusts this machine"),
                         }
                     };
                     pipe::serve(ctx.jobs(), &format!("peer:{peer}"), s, revoked).await

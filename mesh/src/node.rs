@@ -296,6 +296,28 @@ impl NodeHandle {
             .flatten()
     }
 
+    /// Resolves once `peer` no longer holds every capability in `needed` here (revoked,
+    /// removed, or its introduction withdrawn): `Some(cap)` for the first one missing, `None`
+    /// when it is not trusted at all. For streams that must end with their permission, at
+    /// the trust change that takes it away (no polling). Never resolves once the node stops.
+    pub async fn revoked(&self, peer: PeerId, needed: &[Capability]) -> Option<Capability> {
+        let mut changed = self.trust_changed();
+        changed.borrow_and_update();
+        loop {
+            match self.peer_caps(peer).await {
+                None => return None,
+                Some((_, caps)) => {
+                    if let Some(c) = needed.iter().find(|c| !caps.contains(c)) {
+                        return Some(*c);
+                    }
+                }
+            }
+            if changed.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Changes whenever the trust list does (a pairing, grant, revoke, removal, introduction).
     pub fn trust_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.trust_changed.clone()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::store::{ContextHandle, MAX_SYNC_MESSAGE};
 use crate::trust::Capability;
@@ -146,9 +146,17 @@ pub async fn serve(node: NodeHandle, ctx: ContextHandle) {
                     "in:{peer}:{}",
                     NEXT_INBOUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 );
-                let r =
-                    tokio::time::timeout(SESSION_TIMEOUT, session(&mut stream, &ctx, &key, false))
-                        .await;
+                // A session ends with the peer's `context` here: nothing more of it is
+                // taken in once that is revoked (what it wrote is already shown as from an
+                // author without `context`, so hidden; see `set_authors`).
+                let r = tokio::select! {
+                    r = tokio::time::timeout(SESSION_TIMEOUT, session(&mut stream, &ctx, &key, false)) => r,
+                    lost = node.revoked(peer, &[Capability::Context]) => {
+                        info!(?lost, "inbound context sync ended: context revoked");
+                        ctx.sync_forget(&key).await;
+                        return;
+                    }
+                };
                 if matches!(r, Ok(Ok(_))) {
                     ctx.mark_synced(&peer.to_string());
                 } else {

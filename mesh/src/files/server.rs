@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::StreamProtocol;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::policy::PathPolicy;
 use super::proto::FILE_PROTOCOL;
@@ -38,11 +38,23 @@ pub async fn serve(mut control: libp2p_stream::Control, node: NodeHandle, policy
                 let mut s = stream.compat();
                 let may_read = caps.contains(&Capability::FilesRead);
                 let may_write = caps.contains(&Capability::FilesWrite);
-                let r = tokio::time::timeout(
-                    MAX_STREAM_TIME,
-                    handle(&mut s, &policy, &name, may_read, may_write),
-                )
-                .await;
+                // The stream lives only as long as the rights it was admitted with: a revoke
+                // (or removal) mid-transfer ends it at once. The peer sees the stream reset;
+                // its retry is then refused with the reason.
+                let admitted: Vec<Capability> = [Capability::FilesRead, Capability::FilesWrite]
+                    .into_iter()
+                    .filter(|c| caps.contains(c))
+                    .collect();
+                let r = tokio::select! {
+                    r = tokio::time::timeout(
+                        MAX_STREAM_TIME,
+                        handle(&mut s, &policy, &name, may_read, may_write),
+                    ) => r,
+                    lost = node.revoked(peer, &admitted) => {
+                        info!(?lost, "file stream ended: its capability was revoked");
+                        return;
+                    }
+                };
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => debug!(error = %e, "file stream ended"),
