@@ -73,6 +73,7 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
             .iter()
             .filter_map(|n| loopsy_mesh::config::relay_node_addr(n).ok())
             .collect(),
+        hole_punching: cfg.relay.hole_punching,
     };
     let (node, inbound) = node::spawn(&identity, node_cfg).await?;
     let jobs = JobManager::new(cfg.exec.clone());

@@ -279,6 +279,14 @@ pub fn mesh_status(home: &Home, json_out: bool, watch: bool) -> anyhow::Result<E
                     ui::paint(ui::WARN, "snoops")
                 );
             }
+            let hp = &n["hole_punches"];
+            if let (Some(ok), Some(failed)) = (hp["succeeded"].as_u64(), hp["failed"].as_u64())
+                && ok + failed > 0
+            {
+                anstream::println!(
+                    "  punching  {ok} relayed connection(s) upgraded to direct, {failed} attempt(s) failed"
+                );
+            }
             if let Some(n) = n["members_refused"].as_u64().filter(|n| *n > 0) {
                 anstream::println!(
                     "  {}  {n} introduction(s) or removal(s) from members refused (limits, authority, signatures; see the log)",

@@ -161,7 +161,15 @@ fn here_only_removal_keeps_the_others_and_alpha_does_not_bring_it_back() {
 /// Play `home`'s machine (its daemon stopped) from this process, connected to `to`.
 async fn as_member(home: &TestHome, to: &TestHome) -> (Swarm<MeshBehaviour>, PeerId) {
     let id = Identity::load(&home.path().join("identity.key")).unwrap();
-    let mut swarm = build(&id, false, None, Default::default(), Default::default()).unwrap();
+    let mut swarm = build(
+        &id,
+        false,
+        true,
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
     let addr: Multiaddr = to.status()["listen_addrs"][0]
         .as_str()
         .unwrap()

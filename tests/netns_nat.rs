@@ -130,11 +130,29 @@ impl Drop for Mesh {
     }
 }
 
+/// The `[relay]` section: the relay node to reserve on, if any, and hole punching off when
+/// `punch` is false.
+fn relay_section(node: Option<&str>, punch: bool) -> String {
+    let mut s = String::from("[relay]\n");
+    if let Some(n) = node {
+        s.push_str(&format!("nodes = [\"{n}\"]\n"));
+    }
+    if !punch {
+        s.push_str("hole_punching = false\n");
+    }
+    s
+}
+
 fn mesh(lab: &NatLab) -> Mesh {
+    mesh_punching(lab, true)
+}
+
+/// The mesh, with hole punching (DCUtR) on or off on every member.
+fn mesh_punching(lab: &NatLab, punch: bool) -> Mesh {
     let home = |ns: &str, name: &str| {
         let h = TestHome::in_netns(&lab.ns(ns));
         h.ok(&["init", "--name", name]);
-        config(&h, name, "");
+        config(&h, name, &relay_section(None, punch));
         h
     };
     let (r, a, b, c) = (
@@ -145,11 +163,18 @@ fn mesh(lab: &NatLab) -> Mesh {
     );
     r.ok(&["relay-node"]);
     let raddr = relay_addr(&r);
-    config(&b, "bob", &format!("[relay]\nnodes = [\"{raddr}\"]\n"));
+    config(&b, "bob", &relay_section(Some(&raddr), punch));
     // carol listens on another port than alice: behind one NAT, two hosts on the same port
     // cannot both keep it, and whoever loses gets a random one (hole punching then fails,
     // as it does behind a real router).
-    config(&c, "carol", "[mesh]\nlisten_port = 19533\n");
+    config(
+        &c,
+        "carol",
+        &format!(
+            "[mesh]\nlisten_port = 19533\n{}",
+            relay_section(None, punch)
+        ),
+    );
     for h in [&a, &b, &c] {
         h.ok(&["start"]);
     }
@@ -186,6 +211,36 @@ fn talk(m: &Mesh, tag: &str) {
     });
 }
 
+/// Bring bob back on another port: alice's NAT has no hole for it, so bob's direct dials are
+/// dropped and the relay carries the new connection. Returns alice's log from then on.
+fn bob_moves(m: &Mesh, punch: bool) -> usize {
+    m.b.ok(&["stop"]);
+    wait_for(m, "alice sees bob go", 30, || {
+        peer(&m.a, "bob")["online"] == false
+    });
+    config(
+        &m.b,
+        "bob",
+        &format!(
+            "[mesh]\nlisten_port = 19600\n{}",
+            relay_section(Some(&relay_addr(&m.r)), punch)
+        ),
+    );
+    let mark = log(&m.a).len();
+    m.b.ok(&["start"]);
+    mark
+}
+
+/// `mesh.hole_punches` in `h`'s status.
+fn punches(h: &TestHome) -> (u64, u64) {
+    let st = h.status();
+    let p = &st["mesh"]["hole_punches"];
+    (
+        p["succeeded"].as_u64().unwrap_or(0),
+        p["failed"].as_u64().unwrap_or(0),
+    )
+}
+
 #[test]
 fn behind_two_port_keeping_nats_the_relayed_connection_is_hole_punched_to_direct() {
     let Some(lab) = NatLab::up("eim", "eim") else {
@@ -202,38 +257,45 @@ fn behind_two_port_keeping_nats_the_relayed_connection_is_hole_punched_to_direct
     // Introduced at the same moment, they often dial each other's NAT mappings at once and
     // meet directly (a simultaneous open through two port-keeping NATs) — or through the relay.
     talk(&m, "first");
+    let before = (punches(&m.a).0, punches(&m.b).0);
 
-    // bob comes back on another port: alice's NAT has no hole for it, so bob's direct dials
-    // are dropped and the relay carries the new connection; then the two punch a hole.
-    m.b.ok(&["stop"]);
-    wait_for(&m, "alice sees bob go", 30, || {
-        peer(&m.a, "bob")["online"] == false
+    // bob comes back on another port; the relay carries the new connection, then DCUtR
+    // punches a hole. It reports the upgrade on the side whose dial won: that side counts it
+    // and calls the path hole-punched (the other sees a direct connection).
+    let mark = bob_moves(&m, true);
+    wait_for(&m, "the path is upgraded by DCUtR", 30, || {
+        peer(&m.a, "bob")["path"] == "hole-punched" || peer(&m.b, "alice")["path"] == "hole-punched"
     });
-    config(
-        &m.b,
-        "bob",
-        &format!(
-            "[mesh]\nlisten_port = 19600\n[relay]\nnodes = [\"{}\"]\n",
-            relay_addr(&m.r)
-        ),
+    let (a_side, after) = if peer(&m.a, "bob")["path"] == "hole-punched" {
+        (true, punches(&m.a).0 - before.0)
+    } else {
+        (false, punches(&m.b).0 - before.1)
+    };
+    assert!(
+        after >= 1,
+        "a hole-punched path without a DCUtR success counted"
     );
-    let mark = log(&m.a).len();
-    m.b.ok(&["start"]);
-    wait_for(&m, "the path is upgraded", 30, || {
-        peer(&m.a, "bob")["path"] == "hole-punched"
-    });
     // The change is visible: relayed (via the relay node) first, then direct.
-    let after = log(&m.a)[mark..].to_string();
     let bob_id = peer(&m.a, "bob")["peer_id"].as_str().unwrap().to_string();
-    let relayed = after
+    let after_log = log(&m.a)[mark..].to_string();
+    let relayed = after_log
         .find(&format!("peer={bob_id} path=relayed via=Some(\"relay\")"))
-        .unwrap_or_else(|| panic!("no relayed start logged:\n{after}"));
-    let punched = after
-        .find(&format!("peer={bob_id} path=hole-punched"))
-        .expect("the upgrade was logged");
-    assert!(relayed < punched, "{after}");
-    let shown = m.a.ok(&["mesh", "status"]);
-    assert!(shown.contains("hole-punched"), "{shown}");
+        .unwrap_or_else(|| panic!("no relayed start logged:\n{after_log}"));
+    if a_side {
+        let punched = after_log
+            .find(&format!("peer={bob_id} path=hole-punched"))
+            .expect("the upgrade was logged");
+        assert!(relayed < punched, "{after_log}");
+        let shown = m.a.ok(&["mesh", "status"]);
+        assert!(shown.contains("hole-punched"), "{shown}");
+        assert!(shown.contains("upgraded to direct"), "{shown}");
+    }
+    wait_for(&m, "alice's path to bob is direct", 10, || {
+        matches!(
+            peer(&m.a, "bob")["path"].as_str(),
+            Some("direct" | "hole-punched")
+        )
+    });
     let doc = String::from_utf8_lossy(&m.a.run(&["doctor"]).stdout).into_owned();
     assert!(doc.contains("reserved on relay"), "{doc}");
     let p = peer(&m.a, "bob");
@@ -244,6 +306,48 @@ fn behind_two_port_keeping_nats_the_relayed_connection_is_hole_punched_to_direct
     assert!(p["via"].is_null(), "{p}");
     assert!(p["path_since"].as_u64().is_some(), "{p}");
     talk(&m, "punched");
+    for h in [&m.a, &m.b, &m.c, &m.r] {
+        h.ok(&["stop"]);
+    }
+}
+
+/// The control: the same network and the same move with DCUtR off on every member. The
+/// connection stays relayed, so the upgrade above is DCUtR's doing.
+#[test]
+fn with_hole_punching_off_the_same_move_stays_relayed() {
+    let Some(lab) = NatLab::up("eim", "eim") else {
+        return;
+    };
+    let m = mesh_punching(&lab, false);
+    wait_for(&m, "both reserve on the relay", 20, || {
+        reserved(&m.a) && reserved(&m.b)
+    });
+    wait_for(&m, "alice and bob connect", 30, || {
+        peer(&m.a, "bob")["online"] == true
+    });
+    talk(&m, "first");
+    bob_moves(&m, false);
+    wait_for(&m, "bob back, relayed", 30, || {
+        peer(&m.a, "bob")["path"] == "relayed"
+    });
+    talk(&m, "relayed");
+    // The window in which the run above upgrades (seconds; 30 s at most): the path stays
+    // relayed on both sides, and nothing counts a punch.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        assert_eq!(
+            peer(&m.a, "bob")["path"],
+            "relayed",
+            "alice's path changed without DCUtR"
+        );
+        assert_eq!(
+            peer(&m.b, "alice")["path"],
+            "relayed",
+            "bob's path changed without DCUtR"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(m.a.status()["mesh"]["hole_punches"].is_null());
     for h in [&m.a, &m.b, &m.c, &m.r] {
         h.ok(&["stop"]);
     }

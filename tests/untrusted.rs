@@ -46,6 +46,7 @@ async fn stranger_exec(addr: &str, marker: &std::path::Path) -> Outcome {
     let mut swarm = build(
         &Identity::generate(),
         false,
+        true,
         None,
         Default::default(),
         Default::default(),
@@ -118,6 +119,7 @@ async fn stranger_stream(
     let mut swarm = build(
         &Identity::generate(),
         false,
+        true,
         None,
         Default::default(),
         Default::default(),
@@ -231,6 +233,7 @@ async fn stranger_reserve(addr: &str) -> Option<String> {
     let mut swarm = build(
         &Identity::generate(),
         false,
+        true,
         None,
         Default::default(),
         Default::default(),
@@ -298,6 +301,7 @@ async fn stranger_circuit(circuit: &str) -> Result<(), String> {
     let mut swarm = build(
         &Identity::generate(),
         false,
+        true,
         None,
         Default::default(),
         Default::default(),

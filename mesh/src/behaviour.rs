@@ -56,7 +56,7 @@ pub struct MeshBehaviour {
     /// Reservations on relay nodes, and connections through them.
     pub relay_client: relay::client::Behaviour,
     /// Hole punching: upgrades a relayed connection to a direct one.
-    pub dcutr: dcutr::Behaviour,
+    pub dcutr: Toggle<dcutr::Behaviour>,
     /// Is this node publicly reachable? (asks connected peers to dial back)
     pub autonat: autonat::Behaviour,
     /// Agent messages: each node subscribes to its own inbox topic (see `node_gossip`).
@@ -124,11 +124,12 @@ fn trusted_only(
     })
 }
 
-/// Build the swarm for `identity`. `serve` makes it a relay node for the peers in `allowed`
-/// (refusals counted in `refused`).
+/// Build the swarm for `identity`. `hole_punching` turns DCUtR on; `serve` makes it a relay
+/// node for the peers in `allowed` (refusals counted in `refused`).
 pub fn build(
     identity: &Identity,
     mdns_on: bool,
+    hole_punching: bool,
     serve: Option<RelayServe>,
     allowed: Allowed,
     refused: Arc<std::sync::atomic::AtomicU64>,
@@ -239,7 +240,7 @@ pub fn build(
                     })
                     .into(),
                 relay_client,
-                dcutr: dcutr::Behaviour::new(peer_id),
+                dcutr: hole_punching.then(|| dcutr::Behaviour::new(peer_id)).into(),
                 autonat: autonat::Behaviour::new(
                     peer_id,
                     autonat::Config {

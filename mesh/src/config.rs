@@ -231,6 +231,10 @@ pub struct RelayConfig {
     pub circuit_max_bytes: u64,
     /// When serving: most relayed connections at once.
     pub max_circuits: usize,
+    /// Upgrade a relayed connection to a direct one by hole punching (DCUtR) where the NATs
+    /// allow it. Off: relayed connections stay relayed (a control for tests, or a network
+    /// that frowns on it).
+    pub hole_punching: bool,
 }
 
 impl Default for RelayConfig {
@@ -242,6 +246,7 @@ impl Default for RelayConfig {
             circuit_max_s: 86_400,
             circuit_max_bytes: 0,
             max_circuits: 64,
+            hole_punching: true,
         }
     }
 }

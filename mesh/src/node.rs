@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub relay_serve: Option<behaviour::RelayServe>,
     /// Relay nodes to reserve on when not publicly reachable (`relay.nodes`).
     pub relay_nodes: Vec<(PeerId, Multiaddr)>,
+    /// Upgrade relayed connections by hole punching (DCUtR) (`relay.hole_punching`).
+    pub hole_punching: bool,
     /// How far other members' introductions reach (`[trust]`).
     pub trust: crate::config::TrustConfig,
 }
@@ -68,6 +70,18 @@ pub struct NodeInfo {
     pub members_refused: u64,
     /// Strangers' mDNS records dropped because the map of them was full.
     pub mdns_evicted: u64,
+    /// Hole punching (DCUtR) since start: upgrades that succeeded here, and attempts that
+    /// failed. `None` when it is off (`relay.hole_punching = false`).
+    pub hole_punches: Option<HolePunches>,
+}
+
+/// DCUtR outcomes seen by this node (one side of a punch may see it: the one whose dial won).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct HolePunches {
+    /// Relayed connections upgraded to direct ones.
+    pub succeeded: u64,
+    /// Attempts that failed (the connection stayed relayed).
+    pub failed: u64,
 }
 
 /// A mesh relay node as status shows it.
@@ -453,6 +467,7 @@ pub async fn spawn(
     let mut swarm = behaviour::build(
         identity,
         cfg.mdns && !cfg.local_only,
+        cfg.hole_punching,
         cfg.relay_serve.clone(),
         allowed.clone(),
         refused.clone(),

@@ -59,8 +59,11 @@ pub(crate) struct Nat {
     refused: Arc<AtomicU64>,
     relays: HashMap<PeerId, RelaySlot>,
     status: autonat::NatStatus,
-    /// Connections that DCUtR opened (direct after a relayed start).
+    /// Connections that DCUtR opened (direct after a relayed start): only these are called
+    /// hole-punched (a direct connection may also form beside a relayed one without it).
     punched: HashSet<ConnectionId>,
+    /// DCUtR outcomes since start.
+    pub(crate) punches: crate::node::HolePunches,
     /// Every connection per peer.
     pub(crate) links: HashMap<PeerId, Vec<Link>>,
     /// When each peer's path (direct / hole-punched / relayed / offline) last changed.
@@ -78,6 +81,7 @@ impl Nat {
             relays: HashMap::new(),
             status: autonat::NatStatus::Unknown,
             punched: HashSet::new(),
+            punches: Default::default(),
             links: HashMap::new(),
             path_since: HashMap::new(),
             identified: HashMap::new(),
@@ -321,17 +325,6 @@ impl NodeTask {
             ConnectedPoint::Dialer { address, .. } => relay_of(address),
             ConnectedPoint::Listener { local_addr, .. } => relay_of(local_addr),
         };
-        // A direct connection that comes up beside a relayed one is that path upgraded (by
-        // hole punching; DCUtR reports it on one side only).
-        if !relayed
-            && self
-                .nat
-                .links
-                .get(&peer)
-                .is_some_and(|v| v.iter().any(|l| l.relayed))
-        {
-            self.nat.punched.insert(id);
-        }
         self.nat.links.entry(peer).or_default().push(Link {
             id,
             addr: match endpoint {
@@ -610,9 +603,11 @@ impl NodeTask {
             Ok(id) => {
                 info!(peer = %e.remote_peer_id, "hole punched: direct connection");
                 self.nat.punched.insert(id);
+                self.nat.punches.succeeded += 1;
                 self.path_changed(e.remote_peer_id);
             }
             Err(err) => {
+                self.nat.punches.failed += 1;
                 info!(peer = %e.remote_peer_id, error = %err, "hole punching failed; staying relayed")
             }
         }

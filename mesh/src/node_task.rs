@@ -424,6 +424,7 @@ impl NodeTask {
                     gossip_overflow: self.gossip.overflow,
                     members_refused: self.members.refused,
                     mdns_evicted: self.discovered_evicted,
+                    hole_punches: self.cfg.hole_punching.then_some(self.nat.punches),
                 });
             }
             Command::Peers(r) => {

@@ -45,6 +45,7 @@ impl RawPeer {
         let mut swarm = build(
             identity,
             false,
+            true,
             None,
             Default::default(),
             Default::default(),

@@ -66,6 +66,9 @@ pub struct MeshBrief {
     pub context_refused: u64,
     /// Strangers' mDNS records dropped because the map of them (256) was full.
     pub mdns_evicted: u64,
+    /// Hole punching (DCUtR) since start: relayed connections upgraded to direct here, and
+    /// attempts that failed. Absent when `relay.hole_punching` is off.
+    pub hole_punches: Option<loopsy_mesh::node::HolePunches>,
 }
 
 /// The phone relay link in brief.
@@ -131,6 +134,7 @@ pub async fn status(ctx: &DaemonCtx) -> Result<StatusOut, ToolError> {
             members_refused: info.members_refused,
             context_refused: ctx.context().refused(),
             mdns_evicted: info.mdns_evicted,
+            hole_punches: info.hole_punches,
         },
         relay: ctx
             .phones()
