@@ -1,5 +1,5 @@
 //! Entry points for fuzzing every decoder that reads bytes from a peer or a file. The
-//! cargo-fuzz targets in `mesh/fuzz/` call these; a unit test below drives them with random
+//! cargo-fuzz targets in `fuzz/` call these; a unit test below drives them with random
 //! and mutated inputs so they are exercised on every test run too. None may panic.
 
 use std::path::Path;
@@ -69,6 +69,65 @@ pub fn message_frames(data: &[u8]) {
         && let Ok(env) = serde_json::from_str::<crate::msg::Envelope>(text)
     {
         let _ = env.check(64 * 1024);
+    }
+}
+
+/// An exec pipe's frames (`/loopsy/exec/1`) as either end reads them, and the JSON in them.
+pub fn exec_frames(data: &[u8]) {
+    use crate::exec::wire::{self, Exit, Refused, Signal, Start, Started};
+    let mut rest = data;
+    for _ in 0..16 {
+        match futures::executor::block_on(wire::read_frame(&mut rest)) {
+            Ok(Some(f)) => {
+                let _ = wire::parse::<Start>(&f);
+                let _ = wire::parse::<Started>(&f);
+                let _ = wire::parse::<Refused>(&f);
+                let _ = wire::parse::<Exit>(&f);
+                if let Some(&b) = f.data.first() {
+                    let _ = Signal::from_u8(b);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+}
+
+/// A context sync session's frames as a peer sends them (`/loopsy/ctx-sync/1`), and the
+/// automerge sync messages in them received by a document, as the store does; and the bytes
+/// as a whole document (`ctx import`).
+/// automerge's own decoders run as the store runs them, inside [`guard::no_panic`]: a panic
+/// there is refused with an error, as in the daemon (a fuzz target lets it unwind; see
+/// `fuzz/fuzz_targets/context_sync.rs`). Any other panic is a finding.
+pub fn context_sync(data: &[u8]) {
+    use crate::context::ContextError;
+    use crate::context::guard;
+    use automerge::sync::SyncDoc;
+    let mut doc = automerge::AutoCommit::new();
+    let mut state = automerge::sync::State::new();
+    let mut rest = data;
+    for _ in 0..8 {
+        match futures::executor::block_on(crate::context::sync::recv(&mut rest)) {
+            Ok(Some(m)) => {
+                let _ = guard::no_panic("a sync message", || {
+                    let m = automerge::sync::Message::decode(&m)
+                        .map_err(|e| ContextError::Invalid(e.to_string()))?;
+                    m.changes.iter().try_for_each(guard::check_chunks)?;
+                    doc.sync()
+                        .receive_sync_message(&mut state, m)
+                        .map_err(|e| ContextError::Invalid(e.to_string()))?;
+                    let _ = doc.sync().generate_sync_message(&mut state);
+                    Ok(())
+                });
+            }
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    if data.len() <= 64 * 1024 {
+        let _ = guard::no_panic("a document", || {
+            guard::check_chunks(data)?;
+            automerge::AutoCommit::load(data).map_err(|e| ContextError::Invalid(e.to_string()))
+        });
     }
 }
 
@@ -154,10 +213,28 @@ mod tests {
             },
         ));
         out.push(crate::msg::state::Op::Delivered(vec![("a".into(), "b".into())], 1).cbor());
+        out.push(context_sync_seed());
         out.push(
             br#"t1700000000000-0a1b2c3d@12D3KooWLBFcLBhie1LML5rDhrXaDAP5NwLUu5mcdRjSLFoGcuEf"#
                 .to_vec(),
         );
+        out
+    }
+
+    /// A sync session's first frame from a document with one key.
+    fn context_sync_seed() -> Vec<u8> {
+        use automerge::sync::SyncDoc;
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        let _ = doc.put(automerge::ROOT, "k", "v");
+        let mut st = automerge::sync::State::new();
+        let mut out = vec![1u8];
+        if let Some(m) = doc.sync().generate_sync_message(&mut st) {
+            let m = m.encode();
+            out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+            out.extend_from_slice(&m);
+        }
+        out.push(0);
         out
     }
 
@@ -203,6 +280,8 @@ mod tests {
             stored_files(&data);
             message_frames(&data);
             stored_journals(&data);
+            context_sync(&data);
+            exec_frames(&data);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! an append-only change log (fsync before a write is acknowledged) with compaction into a
 //! snapshot. Replication between peers builds on this document.
 
+pub mod guard;
 mod store;
 pub mod sync;
 

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use automerge::transaction::Transactable;
+
+use super::guard::{check_chunks, no_panic};
 use automerge::{AutoCommit, ROOT, ReadDoc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -445,9 +447,9 @@ impl ContextHandle {
             );
         }
         let mut doc = match &loaded.snapshot {
-            Some(s) => {
-                AutoCommit::load(s).map_err(|e| ContextError::Doc(format!("snapshot: {e}")))?
-            }
+            Some(s) => no_panic("the context snapshot", || {
+                AutoCommit::load(s).map_err(|e| ContextError::Doc(format!("snapshot: {e}")))
+            })?,
             None => AutoCommit::new(),
         };
         // This machine's changes carry its PeerId as their actor: that is how every replica
@@ -463,7 +465,11 @@ impl ContextHandle {
         let authors: SharedAuthors = std::sync::Arc::new(std::sync::RwLock::new(authors));
         let refused: std::sync::Arc<std::sync::atomic::AtomicU64> = Default::default();
         for r in &loaded.records {
-            if let Err(e) = doc.load_incremental(r) {
+            let loaded = no_panic("a context log record", || {
+                doc.load_incremental(r)
+                    .map_err(|e| ContextError::Doc(e.to_string()))
+            });
+            if let Err(e) = loaded {
                 tracing::warn!(error = %e, "context log record refused; ignoring the rest");
                 break;
             }
@@ -692,15 +698,18 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
             Cmd::SyncRecv(session, bytes, reply) => {
                 use automerge::sync::SyncDoc;
                 let before = d.doc.get_heads();
-                let r = automerge::sync::Message::decode(&bytes)
-                    .map_err(|e| ContextError::Invalid(format!("malformed sync message: {e}")))
-                    .and_then(|m| {
-                        let st = d.sync.entry(session).or_default();
-                        d.doc.sync().receive_sync_message(st, m).map_err(|e| {
-                            ContextError::Invalid(format!("sync message refused: {e}"))
+                let r = no_panic("a sync message", || {
+                    automerge::sync::Message::decode(&bytes)
+                        .map_err(|e| ContextError::Invalid(format!("malformed sync message: {e}")))
+                        .and_then(|m| {
+                            m.changes.iter().try_for_each(check_chunks)?;
+                            let st = d.sync.entry(session).or_default();
+                            d.doc.sync().receive_sync_message(st, m).map_err(|e| {
+                                ContextError::Invalid(format!("sync message refused: {e}"))
+                            })
                         })
-                    })
-                    .and_then(|()| d.persist());
+                })
+                .and_then(|()| d.persist());
                 d.audit_changes(&before, now);
                 let _ = reply.send(r);
             }
@@ -708,9 +717,13 @@ async fn run(mut d: Doc, mut rx: mpsc::Receiver<Cmd>) {
                 let _ = reply.send(d.doc.save());
             }
             Cmd::ImportAutomerge(bytes, reply) => {
-                let r = AutoCommit::load(&bytes)
-                    .map_err(|e| ContextError::Invalid(format!("not an automerge document: {e}")))
-                    .and_then(|other| d.import(other, now));
+                let r = no_panic("the document", || {
+                    check_chunks(&bytes)?;
+                    AutoCommit::load(&bytes).map_err(|e| {
+                        ContextError::Invalid(format!("not an automerge document: {e}"))
+                    })
+                })
+                .and_then(|other| d.import(other, now));
                 let _ = reply.send(r);
             }
             Cmd::SyncForget(session) => {

@@ -187,6 +187,20 @@ async fn malformed_sync_messages_change_nothing_and_documents_merge() {
     }
     assert!(b.list("", 10, None).await.unwrap().entries.is_empty());
     assert!(b.import_automerge(b"not a doc".to_vec()).await.is_err());
+    // Bytes on which automerge's own decoder panics (found by fuzzing): refused, and the
+    // store's thread is still there for the next call.
+    let panics = include_bytes!("testdata/automerge-decoder-panic.bin").to_vec();
+    assert!(matches!(
+        b.import_automerge(panics).await,
+        Err(ContextError::Invalid(_))
+    ));
+    // …and a 150-byte "bundle" on which its decoder allocates without bound (gigabytes):
+    // refused before automerge sees it.
+    let oom = include_bytes!("testdata/automerge-bundle-oom.bin").to_vec();
+    assert!(matches!(
+        b.import_automerge(oom).await,
+        Err(ContextError::Invalid(_))
+    ));
     // Export from a, merge into b: b has a's key and keeps its own.
     b.set("own", serde_json::json!(1), None, "b").await.unwrap();
     b.import_automerge(a.export_automerge().await.unwrap())

@@ -46,7 +46,9 @@ async fn send<S: futures::AsyncWrite + Unpin>(
 }
 
 /// Read one message; `Ok(None)` is the peer's "nothing more", `Err` on EOF or bad framing.
-async fn recv<S: futures::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) async fn recv<S: futures::AsyncRead + Unpin>(
+    s: &mut S,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut tag = [0u8; 1];
     s.read_exact(&mut tag).await?;
     match tag[0] {
