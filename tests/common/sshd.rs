@@ -128,6 +128,26 @@ impl Sshd {
         self.command(cmd).stdin(Stdio::null()).output().unwrap()
     }
 
+    /// `scp src user@127.0.0.1:dest` as a user runs it by default: its own connection (no
+    /// master, so its handshake is in the time) and OpenSSH's default cipher choice
+    /// (ChaCha20-Poly1305 first).
+    pub fn scp_default(&self, src: &Path, dest: &Path) {
+        let d = self.dir.display();
+        run_ok(
+            Command::new("scp")
+                .arg(format!("-i{d}/client"))
+                .args([
+                    "-oStrictHostKeyChecking=no",
+                    "-oUserKnownHostsFile=/dev/null",
+                    "-oLogLevel=ERROR",
+                    "-oControlPath=none",
+                ])
+                .arg(format!("-P{}", self.port))
+                .arg(src)
+                .arg(format!("{}:{}", self.target(), dest.display())),
+        );
+    }
+
     /// `scp [extra…] src user@127.0.0.1:dest`.
     pub fn scp(&self, extra: &[&str], src: &Path, dest: &Path) {
         run_ok(
