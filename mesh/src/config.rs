@@ -761,6 +761,8 @@ name = "{name}"
 # /p2p/<peer id>; pair with them first). Trusted peers that serve as relays are used too.
 # Example: nodes = ["/ip4/203.0.113.7/tcp/19532/p2p/12D3KooW..."]
 # nodes = []
+# Upgrade a relayed connection to a direct one by hole punching (DCUtR) where the NATs allow.
+# hole_punching = true
 # When serving: longest life of one relayed connection in seconds, most bytes it may carry
 # (zero: no limit), most relayed connections at once.
 # circuit_max_s = 86400
