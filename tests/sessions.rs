@@ -387,6 +387,66 @@ fn vm_hwm_kib(pid: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// A client that stops reading for a moment while a program prints line by line (each line a
+/// PTY read, so a frame) gets every line afterwards: a client is stalled by the bytes queued
+/// for it (256 KiB), not by frames. Counted in frames (64), a client whose reader was off the
+/// CPU for a moment (a loaded laptop) was skipped to a fresh screen after 64 short lines, and
+/// a phone lost them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_pauses_while_lines_print_gets_every_line() {
+    let h = started_on_loopback("alpha");
+    let id = tokio::task::block_in_place(|| {
+        let mut m = mcp(&h);
+        let s = ok(
+            &mut m,
+            "loopsy_session_start",
+            json!({"kind": "custom", "command": "/bin/sh", "args": ["-c",
+                "read go; i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo L$i; done; echo LINES-$((1+1))-DONE; sleep 60"],
+                "cols": 80, "rows": 24}),
+        );
+        s["id"].as_str().unwrap().to_string()
+    });
+    let sock = h.path().join("sessions").join(&id).join("host.sock");
+    let mut a = loopsy_term::client::attach(&sock, 80, 24).await.unwrap();
+    loopsy_term::proto::write_frame(&mut a.tx, Kind::Input, b"go\r")
+        .await
+        .unwrap();
+    // Not reading while the lines print: everything waits in the host's queue for this client.
+    tokio::task::block_in_place(|| {
+        let mut m = mcp(&h);
+        wait_until("the lines printed", Duration::from_secs(30), || {
+            let r = ok(
+                &mut m,
+                "loopsy_session_read",
+                json!({"id": id, "mode": "scrollback"}),
+            );
+            r["text"].as_str().unwrap().contains("LINES-2-DONE")
+        });
+    });
+    let mut out: Vec<u8> = Vec::new();
+    let mut screens = 0;
+    while !out.windows(12).any(|w| w == b"LINES-2-DONE") {
+        let f = tokio::time::timeout(Duration::from_secs(20), read_frame(&mut a.rx))
+            .await
+            .expect("no more output")
+            .unwrap()
+            .expect("host closed");
+        match f.kind {
+            Kind::Output => out.extend_from_slice(&f.data),
+            Kind::Screen => screens += 1,
+            _ => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let all: String = (1..=2000).map(|i| format!("L{i}\r\n")).collect();
+    let gap = (2..=2000).find(|i| !text.contains(&format!("L{}\r\nL{i}\r\n", i - 1)));
+    assert!(
+        screens == 0 && text.contains(&all),
+        "lines lost while the client paused (first gap before L{gap:?}; {screens} screens): {:?}",
+        &text[text.len().saturating_sub(300)..]
+    );
+}
+
 /// 500 MB of 80-column lines (a PTY moves short lines like `yes`'s at only ~5 MB/s here, so the
 /// flood uses full lines, as `cat` of a log would).
 #[tokio::test(flavor = "multi_thread")]

@@ -30,8 +30,15 @@ mod spare;
 
 use screens::Client;
 
-/// Frames queued per attached client before it counts as stalled.
-const CLIENT_QUEUE: usize = 64;
+/// Frames queued per attached client at most. Each PTY read is a frame, and a program that
+/// prints line by line makes many of a few bytes each: counted in frames, a client whose
+/// reader was off the CPU for a moment (a loaded machine) was "stalled" after 64 short lines
+/// and skipped to a fresh screen. So a client is stalled by [`CLIENT_BYTES`]; this only bounds
+/// the frames' own overhead.
+const CLIENT_QUEUE: usize = 4096;
+/// Output bytes queued for one attached client before it counts as stalled (and is skipped
+/// forward to a fresh screen once it drains).
+const CLIENT_BYTES: usize = 256 * 1024;
 /// Input chunks queued for the PTY before writers are told to slow down.
 const INPUT_QUEUE: usize = 256;
 /// Rows of screen-model scrollback (the byte ring is the real scrollback).
@@ -71,11 +78,20 @@ impl Shared {
             if c.lagging {
                 return true;
             }
+            if c.queued.load(std::sync::atomic::Ordering::Acquire) + bytes.len() > CLIENT_BYTES {
+                // Never block the PTY for one slow client: skip it forward later.
+                c.lagging = true;
+                return true;
+            }
             match c.tx.try_send(Frame {
                 kind: Kind::Output,
                 data: bytes.to_vec(),
             }) {
-                Ok(()) => true,
+                Ok(()) => {
+                    c.queued
+                        .fetch_add(bytes.len(), std::sync::atomic::Ordering::AcqRel);
+                    true
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     // Never block the PTY for one slow client: skip it forward later.
                     c.lagging = true;

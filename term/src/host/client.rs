@@ -1,7 +1,7 @@
 //! One connection to the host's socket: a request and its reply, or an attached client
 //! (output out, input, resizes and `Skip` in).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +54,7 @@ pub(super) async fn client(
     };
     let (tx, mut rx) = mpsc::channel::<Frame>(CLIENT_QUEUE);
     let discard = Arc::new(AtomicBool::new(false));
+    let queued = Arc::new(AtomicUsize::new(0));
     let registered = (|| {
         let mut s = lock(&shared);
         s.resize(cols, rows)?;
@@ -75,6 +76,7 @@ pub(super) async fn client(
             id,
             tx,
             lagging: false,
+            queued: queued.clone(),
             screens: false,
             discard: discard.clone(),
             shown: None,
@@ -94,6 +96,12 @@ pub(super) async fn client(
     let dropping = discard.clone();
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
+            if f.kind == Kind::Output {
+                let n = f.data.len();
+                let _ = queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                    Some(q.saturating_sub(n))
+                });
+            }
             match f.kind {
                 Kind::Output if dropping.load(Ordering::Acquire) => continue,
                 Kind::Screen => dropping.store(false, Ordering::Release),

@@ -2,11 +2,11 @@
 //! (for a client that says it shows exactly the last screen it got) only what changed since.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::{CLIENT_QUEUE, Shared};
+use super::{CLIENT_BYTES, CLIENT_QUEUE, Shared};
 use crate::proto::{Frame, Kind, MAX_FRAME};
 
 /// Diffs a skipping client gets in a row before a whole screen again (which repairs anything
@@ -18,6 +18,9 @@ pub(super) struct Client {
     pub(super) id: u64,
     pub(super) tx: mpsc::Sender<Frame>,
     pub(super) lagging: bool,
+    /// Output bytes queued to its writer and not yet written (the writer takes them off;
+    /// whole screens sent as output may take off more than was counted: it saturates).
+    pub(super) queued: Arc<AtomicUsize>,
     /// It sent `Skip`: its fresh screens go as `Screen` frames, so it can tell them apart
     /// from the stale output it drops.
     pub(super) screens: bool,
@@ -82,6 +85,7 @@ impl Shared {
     pub(super) fn resync(&mut self) {
         let ready = |c: &Client| {
             c.lagging
+                && c.queued.load(Ordering::Acquire) <= CLIENT_BYTES / 2
                 && c.tx.capacity()
                     >= if c.discard.load(Ordering::Acquire) {
                         1
