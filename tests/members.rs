@@ -15,7 +15,7 @@ use libp2p::request_response::{Event, Message};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use loopsy_mesh::Identity;
-use loopsy_mesh::behaviour::{MeshBehaviour, MeshBehaviourEvent, build};
+use loopsy_mesh::behaviour::{MeshBehaviour, MeshBehaviourEvent};
 use loopsy_mesh::wire::{Introduction, MembersRequest, MembersResponse};
 use serde_json::Value;
 
@@ -161,15 +161,7 @@ fn here_only_removal_keeps_the_others_and_alpha_does_not_bring_it_back() {
 /// Play `home`'s machine (its daemon stopped) from this process, connected to `to`.
 async fn as_member(home: &TestHome, to: &TestHome) -> (Swarm<MeshBehaviour>, PeerId) {
     let id = Identity::load(&home.path().join("identity.key")).unwrap();
-    let mut swarm = build(
-        &id,
-        false,
-        true,
-        None,
-        Default::default(),
-        Default::default(),
-    )
-    .unwrap();
+    let mut swarm = common::test_swarm(&id);
     let addr: Multiaddr = to.status()["listen_addrs"][0]
         .as_str()
         .unwrap()

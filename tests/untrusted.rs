@@ -16,7 +16,7 @@ use libp2p::request_response::{Event, Message, OutboundFailure};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use loopsy_mesh::Identity;
-use loopsy_mesh::behaviour::{MeshBehaviourEvent, build};
+use loopsy_mesh::behaviour::MeshBehaviourEvent;
 use loopsy_mesh::files::FILE_PROTOCOL;
 use loopsy_mesh::wire::{RpcRequest, RpcResponse};
 
@@ -43,15 +43,7 @@ enum Outcome {
 
 /// Dial `addr` as a stranger and ask it to run a command.
 async fn stranger_exec(addr: &str, marker: &std::path::Path) -> Outcome {
-    let mut swarm = build(
-        &Identity::generate(),
-        false,
-        true,
-        None,
-        Default::default(),
-        Default::default(),
-    )
-    .unwrap();
+    let mut swarm = common::test_swarm(&Identity::generate());
     let addr: Multiaddr = addr.parse().unwrap();
     let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
         panic!("no /p2p in {addr}")
@@ -116,15 +108,7 @@ async fn stranger_stream(
     payload: &[u8],
 ) -> Result<Vec<u8>, String> {
     use futures::{AsyncReadExt, AsyncWriteExt};
-    let mut swarm = build(
-        &Identity::generate(),
-        false,
-        true,
-        None,
-        Default::default(),
-        Default::default(),
-    )
-    .unwrap();
+    let mut swarm = common::test_swarm(&Identity::generate());
     let addr: Multiaddr = addr.parse().unwrap();
     let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
         panic!("no /p2p in {addr}")
@@ -230,15 +214,7 @@ async fn a_stranger_can_run_nothing() {
 /// Ask the daemon at `addr` for a relay reservation as a stranger; the listener's end reason,
 /// or `None` if the reservation was accepted.
 async fn stranger_reserve(addr: &str) -> Option<String> {
-    let mut swarm = build(
-        &Identity::generate(),
-        false,
-        true,
-        None,
-        Default::default(),
-        Default::default(),
-    )
-    .unwrap();
+    let mut swarm = common::test_swarm(&Identity::generate());
     let addr: Multiaddr = addr.parse().unwrap();
     let listener = swarm
         .listen_on(addr.with(libp2p::multiaddr::Protocol::P2pCircuit))
@@ -298,15 +274,7 @@ async fn a_stranger_cannot_reserve_on_a_relay_node() {
 
 /// Dial `circuit` (a relayed address) as a stranger: `Ok` if a connection came up.
 async fn stranger_circuit(circuit: &str) -> Result<(), String> {
-    let mut swarm = build(
-        &Identity::generate(),
-        false,
-        true,
-        None,
-        Default::default(),
-        Default::default(),
-    )
-    .unwrap();
+    let mut swarm = common::test_swarm(&Identity::generate());
     let addr: Multiaddr = circuit.parse().unwrap();
     swarm.dial(addr).unwrap();
     let run = async {

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use libp2p::gossipsub;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm};
-use loopsy_mesh::behaviour::{MeshBehaviour, MeshBehaviourEvent, build};
+use loopsy_mesh::behaviour::{MeshBehaviour, MeshBehaviourEvent};
 use loopsy_mesh::msg::Outcome;
 use loopsy_mesh::msg::deliver::{Frame, decode};
 
@@ -42,15 +42,7 @@ impl RawPeer {
     /// Dial the daemon at `addr` as `identity`, reading the inbox topics of `read`; does not
     /// wait for anything.
     pub fn dial(identity: &loopsy_mesh::Identity, addr: &str, read: &[PeerId]) -> Self {
-        let mut swarm = build(
-            identity,
-            false,
-            true,
-            None,
-            Default::default(),
-            Default::default(),
-        )
-        .unwrap();
+        let mut swarm = crate::common::test_swarm(identity);
         for p in read {
             swarm
                 .behaviour_mut()

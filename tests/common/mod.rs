@@ -12,6 +12,22 @@ use serde_json::{Value, json};
 pub mod disk;
 pub mod sshd;
 
+/// A bare mesh swarm for `identity` (no mDNS, no relay serving), as the tests' made-up
+/// peers and strangers use it to speak the protocols directly.
+pub fn test_swarm(
+    identity: &loopsy_mesh::Identity,
+) -> libp2p::Swarm<loopsy_mesh::behaviour::MeshBehaviour> {
+    loopsy_mesh::behaviour::build(
+        identity,
+        false,
+        true,
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .expect("build a test swarm")
+}
+
 /// The binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_loopsy"))
