@@ -184,14 +184,7 @@ fn every_acknowledged_write_survives_a_power_cut() {
     let Some(mut disk) = common::disk::CutDisk::up() else {
         return;
     };
-    let a = TestHome::new_in(&disk.path());
-    a.ok(&["init", "--name", "alpha"]);
-    std::fs::write(
-        a.path().join("config.toml"),
-        "[node]\nname = \"alpha\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
-    )
-    .unwrap();
-    a.ok(&["start"]);
+    let a = common::start_on_loopback(TestHome::new_in(&disk.path()), "alpha");
     // What was set up so far is on the device; only the writes below are at stake.
     disk.sync();
     let mut m = a.mcp();

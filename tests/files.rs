@@ -217,10 +217,7 @@ fn a_receiver_killed_mid_transfer_leaves_no_file_under_the_destination_name() {
         .unwrap();
     // Wait until bytes are landing in beta's .part file, then kill beta hard.
     wait_until("transfer under way", Duration::from_secs(20), || {
-        std::fs::read_dir(rb.path()).unwrap().flatten().any(|e| {
-            e.file_name().to_string_lossy().ends_with(".part")
-                && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
-        })
+        landing(rb.path())
     });
     kill9(pid);
     assert!(
@@ -242,7 +239,7 @@ fn a_receiver_killed_mid_transfer_leaves_no_file_under_the_destination_name() {
     );
 }
 
-/// The first `.part` file in `dir` once bytes are landing in it.
+/// Whether bytes are landing in a `.part` file in `dir`.
 fn landing(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().flatten().any(|e| {
         e.file_name().to_string_lossy().ends_with(".part")

@@ -197,7 +197,11 @@ impl Drop for TestHome {
 
 /// A home named `name`, configured for loopback only on a free port, with its daemon started.
 pub fn started_on_loopback(name: &str) -> TestHome {
-    let h = TestHome::new();
+    start_on_loopback(TestHome::new(), name)
+}
+
+/// [`started_on_loopback`] for a home made elsewhere (on a disk under test).
+pub fn start_on_loopback(h: TestHome, name: &str) -> TestHome {
     h.ok(&["init", "--name", name]);
     std::fs::write(
         h.path().join("config.toml"),
