@@ -176,6 +176,14 @@ async fn serve(home: &Home, cfg: &Config) -> anyhow::Result<()> {
 
     let stop = ctx.shutdown_token().clone();
     tokio::spawn(watch_signals(stop.clone()));
+    // Once start-up's burst is over (listeners, first dials, mDNS probes), and then once a
+    // minute, the resident pages of code that ran once and not since go back: start-up's,
+    // then each CLI call's. What runs all the time (pings, timers) is mapped again at its
+    // next run, from the file cache: a few hundred minor faults a minute.
+    tokio::spawn(loopsy_sys::memory::keep_code_pages_released(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(60),
+    ));
     loopsy_mcp::listener::serve(listener, ctx.clone()).await;
 
     info!("shutting down");

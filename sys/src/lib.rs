@@ -3,12 +3,13 @@
 //! Everything above this crate is written once, against the neutral modules here: private
 //! files ([`fs`]), the local control and session sockets ([`ipc`]), process trees
 //! ([`process`]), signals ([`signal`]), long-lived TCP links ([`net`]), the user's shell and
-//! browser ([`shell`]). Each neutral module forwards to the platform module picked below; a
+//! browser ([`shell`]), what an idle process keeps resident ([`memory`]). Each neutral module forwards to the platform module picked below; a
 //! platform that cannot do something says so with an `Unsupported` error, never silently.
 //! `cfg` gates for the operating system appear in this file and the platform modules only.
 
 pub mod fs;
 pub mod ipc;
+pub mod memory;
 pub mod net;
 pub mod process;
 pub mod shell;

@@ -237,6 +237,12 @@ async fn serve(dir: SessionDir, spec: SessionSpec) -> Result<(), HostError> {
         .take_writer()
         .map_err(|e| HostError::Spawn(e.to_string()))?;
 
+    // A host lives as long as its program: what only starting it ran goes back (see
+    // loopsy_sys::memory), once a minute.
+    tokio::spawn(loopsy_sys::memory::keep_code_pages_released(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(60),
+    ));
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];

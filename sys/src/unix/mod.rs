@@ -3,6 +3,9 @@
 
 pub(crate) mod fs;
 pub(crate) mod ipc;
+pub(crate) mod memory {
+    pub(crate) use crate::os::release_code_pages;
+}
 pub(crate) mod net;
 pub(crate) mod process;
 pub(crate) mod shell;

@@ -4,6 +4,12 @@
 
 pub(crate) mod fs;
 pub(crate) mod ipc;
+pub(crate) mod memory {
+    /// Not done on Windows: trimming the working set there pages out written memory too.
+    pub(crate) fn release_code_pages() -> std::io::Result<usize> {
+        Ok(0)
+    }
+}
 pub(crate) mod net;
 pub(crate) mod process;
 mod security;
