@@ -85,6 +85,10 @@ fn gossip(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, Strin
             h.update(&m.data);
             gossipsub::MessageId::from(h.finalize().as_bytes()[..20].to_vec())
         })
+        // Every member is connected to every other (directly or through a relay) and
+        // publishes flood to each subscriber, so the heartbeat's mesh upkeep decides no
+        // delivery here; at libp2p's 1 s it was the idle daemon's most frequent wake-up.
+        .heartbeat_interval(Duration::from_secs(30))
         .history_gossip(0)
         .gossip_lazy(0)
         .gossip_factor(0.0)
@@ -155,8 +159,11 @@ pub fn build(
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mdns = if mdns_on {
+                // A starting node probes at once (500 ms, doubling), and the others answer
+                // it; they see it in turn at their next query. Every query wakes each node
+                // on the LAN a few times, hence not faster.
                 let cfg = mdns::Config {
-                    query_interval: Duration::from_secs(5),
+                    query_interval: Duration::from_secs(15),
                     ..Default::default()
                 };
                 Some(mdns::tokio::Behaviour::new(cfg, peer_id)?)
@@ -200,9 +207,12 @@ pub fn build(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                         .with_agent_version(agent),
                 ),
+                // What tells a silently dead link (a pulled cable, a closed lid) from a
+                // quiet one: two misses in a row close it, within 30 s. Each ping wakes
+                // both ends, so not more often.
                 ping: ping::Behaviour::new(
                     ping::Config::new()
-                        .with_interval(Duration::from_secs(5))
+                        .with_interval(Duration::from_secs(10))
                         .with_timeout(Duration::from_secs(5)),
                 ),
                 mdns: mdns.into(),
@@ -246,6 +256,9 @@ pub fn build(
                     autonat::Config {
                         // Lab and office networks use private addresses: probe them too.
                         only_global_ips: false,
+                        // Ask only the relay nodes (`add_server`), as `mesh status` says:
+                        // every probe makes the server dial back, a connection of its own.
+                        use_connected: false,
                         boot_delay: Duration::from_secs(2),
                         retry_interval: Duration::from_secs(30),
                         refresh_interval: Duration::from_secs(300),

@@ -238,6 +238,15 @@ impl NodeTask {
     /// we read our inbox, and we never hear of its: mail to it would wait until every
     /// connection happened to close. So a trusted peer connected for a while without its
     /// inbox subscription is disconnected, and the redial starts afresh on both sides.
+    /// When [`Self::gossip_watch`] has work: the first connected peer's [`UNHEARD`] is up.
+    pub(crate) fn gossip_due(&self) -> Option<Instant> {
+        self.gossip
+            .unheard
+            .values()
+            .min()
+            .map(|since| *since + UNHEARD)
+    }
+
     pub(crate) fn gossip_watch(&mut self) {
         let now = Instant::now();
         let overdue: Vec<PeerId> = self

@@ -314,6 +314,11 @@ impl NodeTask {
         }
     }
 
+    /// When [`Self::intro_tick`] has work: every tick while an introduction waits for a retry.
+    pub(crate) fn intro_due(&self) -> Option<Instant> {
+        (!self.members.retry.is_empty()).then(Instant::now)
+    }
+
     /// Retry refused introductions (each tick), dropping peers out of tries or no longer
     /// trusted.
     pub(crate) fn intro_tick(&mut self) {

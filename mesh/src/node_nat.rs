@@ -38,6 +38,8 @@ pub(crate) struct Link {
     pub(crate) relay: Option<PeerId>,
     pub(crate) relayed: bool,
     pub(crate) opened: Instant,
+    /// The run of the peer it reached (identify's boot id), once identified.
+    pub(crate) boot: Option<String>,
 }
 
 /// A relay node and this node's reservation on it.
@@ -168,6 +170,38 @@ impl NodeTask {
     /// stream; losing reachability would cost far more.
     fn wants_reservations(&self) -> bool {
         !self.cfg.local_only && self.cfg.relay_serve.is_none()
+    }
+
+    /// When [`Self::nat_tick`] has work: a relay learnt late, a reservation to (re)try, or a
+    /// relayed link whose direct replacement has passed its grace.
+    pub(crate) fn nat_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let late = self
+            .nat
+            .identified
+            .keys()
+            .any(|p| self.trusted(p) && !self.nat.relays.contains_key(p))
+            .then_some(now);
+        let reserve = self
+            .wants_reservations()
+            .then(|| {
+                self.nat
+                    .relays
+                    .iter()
+                    .filter(|(p, s)| s.listener.is_none() && self.trusted(p))
+                    .map(|(_, s)| s.next_try)
+                    .min()
+            })
+            .flatten();
+        let retire = self
+            .nat
+            .links
+            .values()
+            .filter(|links| links.iter().any(|l| l.relayed))
+            .filter_map(|links| links.iter().filter(|l| !l.relayed).map(|l| l.opened).min())
+            .map(|t| t + RELAYED_GRACE)
+            .min();
+        [late, reserve, retire].into_iter().flatten().min()
     }
 
     /// Once per tick: (re)reserve where due, retire relayed links a direct one replaced.
@@ -336,6 +370,7 @@ impl NodeTask {
             relay: relay.filter(|_| relayed),
             relayed,
             opened: Instant::now(),
+            boot: None,
         });
         let first_direct = !relayed
             && self
@@ -397,9 +432,13 @@ impl NodeTask {
         }
     }
 
-    /// When `peer`'s path last changed.
+    /// When `peer`'s path last changed. A peer paired over the connection it still uses
+    /// was a stranger when that opened (no change recorded then): its opening counts.
     pub(crate) fn path_since(&self, peer: &PeerId) -> Option<u64> {
-        self.nat.path_since.get(peer).map(|(_, t)| *t)
+        self.nat.path_since.get(peer).map(|(_, t)| *t).or_else(|| {
+            let age = self.best_link(peer)?.opened.elapsed().as_secs();
+            Some(now_unix().saturating_sub(age))
+        })
     }
 
     /// The name of the relay carrying `peer`'s connection, when relayed.

@@ -96,6 +96,11 @@ impl NodeTask {
         }
     }
 
+    /// When [`Self::pair_tick`] has work: every tick while a pairing window is open.
+    pub(crate) fn pair_due(&self) -> Option<Instant> {
+        self.pairing.window.as_ref().map(|_| Instant::now())
+    }
+
     pub(crate) fn pair_tick(&mut self) {
         let Some(w) = &self.pairing.window else {
             return;

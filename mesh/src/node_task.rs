@@ -29,6 +29,9 @@ const MAX_REDIAL: Duration = Duration::from_secs(60);
 pub(crate) const MAX_ADDRS: usize = 8;
 /// Strangers found by mDNS kept for `loopsy pair <peer id>`.
 const MAX_DISCOVERED: usize = 256;
+/// Shortest time between two ticks. The loop only ticks when some state waits on time
+/// ([`NodeTask::next_tick`]): an idle node wakes for nothing.
+const TICK: Duration = Duration::from_millis(500);
 /// Consecutive ping failures after which a connection is considered dead.
 const MAX_PING_FAILURES: u32 = 2;
 
@@ -302,8 +305,17 @@ impl NodeTask {
         for e in early {
             self.event(e);
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut armed = None;
+        let mut last_tick = Instant::now();
         loop {
+            let due = self.next_tick().map(|t| t.max(last_tick + TICK));
+            if due != armed {
+                if let Some(t) = due {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(t));
+                }
+                armed = due;
+            }
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     Some(Command::Shutdown(done)) => {
@@ -320,7 +332,11 @@ impl NodeTask {
                 Some((channel, resp)) = self.pending.next(), if !self.pending.is_empty() => {
                     let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
                 }
-                _ = tick.tick() => self.tick(),
+                () = &mut timer, if armed.is_some() => {
+                    last_tick = Instant::now();
+                    armed = None;
+                    self.tick();
+                }
             }
         }
     }
@@ -371,6 +387,28 @@ impl NodeTask {
                 "a trusted peer reconnected: redialling the others now"
             );
         }
+    }
+
+    /// When [`Self::tick`] next has work (`None`: nothing waits on time): a trusted peer to
+    /// redial, an introduction to retry, a pairing window to close, a relay to reserve on or
+    /// a relayed link to retire, a peer whose inbox subscription is overdue.
+    fn next_tick(&self) -> Option<Instant> {
+        let redial = self
+            .redial
+            .iter()
+            .filter(|(p, _)| !self.online(p))
+            .map(|(_, (at, _))| *at)
+            .min();
+        [
+            redial,
+            self.intro_due(),
+            self.pair_due(),
+            self.nat_due(),
+            self.gossip_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn tick(&mut self) {
@@ -681,12 +719,19 @@ impl NodeTask {
                     }
                 }
             },
-            MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            MeshBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                connection_id,
+            }) => {
                 // Kept while connected: a peer that is paired after it identified (the usual
                 // order) is looked at again then.
                 self.remember_identify(peer_id, &info);
                 if self.gossip_boot(peer_id, &info.agent_version) || !self.trusted(&peer_id) {
                     return;
+                }
+                if let Some(boot) = crate::behaviour::boot_of(&info.agent_version) {
+                    self.dedupe_links(peer_id, connection_id, boot);
                 }
                 self.on_identify(peer_id, &info);
                 self.gossip_identified(peer_id, &info.protocols);

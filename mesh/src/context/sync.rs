@@ -21,11 +21,17 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
 /// A peer that sends nothing for this long mid-session is treated as gone (a pulled cable
 /// can keep a connection looking alive for much longer).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often online peers are checked (new ones are synced at once).
-const SWEEP: Duration = Duration::from_secs(2);
-/// Every this many sweeps, sync with every online peer anyway (a failed or cut session is
-/// repaired without waiting for the next write; in-sync peers exchange only their heads).
-const FULL_PASS_EVERY: u32 = 15;
+/// How often every online peer is synced anyway, whether or not anything changed (belt and
+/// braces: in-sync peers exchange only their heads). Changes, grants and peers coming
+/// online start a sync at once; a failed one is retried after [`RETRY_AFTER`].
+const FULL_PASS: Duration = Duration::from_secs(300);
+/// A failed sync with a peer is tried again after each of these; past them, the next change,
+/// reconnection or full pass tries again.
+const RETRY_AFTER: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 static NEXT_INBOUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -214,16 +220,14 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
     let mut changes = ctx.changes();
     let mut connected = node.connected();
     let mut trust = node.trust_changed();
-    // Sweeps only while some peer is online: with none there is nobody to sync with, and a
-    // connection (or a change) wakes the loop anyway. (Any peer, not only those holding
-    // `context`: a grant to a connected peer is picked up by the sweep.)
-    let mut tick = tokio::time::interval(SWEEP);
+    // Full passes only while some peer is online: with none there is nobody to sync with,
+    // and a connection (or a change) wakes the loop anyway.
+    let mut tick = tokio::time::interval(FULL_PASS);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut anyone = true;
     // Per peer: a sync is running; another was asked for while it ran.
     let running: std::sync::Arc<std::sync::Mutex<HashMap<PeerId, bool>>> = Default::default();
     let mut known_online: HashSet<PeerId> = HashSet::new();
-    let mut ticks = 0u32;
     if let Ok(peers) = node.peers().await {
         set_authors(&ctx, &peers);
     }
@@ -235,10 +239,7 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
                 }
                 true
             }
-            _ = tick.tick(), if anyone => {
-                ticks = ticks.wrapping_add(1);
-                ticks.is_multiple_of(FULL_PASS_EVERY)
-            }
+            _ = tick.tick(), if anyone => true,
             // Grants and revokes: who may author what is shown here follows at once.
             r = trust.changed() => {
                 if r.is_err() {
@@ -265,8 +266,8 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
             .filter_map(|p| p.peer_id.parse().ok())
             .collect();
         for peer in &online {
-            // On a change every peer syncs; on a tick only the ones that just came online
-            // (plus an occasional full pass happens through changes merged from others).
+            // On a change or a full pass every peer syncs; otherwise only the ones that
+            // just came online.
             if !changed && known_online.contains(peer) {
                 continue;
             }
@@ -280,10 +281,17 @@ pub async fn replicate(node: NodeHandle, ctx: ContextHandle) {
             let (node, ctx, running, peer) = (node.clone(), ctx.clone(), running.clone(), *peer);
             tokio::spawn(
                 async move {
+                    let mut failed = 0;
                     loop {
                         if let Err(e) = sync_with(&node, &ctx, peer).await {
                             debug!(error = %e, "context sync did not complete");
+                            if let Some(wait) = RETRY_AFTER.get(failed) {
+                                failed += 1;
+                                tokio::time::sleep(*wait).await;
+                                continue;
+                            }
                         }
+                        failed = 0;
                         let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
                         match r.get_mut(&peer) {
                             Some(again) if *again => *again = false,
