@@ -3,6 +3,9 @@
 //! trip — each beside the same measurement of the official Python MCP SDK's stdio server
 //! (a typical interpreted MCP server) taken in the same run, so the ratios are like for like.
 //!
+//! Idle RSS and wake-ups are taken three ways: no peers on loopback, one peer connected, and
+//! no peers in LAN mode (mDNS on, as a user's daemon starts).
+//!
 //! Flags: `--quick` (5 s idle instead of 60 s, fewer runs).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
 
@@ -153,6 +156,33 @@ fn median(v: &mut [f64]) -> f64 {
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Pair `joiner` with `holder` (both running): `holder` opens a window, `joiner` dials its
+/// TCP address with the code.
+fn pair(holder: &Path, joiner: &Path) {
+    let mut window = loopsy(holder, &["pair", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(window.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let t: Value = serde_json::from_str(&line).unwrap();
+    let tcp = t["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .find(|a| a.contains("/tcp/"))
+        .unwrap()
+        .to_string();
+    let code = t["code"].as_str().unwrap().to_string();
+    let o = loopsy(joiner, &["pair", &tcp, "--code", &code])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(window.wait().unwrap().success());
 }
 
 fn ms(d: Duration) -> f64 {
@@ -346,8 +376,74 @@ fn main() {
     let py_rss = rss_kib(py.id()) as f64 / 1024.0;
     drop(prpc);
     let _ = py.wait();
+
+    // 5. The same with one peer connected: a second daemon, paired, both left alone (pings,
+    // gossip and context upkeep are what remains). After a settle, so pairing, the first
+    // context sync and the identify exchange are over.
+    let peer_home = tmp.path().join("p");
+    assert!(
+        loopsy(&peer_home, &["init", "--name", "peer"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    std::fs::write(
+        peer_home.join("config.toml"),
+        "[node]\nname = \"peer\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
+    )
+    .unwrap();
+    assert!(
+        loopsy(&peer_home, &["start"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    pair(&home, &peer_home);
+    let peer_pid: u32 = std::fs::read_to_string(peer_home.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(15)
+    });
+    let (d0, q0, t0) = (switches(daemon.id()), switches(peer_pid), Instant::now());
+    std::thread::sleep(idle);
+    let secs = t0.elapsed().as_secs_f64();
+    let peer_wakes = [
+        wakeups_between(&d0, &switches(daemon.id())) as f64 / secs,
+        wakeups_between(&q0, &switches(peer_pid)) as f64 / secs,
+    ];
+    let peer_rss = [
+        rss_kib(daemon.id()) as f64 / 1024.0,
+        rss_kib(peer_pid) as f64 / 1024.0,
+    ];
+    assert!(loopsy(&peer_home, &["stop"]).output().unwrap().status.success());
     assert!(loopsy(&home, &["stop"]).output().unwrap().status.success());
     let _ = daemon.wait();
+
+    // 6. No peers, as a user's daemon starts by default: on the LAN, mDNS on.
+    std::fs::write(
+        home.join("config.toml"),
+        "[node]\nname = \"bench\"\n[mesh]\nlisten_port = 0\n",
+    )
+    .unwrap();
+    assert!(loopsy(&home, &["start"]).output().unwrap().status.success());
+    let lan_pid: u32 = std::fs::read_to_string(home.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(if quick { 2 } else { 15 }));
+    let (l0, t0) = (switches(lan_pid), Instant::now());
+    std::thread::sleep(idle);
+    let lan_wakes = wakeups_between(&l0, &switches(lan_pid)) as f64 / t0.elapsed().as_secs_f64();
+    let lan_rss = rss_kib(lan_pid) as f64 / 1024.0;
+    assert!(loopsy(&home, &["stop"]).output().unwrap().status.success());
 
     println!(
         "\n## foundation ({}; baseline: Python `mcp` SDK stdio server, same run)\n",
@@ -396,6 +492,26 @@ fn main() {
         py_wakes,
         "/s",
         "≤ 1 /s",
+    );
+    println!(
+        "| idle wake-ups/s over {}s, one peer connected (each of the two daemons) | {:.2} /s and {:.2} /s | — | — | ≤ 2 /s |",
+        idle.as_secs(),
+        peer_wakes[0],
+        peer_wakes[1]
+    );
+    println!(
+        "| idle RSS after {}s, one peer connected (each) | {:.1} MiB and {:.1} MiB | — | — | — |",
+        idle.as_secs(),
+        peer_rss[0],
+        peer_rss[1]
+    );
+    println!(
+        "| idle wake-ups/s over {}s, no peers, LAN mode (mDNS on, the default) | {lan_wakes:.2} /s | — | — | ≤ 1 /s |",
+        idle.as_secs()
+    );
+    println!(
+        "| idle RSS after {}s, no peers, LAN mode | {lan_rss:.1} MiB | — | — | ≤ 15 MiB |",
+        idle.as_secs()
     );
     println!(
         "\nThe daemon alone, process start → first `loopsy_status` on its control socket: median {:.3} ms.",

@@ -1069,7 +1069,8 @@ fn relay_dev_serves_the_worker_locally() {
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     if up {
         // A laptop can register with it and pair (its pair-token key was generated, 0600).
-        h.ok(&["start"]);
+        // Any free mesh port: another daemon on this machine may hold the default.
+        h.ok(&["start", "--port", "0"]);
         h.ok(&["relay", "configure", &url]);
         let v: Value = serde_json::from_str(&h.ok(&["mobile", "pair", "--json"])).unwrap();
         assert!(
