@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_loopsy");
 
 const PY_SERVER: &str = r#"
@@ -156,33 +158,6 @@ fn median(v: &mut [f64]) -> f64 {
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Pair `joiner` with `holder` (both running): `holder` opens a window, `joiner` dials its
-/// TCP address with the code.
-fn pair(holder: &Path, joiner: &Path) {
-    let mut window = loopsy(holder, &["pair", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(window.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let t: Value = serde_json::from_str(&line).unwrap();
-    let tcp = t["addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a.as_str())
-        .find(|a| a.contains("/tcp/"))
-        .unwrap()
-        .to_string();
-    let code = t["code"].as_str().unwrap().to_string();
-    let o = loopsy(joiner, &["pair", &tcp, "--code", &code])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(window.wait().unwrap().success());
 }
 
 fn ms(d: Duration) -> f64 {
@@ -400,7 +375,7 @@ fn main() {
             .status
             .success()
     );
-    pair(&home, &peer_home);
+    common::pair(&home, &peer_home);
     let peer_pid: u32 = std::fs::read_to_string(peer_home.join("daemon.pid"))
         .unwrap()
         .trim()
@@ -422,18 +397,33 @@ fn main() {
         rss_kib(daemon.id()) as f64 / 1024.0,
         rss_kib(peer_pid) as f64 / 1024.0,
     ];
-    assert!(loopsy(&peer_home, &["stop"]).output().unwrap().status.success());
+    assert!(
+        loopsy(&peer_home, &["stop"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     assert!(loopsy(&home, &["stop"]).output().unwrap().status.success());
     let _ = daemon.wait();
 
-    // 6. No peers, as a user's daemon starts by default: on the LAN, mDNS on.
+    // 6. No peers, as a user's daemon starts by default: on the LAN, mDNS on. A home of its
+    // own (the first one now trusts a peer that is gone, and would redial it).
+    let lan = tmp.path().join("lan");
+    assert!(
+        loopsy(&lan, &["init", "--name", "lan"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     std::fs::write(
-        home.join("config.toml"),
-        "[node]\nname = \"bench\"\n[mesh]\nlisten_port = 0\n",
+        lan.join("config.toml"),
+        "[node]\nname = \"lan\"\n[mesh]\nlisten_port = 0\n",
     )
     .unwrap();
-    assert!(loopsy(&home, &["start"]).output().unwrap().status.success());
-    let lan_pid: u32 = std::fs::read_to_string(home.join("daemon.pid"))
+    assert!(loopsy(&lan, &["start"]).output().unwrap().status.success());
+    let lan_pid: u32 = std::fs::read_to_string(lan.join("daemon.pid"))
         .unwrap()
         .trim()
         .parse()
@@ -443,7 +433,7 @@ fn main() {
     std::thread::sleep(idle);
     let lan_wakes = wakeups_between(&l0, &switches(lan_pid)) as f64 / t0.elapsed().as_secs_f64();
     let lan_rss = rss_kib(lan_pid) as f64 / 1024.0;
-    assert!(loopsy(&home, &["stop"]).output().unwrap().status.success());
+    assert!(loopsy(&lan, &["stop"]).output().unwrap().status.success());
 
     println!(
         "\n## foundation ({}; baseline: Python `mcp` SDK stdio server, same run)\n",
