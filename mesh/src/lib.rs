@@ -18,7 +18,6 @@ pub mod msg;
 mod muxer;
 pub mod node;
 pub mod node_gossip;
-mod node_links;
 mod node_members;
 mod node_nat;
 mod node_pair;

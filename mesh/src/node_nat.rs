@@ -38,8 +38,6 @@ pub(crate) struct Link {
     pub(crate) relay: Option<PeerId>,
     pub(crate) relayed: bool,
     pub(crate) opened: Instant,
-    /// The run of the peer it reached (identify's boot id), once identified.
-    pub(crate) boot: Option<String>,
 }
 
 /// A relay node and this node's reservation on it.
@@ -370,7 +368,6 @@ impl NodeTask {
             relay: relay.filter(|_| relayed),
             relayed,
             opened: Instant::now(),
-            boot: None,
         });
         let first_direct = !relayed
             && self

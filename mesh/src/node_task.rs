@@ -719,19 +719,12 @@ impl NodeTask {
                     }
                 }
             },
-            MeshBehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                connection_id,
-            }) => {
+            MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 // Kept while connected: a peer that is paired after it identified (the usual
                 // order) is looked at again then.
                 self.remember_identify(peer_id, &info);
                 if self.gossip_boot(peer_id, &info.agent_version) || !self.trusted(&peer_id) {
                     return;
-                }
-                if let Some(boot) = crate::behaviour::boot_of(&info.agent_version) {
-                    self.dedupe_links(peer_id, connection_id, boot);
                 }
                 self.on_identify(peer_id, &info);
                 self.gossip_identified(peer_id, &info.protocols);
