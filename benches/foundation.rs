@@ -160,6 +160,24 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A new home at `dir` named `name`, `[mesh]` set to `mesh`, its daemon started: the home
+/// and the daemon's pid.
+fn started(dir: &Path, name: &str, mesh: &str) -> (PathBuf, u32) {
+    common::ok(&mut loopsy(dir, &["init", "--name", name]));
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("[node]\nname = \"{name}\"\n[mesh]\n{mesh}"),
+    )
+    .unwrap();
+    common::ok(&mut loopsy(dir, &["start"]));
+    let pid = std::fs::read_to_string(dir.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (dir.to_path_buf(), pid)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -355,32 +373,12 @@ fn main() {
     // 5. The same with one peer connected: a second daemon, paired, both left alone (pings,
     // gossip and context upkeep are what remains). After a settle, so pairing, the first
     // context sync and the identify exchange are over.
-    let peer_home = tmp.path().join("p");
-    assert!(
-        loopsy(&peer_home, &["init", "--name", "peer"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    std::fs::write(
-        peer_home.join("config.toml"),
-        "[node]\nname = \"peer\"\n[mesh]\nlisten_port = 0\nlocal_only = true\n",
-    )
-    .unwrap();
-    assert!(
-        loopsy(&peer_home, &["start"])
-            .output()
-            .unwrap()
-            .status
-            .success()
+    let (peer_home, peer_pid) = started(
+        &tmp.path().join("p"),
+        "peer",
+        "listen_port = 0\nlocal_only = true\n",
     );
     common::pair(&home, &peer_home);
-    let peer_pid: u32 = std::fs::read_to_string(peer_home.join("daemon.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     std::thread::sleep(if quick {
         Duration::from_secs(2)
     } else {
@@ -397,43 +395,19 @@ fn main() {
         rss_kib(daemon.id()) as f64 / 1024.0,
         rss_kib(peer_pid) as f64 / 1024.0,
     ];
-    assert!(
-        loopsy(&peer_home, &["stop"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    common::ok(&mut loopsy(&peer_home, &["stop"]));
     assert!(loopsy(&home, &["stop"]).output().unwrap().status.success());
     let _ = daemon.wait();
 
     // 6. No peers, as a user's daemon starts by default: on the LAN, mDNS on. A home of its
     // own (the first one now trusts a peer that is gone, and would redial it).
-    let lan = tmp.path().join("lan");
-    assert!(
-        loopsy(&lan, &["init", "--name", "lan"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    std::fs::write(
-        lan.join("config.toml"),
-        "[node]\nname = \"lan\"\n[mesh]\nlisten_port = 0\n",
-    )
-    .unwrap();
-    assert!(loopsy(&lan, &["start"]).output().unwrap().status.success());
-    let lan_pid: u32 = std::fs::read_to_string(lan.join("daemon.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (lan, lan_pid) = started(&tmp.path().join("lan"), "lan", "listen_port = 0\n");
     std::thread::sleep(Duration::from_secs(if quick { 2 } else { 15 }));
     let (l0, t0) = (switches(lan_pid), Instant::now());
     std::thread::sleep(idle);
     let lan_wakes = wakeups_between(&l0, &switches(lan_pid)) as f64 / t0.elapsed().as_secs_f64();
     let lan_rss = rss_kib(lan_pid) as f64 / 1024.0;
-    assert!(loopsy(&lan, &["stop"]).output().unwrap().status.success());
+    common::ok(&mut loopsy(&lan, &["stop"]));
 
     println!(
         "\n## foundation ({}; baseline: Python `mcp` SDK stdio server, same run)\n",
