@@ -296,6 +296,74 @@ fn peers_reconnect_after_a_restart() {
     a.ok(&["exec", "beta", "--", "true"]);
 }
 
+/// Every mesh TCP link, dialled or accepted, has the kernel's keepalive timer running (`tr`
+/// 02 in /proc/net/tcp): that, not a frequent ping, is what notices a silently dead peer.
+#[cfg(target_os = "linux")]
+#[test]
+fn mesh_links_are_watched_by_the_kernel() {
+    let a = started("alpha");
+    let b = started("beta");
+    let mut child = a
+        .cmd(&["pair", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let t: Value = serde_json::from_str(&line).unwrap();
+    let tcp = t["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| a.contains("/tcp/"))
+        .unwrap();
+    b.ok(&["pair", tcp, "--code", t["code"].as_str().unwrap()]);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(peers(&b)[0]["transport"], "tcp");
+    let port = |h: &TestHome| -> u16 {
+        let st = h.status();
+        let addrs = st["listen_addrs"].as_array().unwrap();
+        let tcp = addrs
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.starts_with("/ip4/127.0.0.1/tcp/"))
+            .unwrap_or_else(|| panic!("no loopback TCP address in {st}"));
+        tcp.split('/').nth(4).unwrap().parse().unwrap()
+    };
+    let ports = [port(&a), port(&b)];
+    // (local port, remote port, timer) of each established loopback socket.
+    let links = || -> Vec<(u16, u16, String)> {
+        let t = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        t.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let port = |s: &str| u16::from_str_radix(s.split(':').nth(1)?, 16).ok();
+                (f.get(3) == Some(&"01")).then_some(())?;
+                let timer = f.get(5)?.split(':').next()?.to_string();
+                Some((port(f.get(1)?)?, port(f.get(2)?)?, timer))
+            })
+            .filter(|(l, r, _)| ports.contains(l) || ports.contains(r))
+            .collect()
+    };
+    let mut seen = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        seen = links();
+        if seen.len() >= 2 && seen.iter().all(|(_, _, timer)| timer == "02") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "mesh ports {ports:?}: links (local, remote, timer) {seen:?}; {}",
+        a.ok(&["peers", "list"])
+    );
+}
+
 #[test]
 fn oversize_requests_are_refused_and_the_daemon_survives() {
     let a = started("alpha");

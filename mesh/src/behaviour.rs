@@ -33,6 +33,14 @@ pub fn boot_of(agent: &str) -> Option<&str> {
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a pairing step may take.
 pub const PAIR_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often each connection is pinged (round-trip time; dead-link backstop).
+pub const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// A ping unanswered this long is a miss.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// QUIC keep-alive on an otherwise quiet link.
+const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A QUIC link that hears nothing for this long (ms) is closed.
+const QUIC_IDLE_MS: u32 = 30_000;
 
 /// The protocols the mesh runs.
 #[derive(NetworkBehaviour)]
@@ -143,17 +151,22 @@ pub fn build(
         crate::VERSION,
         rand::random::<u64>()
     );
+    // TCP with the kernel watching each link, TLS with AES-GCM first (much cheaper than
+    // Noise's ChaCha20 where the CPU has AES instructions), Noise for peers without it.
+    let tcp = crate::transport::tcp(identity.keypair(), tcp::Config::default().nodelay(true))
+        .map_err(|e| NodeError::Build(e.to_string()))?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            // TLS with AES-GCM first (much cheaper than Noise's ChaCha20 where the CPU has
-            // AES instructions); Noise for peers without it.
-            (crate::tls::Config::new, noise::Config::new),
-            crate::muxer::Config::new,
-        )
+        // QUIC watches its own links: a keep-alive every 15 s (under the 30 s many NATs keep
+        // an idle UDP mapping) and a link silent for 30 s is dead. libp2p's 5 s would wake
+        // both ends of every QUIC link several times a second between them.
+        .with_quic_config(|mut c| {
+            c.keep_alive_interval = QUIC_KEEP_ALIVE;
+            c.max_idle_timeout = QUIC_IDLE_MS;
+            c
+        })
+        .with_other_transport(|_| tcp)
         .map_err(|e| NodeError::Build(e.to_string()))?
-        .with_quic()
         .with_relay_client(noise::Config::new, crate::muxer::Config::new)
         .map_err(|e| NodeError::Build(e.to_string()))?
         .with_behaviour(|key, relay_client| {
@@ -207,13 +220,15 @@ pub fn build(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                         .with_agent_version(agent),
                 ),
-                // What tells a silently dead link (a pulled cable, a closed lid) from a
-                // quiet one: two misses in a row close it, within 30 s. Each ping wakes
-                // both ends, so not more often.
+                // The round-trip time `peers list` shows, and the backstop for a dead link
+                // the kernel did not catch (no TCP_USER_TIMEOUT on macOS and Windows): two
+                // misses in a row close it. Keepalive probes (TCP, `transport.rs`) and QUIC's
+                // own keep-alive notice a silent peer within 30 s without waking the daemon;
+                // each ping wakes both ends a few times, hence once a minute.
                 ping: ping::Behaviour::new(
                     ping::Config::new()
-                        .with_interval(Duration::from_secs(10))
-                        .with_timeout(Duration::from_secs(5)),
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(PING_TIMEOUT),
                 ),
                 mdns: mdns.into(),
                 pair,

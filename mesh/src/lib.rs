@@ -27,6 +27,7 @@ pub mod pidlock;
 pub mod task;
 mod tls;
 pub mod token;
+pub mod transport;
 pub mod trust;
 pub mod wire;
 
