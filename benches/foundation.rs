@@ -3,8 +3,9 @@
 //! trip — each beside the same measurement of the official Python MCP SDK's stdio server
 //! (a typical interpreted MCP server) taken in the same run, so the ratios are like for like.
 //!
-//! Idle RSS and wake-ups are taken three ways: no peers on loopback, one peer connected, and
-//! no peers in LAN mode (mDNS on, as a user's daemon starts).
+//! Idle RSS and wake-ups are taken three ways: no peers on loopback, two peers connected
+//! (three daemons in a full mesh), and no peers in LAN mode (mDNS on, as a user's daemon
+//! starts).
 //!
 //! Flags: `--quick` (5 s idle instead of 60 s, fewer runs).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the report
@@ -370,32 +371,60 @@ fn main() {
     drop(prpc);
     let _ = py.wait();
 
-    // 5. The same with one peer connected: a second daemon, paired, both left alone (pings,
-    // gossip and context upkeep are what remains). After a settle, so pairing, the first
-    // context sync and the identify exchange are over.
-    let (peer_home, peer_pid) = started(
-        &tmp.path().join("p"),
-        "peer",
-        "listen_port = 0\nlocal_only = true\n",
-    );
-    common::pair(&home, &peer_home);
+    // 5. The same with peers connected: two more daemons, both paired with this one (the
+    // second meets the first through this one's introduction), so each of the three has two
+    // peers; all left alone (keep-alives, gossip and context upkeep are what remains). After a
+    // settle, so pairing, introductions, the first context syncs and identify are over.
+    let peers: Vec<(PathBuf, u32)> = ["p", "q"]
+        .iter()
+        .map(|n| {
+            let p = started(
+                &tmp.path().join(n),
+                &format!("peer-{n}"),
+                "listen_port = 0\nlocal_only = true\n",
+            );
+            common::pair(&home, &p.0);
+            p
+        })
+        .collect();
     std::thread::sleep(if quick {
-        Duration::from_secs(2)
+        Duration::from_secs(3)
     } else {
-        Duration::from_secs(15)
+        Duration::from_secs(20)
     });
-    let (d0, q0, t0) = (switches(daemon.id()), switches(peer_pid), Instant::now());
+    let pids = [daemon.id(), peers[0].1, peers[1].1];
+    let (before, t0) = (pids.map(switches), Instant::now());
     std::thread::sleep(idle);
     let secs = t0.elapsed().as_secs_f64();
-    let peer_wakes = [
-        wakeups_between(&d0, &switches(daemon.id())) as f64 / secs,
-        wakeups_between(&q0, &switches(peer_pid)) as f64 / secs,
-    ];
-    let peer_rss = [
-        rss_kib(daemon.id()) as f64 / 1024.0,
-        rss_kib(peer_pid) as f64 / 1024.0,
-    ];
-    common::ok(&mut loopsy(&peer_home, &["stop"]));
+    let peer_wakes: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(pid, b)| wakeups_between(b, &switches(*pid)) as f64 / secs)
+        .collect();
+    let peer_rss: Vec<f64> = pids
+        .iter()
+        .map(|pid| rss_kib(*pid) as f64 / 1024.0)
+        .collect();
+    for (p, _) in &peers {
+        let listed = String::from_utf8(
+            loopsy(p, &["peers", "list", "--json"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let online = serde_json::from_str::<Value>(&listed)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["online"] == true)
+            .count();
+        assert_eq!(online, 2, "a full mesh of three: {listed}");
+    }
+    for (p, _) in &peers {
+        common::ok(&mut loopsy(p, &["stop"]));
+    }
     assert!(loopsy(&home, &["stop"]).output().unwrap().status.success());
     let _ = daemon.wait();
 
@@ -457,17 +486,21 @@ fn main() {
         "/s",
         "≤ 1 /s",
     );
+    let list = |v: &[f64], unit: &str| {
+        v.iter()
+            .map(|x| format!("{x:.2} {unit}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "| idle wake-ups/s over {}s, one peer connected (each of the two daemons) | {:.2} /s and {:.2} /s | — | — | ≤ 2 /s |",
+        "| idle wake-ups/s over {}s, two peers connected (each of three daemons in a full mesh) | {} | — | — | ≤ 2 /s |",
         idle.as_secs(),
-        peer_wakes[0],
-        peer_wakes[1]
+        list(&peer_wakes, "/s"),
     );
     println!(
-        "| idle RSS after {}s, one peer connected (each) | {:.1} MiB and {:.1} MiB | — | — | — |",
+        "| idle RSS after {}s, two peers connected (each) | {} | — | — | ≤ 15 MiB |",
         idle.as_secs(),
-        peer_rss[0],
-        peer_rss[1]
+        list(&peer_rss, "MiB"),
     );
     println!(
         "| idle wake-ups/s over {}s, no peers, LAN mode (mDNS on, the default) | {lan_wakes:.2} /s | — | — | ≤ 1 /s |",
