@@ -80,7 +80,14 @@ fn revoke_and_remove_on_the_introducer_reach_every_member() {
         t.elapsed()
     );
     let err = m.fails(&["exec", "gamma", "--", "true"]);
-    assert!(err.contains("gamma's policy"), "{err}");
+    // The right comes from alpha, so the refusal sends the user there, not to gamma.
+    assert!(
+        err.contains("gamma's policy")
+            && err.contains("introduced (by alpha)")
+            && err.contains("on alpha, run `loopsy peers grant mallory exec`")
+            && !err.contains("on gamma, run"),
+        "{err}"
+    );
     // And a grant on alpha gives it back (rights follow the introducer both ways).
     a.ok(&["peers", "grant", "mallory", "exec"]);
     wait_until("exec allowed again", Duration::from_secs(10), || {

@@ -71,7 +71,7 @@ pub async fn serve(ctx: DaemonCtx) {
         tokio::spawn(
             async move {
                 let mut s = stream.compat();
-                let Some((name, caps)) = ctx.node().peer_caps(peer).await else {
+                let Some((_, caps)) = ctx.node().peer_caps(peer).await else {
                     warn!("attach stream from an untrusted peer refused");
                     refuse_inbound(
                         &mut s,
@@ -85,10 +85,7 @@ pub async fn serve(ctx: DaemonCtx) {
                     refuse_inbound(
                         &mut s,
                         "permission_denied",
-                        format!(
-                            "{me}'s policy: it has not granted {name} the pty capability (on {me}, run `loopsy peers grant {name} pty`)",
-                            me = ctx.name()
-                        ),
+                        ctx.node().refusal(peer, Capability::Pty).await,
                     )
                     .await;
                     return;

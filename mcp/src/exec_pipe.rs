@@ -70,9 +70,7 @@ pub async fn serve(ctx: DaemonCtx) {
                     pipe::refuse_after_start(
                         &mut s,
                         "permission_denied",
-                        format!(
-                            "{me}'s policy: it has not granted {name} the exec capability (on {me}, run `loopsy peers grant {name} exec`)"
-                        ),
+                        ctx.node().refusal(peer, Capability::Exec).await,
                     )
                     .await;
                     Outcome::Refused("permission_denied")

@@ -247,6 +247,7 @@ pub(crate) enum Command {
     Call(String, RpcRequest, Reply<String>),
     Connect(String, Reply<PeerId>),
     PeerCaps(PeerId, oneshot::Sender<Option<(String, Vec<Capability>)>>),
+    Refusal(PeerId, Capability, oneshot::Sender<String>),
     Publish(PeerId, Vec<u8>, Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -308,6 +309,16 @@ impl NodeHandle {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The refusal `peer` gets for lacking `cap` here: this machine's policy, and where the
+    /// right can be granted (here, or on its introducer: [`crate::trust::Trust::refusal`]).
+    pub async fn refusal(&self, peer: PeerId, cap: Capability) -> String {
+        self.ask(|r| Command::Refusal(peer, cap, r))
+            .await
+            .unwrap_or_else(|_| {
+                format!("this machine has not granted the {} capability", cap.name())
+            })
     }
 
     /// Resolves once `peer` no longer holds every capability in `needed` here (revoked,

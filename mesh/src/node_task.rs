@@ -582,6 +582,9 @@ impl NodeTask {
                         .map(|t| (t.name.clone(), self.caps_of(&p))),
                 );
             }
+            Command::Refusal(p, cap, r) => {
+                let _ = r.send(self.trust.refusal(&p.to_string(), cap, &self.cfg.name));
+            }
             Command::Publish(to, data, r) => {
                 let _ = r.send(self.publish(to, data));
             }

@@ -261,6 +261,73 @@ impl Trust {
             .collect()
     }
 
+    /// The refusal `peer_id` gets when it lacks `cap` here (`me` is this machine's name):
+    /// whose policy it is and what to run where. For a machine paired here, a grant here;
+    /// for an introduced one, the grant only its introducers can give (and, when the ceiling
+    /// here or the introducer's own rights here are what is missing, the grant here).
+    pub fn refusal(&self, peer_id: &str, cap: Capability, me: &str) -> String {
+        let c = cap.name();
+        let Some(p) = self.peers.get(peer_id) else {
+            return format!("{me} does not trust this machine (pair with it first)");
+        };
+        let you = &p.name;
+        if p.paired_here() {
+            return format!(
+                "{me}'s policy: it has not granted {you} the {c} capability (on {me}, run `loopsy peers grant {you} {c}`)"
+            );
+        }
+        let eff = self.effective();
+        let name = |id: &str| {
+            self.peers
+                .get(id)
+                .map_or(id, |v| v.name.as_str())
+                .to_string()
+        };
+        let holds = |id: &str, cap: Capability| eff.get(id).is_some_and(|e| e.contains(&cap));
+        let mut steps = Vec::new();
+        if !p.caps.contains(&cap) {
+            steps.push(format!(
+                "on {me}, run `loopsy peers grant {you} {c}` (what introduced machines may get there is capped)"
+            ));
+        }
+        let granting: Vec<&String> = p
+            .vouchers
+            .iter()
+            .filter(|(_, g)| g.contains(&cap))
+            .map(|(v, _)| v)
+            .collect();
+        if granting.is_empty() {
+            let by: Vec<String> = p.vouchers.keys().map(|v| name(v)).collect();
+            if !by.is_empty() {
+                steps.push(format!(
+                    "on {}, run `loopsy peers grant {you} {c}`",
+                    by.join(" or ")
+                ));
+            }
+        } else if !granting
+            .iter()
+            .any(|v| holds(v, cap) && holds(v, Capability::Introduce))
+        {
+            for v in granting {
+                let v = name(v);
+                steps.push(format!(
+                    "on {me}, run `loopsy peers grant {v} {c} introduce` ({v} introduced it and may pass on only what it holds there)"
+                ));
+            }
+        }
+        let by: Vec<String> = p.vouchers.keys().map(|v| name(v)).collect();
+        let by = if by.is_empty() {
+            "nobody now".to_string()
+        } else {
+            by.join(", ")
+        };
+        steps.push(format!("or pair {you} with {me} directly"));
+        format!(
+            "{me}'s policy: {you} was introduced (by {by}) and holds the {c} capability there only through its introducers ({})",
+            steps.join("; ")
+        )
+    }
+
     /// Write atomically (0600).
     pub fn save(&self, path: &Path) -> Result<(), TrustError> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| TrustError::Corrupt {
@@ -365,5 +432,66 @@ mod tests {
             Err(TrustError::Corrupt { .. })
         ));
         Ok(())
+    }
+    fn peer(name: &str, caps: &[Capability], by: Option<(&str, &[Capability])>) -> TrustedPeer {
+        TrustedPeer {
+            name: name.into(),
+            caps: caps.to_vec(),
+            paired_at: 1,
+            addrs: vec![],
+            introduced_by: by.map(|(v, _)| v.to_string()),
+            vouchers: by
+                .map(|(v, g)| BTreeMap::from([(v.to_string(), g.to_vec())]))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A refusal says where the missing right can be granted: here for a machine paired
+    /// here, on the introducer for an introduced one, and here again when it is this
+    /// machine's ceiling or the introducer's own rights here that are missing.
+    #[test]
+    fn refusals_point_at_the_machine_that_can_grant() {
+        use Capability::*;
+        let mut t = Trust::default();
+        t.peers
+            .insert("A".into(), peer("alpha", &[Exec, Introduce, Context], None));
+        t.peers.insert(
+            "M".into(),
+            peer("mallory", &Capability::ALL, Some(("A", &[Context]))),
+        );
+        t.peers.insert("P".into(), peer("pat", &[Context], None));
+        let here = t.refusal("P", Exec, "gamma");
+        assert!(
+            here.contains("on gamma, run `loopsy peers grant pat exec`"),
+            "{here}"
+        );
+        // alpha holds exec here but did not grant it to mallory: ask alpha.
+        let via = t.refusal("M", Exec, "gamma");
+        assert!(
+            via.contains("introduced (by alpha)")
+                && via.contains("on alpha, run `loopsy peers grant mallory exec`")
+                && !via.contains("on gamma, run"),
+            "{via}"
+        );
+        // alpha grants files-read but does not hold it here: grant alpha here.
+        t.peers
+            .get_mut("M")
+            .unwrap()
+            .vouchers
+            .insert("A".into(), vec![FilesRead]);
+        let up = t.refusal("M", FilesRead, "gamma");
+        assert!(
+            up.contains("on gamma, run `loopsy peers grant alpha files-read introduce`"),
+            "{up}"
+        );
+        // The ceiling here lacks pty.
+        t.peers.get_mut("M").unwrap().caps = vec![Context];
+        let cap = t.refusal("M", Pty, "gamma");
+        assert!(
+            cap.contains("on gamma, run `loopsy peers grant mallory pty`")
+                && cap.contains("on alpha, run `loopsy peers grant mallory pty`"),
+            "{cap}"
+        );
+        assert!(t.refusal("Z", Exec, "gamma").contains("does not trust"));
     }
 }

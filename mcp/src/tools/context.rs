@@ -141,7 +141,7 @@ pub async fn get(ctx: &DaemonCtx, caller: &Caller, mut a: KeyArgs) -> CallToolRe
         }
         Ok(super::Target::Local) => {}
     }
-    if let Err(e) = super::require(ctx, caller, Capability::Context) {
+    if let Err(e) = super::require(ctx, caller, Capability::Context).await {
         return e.into_result();
     }
     let heads = match ctx.context().heads().await {
@@ -316,7 +316,7 @@ fn same_write(a: &Entry, b: &Entry) -> bool {
 
 /// `loopsy_broadcast_context`: write, then wait until every online peer's copy shows it.
 pub async fn broadcast(ctx: &DaemonCtx, caller: &Caller, a: BroadcastArgs) -> CallToolResult {
-    if let Err(e) = super::require(ctx, caller, Capability::Context) {
+    if let Err(e) = super::require(ctx, caller, Capability::Context).await {
         return e.into_result();
     }
     let wait = a.wait_s.unwrap_or(10);
@@ -400,7 +400,7 @@ pub async fn broadcast(ctx: &DaemonCtx, caller: &Caller, a: BroadcastArgs) -> Ca
 
 /// `loopsy_context_wait`: block until a key changes (no polling by the agent).
 pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResult {
-    if let Err(e) = super::require(ctx, caller, Capability::Context) {
+    if let Err(e) = super::require(ctx, caller, Capability::Context).await {
         return e.into_result();
     }
     let timeout = a.timeout_s.unwrap_or(30);

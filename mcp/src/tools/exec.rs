@@ -260,6 +260,7 @@ pub(crate) async fn route_with<A: Routed>(
             Err(forward(ctx, &p, tool, &a).await)
         }
         Ok(Target::Local) => require(ctx, caller, cap)
+            .await
             .map(|()| a)
             .map_err(ToolError::into_result),
     }

@@ -133,8 +133,9 @@ pub async fn forward<A: Serialize>(
     }
 }
 
-/// Refuse a peer without `cap`, saying whose policy it is and what to run where.
-pub fn require(
+/// Refuse a peer without `cap`, saying whose policy it is and what to run where (here, or on
+/// the machine that introduced it).
+pub async fn require(
     ctx: &DaemonCtx,
     caller: &Caller,
     cap: loopsy_mesh::trust::Capability,
@@ -143,16 +144,18 @@ pub fn require(
         return Ok(());
     }
     let me = ctx.name();
-    let you = match caller {
-        Caller::Peer { name, .. } => name.as_str(),
-        _ => "<you>",
-    };
-    Err(ToolError::new(
-        ErrorCode::PermissionDenied,
-        format!(
-            "{me}'s policy: it has not granted {you} the {} capability (on {me}, run `loopsy peers grant {you} {}`)",
-            cap.name(),
+    let why = match caller {
+        Caller::Peer { id, name, .. } => match id.parse() {
+            Ok(peer) => ctx.node().refusal(peer, cap).await,
+            Err(_) => format!(
+                "{me}'s policy: it has not granted {name} the {} capability",
+                cap.name()
+            ),
+        },
+        _ => format!(
+            "{me}'s policy: the {} capability is not granted",
             cap.name()
         ),
-    ))
+    };
+    Err(ToolError::new(ErrorCode::PermissionDenied, why))
 }

@@ -169,7 +169,11 @@ fn who(ctx: &DaemonCtx, caller: &Caller) -> String {
 }
 
 /// Where task `id` lives: `Ok(None)` here, `Ok(Some(peer))` on a peer.
-fn route(ctx: &DaemonCtx, caller: &Caller, id: &str) -> Result<Option<String>, CallToolResult> {
+async fn route(
+    ctx: &DaemonCtx,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<String>, CallToolResult> {
     let Some(owner) = owner_of(id) else {
         return Err(ToolError::new(
             ErrorCode::InvalidArguments,
@@ -178,7 +182,7 @@ fn route(ctx: &DaemonCtx, caller: &Caller, id: &str) -> Result<Option<String>, C
         .into_result());
     };
     if owner == ctx.node().peer_id().to_string() {
-        if let Err(e) = super::require(ctx, caller, Capability::Messages) {
+        if let Err(e) = super::require(ctx, caller, Capability::Messages).await {
             return Err(e.into_result());
         }
         return Ok(None);
@@ -303,7 +307,7 @@ async fn change(
     c: Change,
     args: &impl Serialize,
 ) -> CallToolResult {
-    match route(ctx, caller, id) {
+    match route(ctx, caller, id).await {
         Err(r) => r,
         Ok(Some(owner)) => super::forward(ctx, &owner, tool, args).await,
         Ok(None) => match visible(ctx, caller, id).await {
@@ -356,7 +360,7 @@ pub async fn list(ctx: &DaemonCtx, caller: &Caller, mut a: ListArgs) -> CallTool
         }
         Ok(super::Target::Local) => {}
     }
-    if let Err(e) = super::require(ctx, caller, Capability::Messages) {
+    if let Err(e) = super::require(ctx, caller, Capability::Messages).await {
         return e.into_result();
     }
     let names = names(ctx).await;
@@ -407,7 +411,7 @@ pub async fn list(ctx: &DaemonCtx, caller: &Caller, mut a: ListArgs) -> CallTool
 /// `loopsy_task_wait`: block until the task reaches a status or finishes.
 pub async fn wait(ctx: &DaemonCtx, caller: &Caller, a: WaitArgs) -> CallToolResult {
     let timeout = a.timeout_s.unwrap_or(60);
-    let owner = match route(ctx, caller, &a.id) {
+    let owner = match route(ctx, caller, &a.id).await {
         Err(r) => return r,
         Ok(o) => o,
     };

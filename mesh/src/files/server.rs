@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::policy::PathPolicy;
 use super::proto::FILE_PROTOCOL;
-use super::transfer::handle;
+use super::transfer::{Access, handle};
 use crate::NodeHandle;
 use crate::trust::Capability;
 
@@ -31,13 +31,22 @@ pub async fn serve(mut control: libp2p_stream::Control, node: NodeHandle, policy
         let policy = policy.clone();
         tokio::spawn(
             async move {
-                let Some((name, caps)) = node.peer_caps(peer).await else {
+                let Some((_, caps)) = node.peer_caps(peer).await else {
                     warn!("file stream from an untrusted peer dropped");
                     return;
                 };
                 let mut s = stream.compat();
-                let may_read = caps.contains(&Capability::FilesRead);
-                let may_write = caps.contains(&Capability::FilesWrite);
+                let right = async |cap: Capability| {
+                    if caps.contains(&cap) {
+                        Ok(())
+                    } else {
+                        Err(node.refusal(peer, cap).await)
+                    }
+                };
+                let access = Access {
+                    read: right(Capability::FilesRead).await,
+                    write: right(Capability::FilesWrite).await,
+                };
                 // The stream lives only as long as the rights it was admitted with: a revoke
                 // (or removal) mid-transfer ends it at once. The peer sees the stream reset;
                 // its retry is then refused with the reason.
@@ -48,7 +57,7 @@ pub async fn serve(mut control: libp2p_stream::Control, node: NodeHandle, policy
                 let r = tokio::select! {
                     r = tokio::time::timeout(
                         MAX_STREAM_TIME,
-                        handle(&mut s, &policy, &name, may_read, may_write),
+                        handle(&mut s, &policy, &access),
                     ) => r,
                     lost = node.revoked(peer, &admitted) => {
                         info!(?lost, "file stream ended: its capability was revoked");

@@ -272,24 +272,24 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(digest.to_hex().to_string())
 }
 
-/// A refusal for a peer without `cap` (`who` is its name here).
-fn not_granted(who: &str, cap: &str) -> FileReply {
-    reply_err(
-        "permission_denied",
-        format!(
-            "{who} has not been granted {cap} there (run `loopsy peers grant {who} {cap}` on that machine)"
-        ),
-    )
+/// What the peer at the other end may do here; `Err` holds the refusal it gets otherwise
+/// (whose policy, and where the right can be granted: [`crate::NodeHandle::refusal`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Access {
+    pub read: Result<(), String>,
+    pub write: Result<(), String>,
 }
 
-/// Server side of one stream: `who` is the peer's name here, `may_read` / `may_write` its
-/// capabilities.
+/// The refusal for a peer without the right.
+fn not_granted(why: &str) -> FileReply {
+    reply_err("permission_denied", why.to_string())
+}
+
+/// Server side of one stream, for a peer with `access`.
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     policy: &PathPolicy,
-    who: &str,
-    may_read: bool,
-    may_write: bool,
+    access: &Access,
 ) -> std::io::Result<()> {
     let req: FileRequest = step(read_header(s)).await?;
     match req {
@@ -301,8 +301,8 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             mode,
             mtime_ns,
         } => {
-            if !may_write {
-                return write_header(s, &not_granted(who, "files-write")).await;
+            if let Err(why) = &access.write {
+                return write_header(s, &not_granted(why)).await;
             }
             let dest = match policy.writable(&path) {
                 Ok(d) => d,
@@ -362,8 +362,8 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         FileRequest::Pull { path, offset } => {
-            if !may_read {
-                return write_header(s, &not_granted(who, "files-read")).await;
+            if let Err(why) = &access.read {
+                return write_header(s, &not_granted(why)).await;
             }
             let src = match policy.readable(&path) {
                 Ok(p) if p.is_file() => p,
@@ -396,8 +396,8 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 .map(|_| ())
         }
         FileRequest::List { path } => {
-            if !may_read {
-                return write_header(s, &not_granted(who, "files-read")).await;
+            if let Err(why) = &access.read {
+                return write_header(s, &not_granted(why)).await;
             }
             match policy.readable(&path) {
                 Ok(p) => {

@@ -47,7 +47,14 @@ fn serve_with(
     let (c, mut srv) = tokio::io::duplex(64 * 1024);
     (
         c,
-        tokio::spawn(async move { handle(&mut srv, &p, "alpha", may_read, may_write).await }),
+        tokio::spawn(async move {
+            let no = |cap: &str| Err(format!("not granted {cap}"));
+            let access = Access {
+                read: if may_read { Ok(()) } else { no("files-read") },
+                write: if may_write { Ok(()) } else { no("files-write") },
+            };
+            handle(&mut srv, &p, &access).await
+        }),
     )
 }
 
