@@ -1162,6 +1162,76 @@ fn strangers_cannot_lock_the_owner_out_or_fill_the_relay() {
     );
 }
 
+/// A laptop holds at most `MAX_PHONES` paired phones: the next redemption is refused with
+/// what to do, nothing is stored for it, and revoking one makes room again.
+#[test]
+fn a_laptop_holds_at_most_64_phones() {
+    let w = Wrangler::start(None);
+    let h = daemon_on(&w, "lap", 15);
+    let (device, device_secret) = device_creds(&h);
+    let redeem_url = format!("{}/v1/device/{device}/redeem", w.url());
+    // Each phone redeems from its own address, as phones on their own networks do (one
+    // address may redeem only 20 links in 10 minutes).
+    let redeem_from = |i: usize| {
+        let (link, _) = pair_link(&h);
+        let key = KeyPair::generate().unwrap();
+        let body = json!({
+            "token": token_of(&link),
+            "phone_key": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public),
+            "label": format!("phone {i}"),
+        });
+        let ip = format!("198.51.{}.{}", 100 + i / 200, 1 + i % 200);
+        let (status, b) = relay_support::http(
+            "POST",
+            &redeem_url,
+            &[
+                ("CF-Connecting-IP", &ip),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&body.to_string()),
+        )
+        .unwrap();
+        (
+            status,
+            serde_json::from_str::<Value>(&b).unwrap_or_default(),
+        )
+    };
+    let max = loopsy_relay::limit::MAX_PHONES;
+    let mut first = String::new();
+    for i in 0..max {
+        let (status, v) = redeem_from(i);
+        assert_eq!(status, 200, "phone {i}: {v}");
+        if i == 0 {
+            first = v["phone_id"].as_str().unwrap().to_string();
+        }
+    }
+    // What the relay holds for the device (redeemed phones, confirmed or not).
+    let bearer = format!("Bearer {device_secret}");
+    let phones_url = format!("{}/v1/device/{device}/phones", w.url());
+    let listed = || -> usize {
+        let (status, b) =
+            relay_support::http("GET", &phones_url, &[("Authorization", &bearer)], None).unwrap();
+        assert_eq!(status, 200, "{b}");
+        let v: Value = serde_json::from_str(&b).unwrap();
+        v["phones"].as_array().or(v.as_array()).unwrap().len()
+    };
+    assert_eq!(listed(), max);
+    let (status, v) = redeem_from(max);
+    assert_eq!(status, 409, "{v}");
+    let msg = v["error"].as_str().unwrap_or_default().to_string()
+        + v["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("already has {max} phones")) && msg.contains("loopsy phone revoke"),
+        "{v}"
+    );
+    assert_eq!(listed(), max, "the refused phone was stored");
+    // Revoking one makes room for the next.
+    h.ok(&["phone", "revoke", &first]);
+    let (status, v) = redeem_from(max + 1);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(listed(), max);
+}
+
 /// Durable Object databases under `dir` that hold one of the relay's tables (SQLite keeps
 /// each table's `CREATE TABLE` text in the file, or in its write-ahead log until a
 /// checkpoint; the runtime's own bookkeeping tables do not count).
