@@ -5,6 +5,9 @@
 //!   changes; sync sends a document first, then changes), with lengths that fit: no bundles
 //!   and no separately compressed changes, whose decoders are where the unbounded
 //!   allocations are;
+//! - a document chunk's compressed (deflated) columns are inflated here first, under a cap
+//!   ([`MAX_INFLATED`] in all): automerge inflates them without one, and a sync message of
+//!   32 MiB could otherwise ask for about 32 GiB (a zip bomb that aborts the daemon);
 //! - every decode and load runs inside [`no_panic`], so a panic is refused with an error and
 //!   the store's thread lives on. (A sync message's changes are each parsed before any is
 //!   applied, so a document is never left half-changed by one.)
@@ -79,9 +82,80 @@ pub fn check_chunks(bytes: &[u8]) -> Result<(), ContextError> {
         let Some(end) = end else {
             return bad("chunk longer than the data");
         };
+        if kind == DOCUMENT
+            && let Err(why) = check_document(&rest[start..end])
+        {
+            return bad(why);
+        }
         rest = &rest[end..];
     }
     Ok(())
+}
+
+/// Most bytes the compressed columns of one document chunk may inflate to, in all.
+pub const MAX_INFLATED: u64 = 128 << 20;
+/// A column spec's "deflated" bit (automerge's binary format).
+const DEFLATE: u64 = 0b1000;
+
+/// Walk a document chunk's body far enough to find its columns (actors, heads, the change
+/// and op column metadata, then the columns), and inflate each compressed one under the
+/// budget; the bytes inflated. Counts are checked against the bytes left before any loop runs on them.
+fn check_document(body: &[u8]) -> Result<u64, &'static str> {
+    let mut r = body;
+    let leb = |r: &mut &[u8]| -> Result<u64, &'static str> {
+        let (v, used) = leb128(r).ok_or("bad number in a document")?;
+        *r = &r[used..];
+        Ok(v)
+    };
+    let take = |r: &mut &'_ [u8], n: u64| -> Result<(), &'static str> {
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= r.len())
+            .ok_or("document shorter than it says")?;
+        *r = &r[n..];
+        Ok(())
+    };
+    // Each actor takes at least its one-byte length.
+    let actors = leb(&mut r)?;
+    if actors > r.len() as u64 {
+        return Err("document shorter than it says");
+    }
+    for _ in 0..actors {
+        let n = leb(&mut r)?;
+        take(&mut r, n)?;
+    }
+    let heads = leb(&mut r)?;
+    take(&mut r, heads.checked_mul(32).ok_or("too many heads")?)?;
+    let mut columns = Vec::new();
+    for _ in 0..2 {
+        // Each column's metadata takes at least two bytes.
+        let n = leb(&mut r)?;
+        if n > r.len() as u64 / 2 {
+            return Err("document shorter than it says");
+        }
+        for _ in 0..n {
+            let spec = leb(&mut r)?;
+            let len = leb(&mut r)?;
+            columns.push((spec, len));
+        }
+    }
+    let mut budget = MAX_INFLATED;
+    for (spec, len) in columns {
+        let data = r
+            .get(..usize::try_from(len).unwrap_or(usize::MAX))
+            .ok_or("document shorter than its columns")?;
+        r = &r[data.len()..];
+        if spec & DEFLATE != 0 {
+            use std::io::Read;
+            let mut inflated = flate2::bufread::DeflateDecoder::new(data).take(budget + 1);
+            let n = std::io::copy(&mut inflated, &mut std::io::sink())
+                .map_err(|_| "a compressed column does not inflate")?;
+            budget = budget
+                .checked_sub(n)
+                .ok_or("compressed columns inflate past 128 MiB")?;
+        }
+    }
+    Ok(MAX_INFLATED - budget)
 }
 
 /// An unsigned LEB128 number at the start of `b`, and how many bytes it took.
@@ -117,5 +191,78 @@ mod tests {
         assert!(check_chunks(&saved[..saved.len() - 1]).is_err());
         assert!(check_chunks(b"").is_err());
         assert!(check_chunks(b"garbage bytes").is_err());
+    }
+
+    /// A chunk header around `body` (the checksum is not looked at here).
+    fn chunk(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut c = MAGIC.to_vec();
+        c.extend_from_slice(&[0; 4]);
+        c.push(kind);
+        let mut n = body.len();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            c.push(if n == 0 { b } else { b | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+        c.extend_from_slice(body);
+        c
+    }
+
+    /// A document whose one change column is deflated: `inflated` zero bytes.
+    fn deflated_document(inflated: usize) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..inflated >> 20 {
+            z.write_all(&zeros).unwrap();
+        }
+        let data = z.finish().unwrap();
+        // No actors, no heads; one change column (id 1, type 0, deflated) of data.len()
+        // bytes; no op columns; then the data.
+        let mut body = vec![0, 0, 1];
+        let leb = |mut n: usize, out: &mut Vec<u8>| loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { b } else { b | 0x80 });
+            if n == 0 {
+                break;
+            }
+        };
+        leb((1 << 4) | DEFLATE as usize, &mut body);
+        leb(data.len(), &mut body);
+        body.push(0);
+        body.extend_from_slice(&data);
+        chunk(DOCUMENT, &body)
+    }
+
+    /// A document whose compressed columns would inflate to gigabytes is refused before
+    /// automerge sees it; one within the cap, and real saved documents with compressed
+    /// columns, pass.
+    #[test]
+    fn a_compressed_document_that_inflates_too_far_is_refused() {
+        let bomb = deflated_document(129 << 20);
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let err = check_chunks(&bomb).unwrap_err().to_string();
+        assert!(err.contains("inflate past 128 MiB"), "{err}");
+        assert!(check_chunks(&deflated_document(1 << 20)).is_ok());
+        // automerge compresses columns past a few hundred bytes: a real document with many
+        // keys has some, and passes.
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        for i in 0..2000 {
+            let _ = doc.put(automerge::ROOT, format!("key-{i}"), "some value or other");
+        }
+        let saved = doc.save();
+        assert!(check_chunks(&saved).is_ok());
+        let (len, used) = leb128(&saved[9..]).unwrap();
+        let body = &saved[9 + used..9 + used + len as usize];
+        assert!(check_document(body).unwrap() > 0, "no compressed column");
+        assert!(automerge::AutoCommit::load(&saved).is_ok());
+        // Counts larger than the bytes left are refused without looping on them.
+        let huge = chunk(DOCUMENT, &[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(check_chunks(&huge).is_err());
     }
 }
