@@ -138,6 +138,45 @@ fn revoke_and_remove_on_the_introducer_reach_every_member() {
     assert!(!m.run(&["exec", "gamma", "--", "true"]).status.success());
 }
 
+/// Lowering `[trust] introduced_caps` reaches machines introduced before the change (at the
+/// next start); a ceiling raised by hand afterwards sticks.
+#[test]
+fn lowering_introduced_caps_reaches_machines_already_introduced() {
+    let a = started("alpha");
+    let c = started("gamma");
+    let m = started("mallory");
+    pair(&a, &c);
+    pair(&a, &m);
+    wait_until("mallory introduced", Duration::from_secs(20), || {
+        online(&c, "mallory")
+    });
+    assert_eq!(m.ok(&["exec", "gamma", "--", "printf", "in"]), "in");
+    let cfg_path = c.path().join("config.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace(
+        "\n[trust]\n",
+        "\n[trust]\nintroduced_caps = [\"context\"]\n",
+    );
+    assert!(cfg.contains("introduced_caps = [\"context\"]"), "{cfg}");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    c.ok(&["restart", "--port", "0", "--local-only"]);
+    wait_until("mallory back on gamma", Duration::from_secs(20), || {
+        online(&c, "mallory") && online(&m, "gamma")
+    });
+    let err = m.fails(&["exec", "gamma", "--", "true"]);
+    assert!(
+        err.contains("on gamma, run `loopsy peers grant mallory exec`"),
+        "{err}"
+    );
+    // A grant on gamma raises this machine's ceiling by hand: it holds across restarts.
+    c.ok(&["peers", "grant", "mallory", "exec"]);
+    assert_eq!(m.ok(&["exec", "gamma", "--", "printf", "ok"]), "ok");
+    c.ok(&["restart", "--port", "0", "--local-only"]);
+    wait_until("mallory back again", Duration::from_secs(20), || {
+        online(&c, "mallory") && online(&m, "gamma")
+    });
+    assert_eq!(m.ok(&["exec", "gamma", "--", "printf", "ok"]), "ok");
+}
+
 #[test]
 fn here_only_removal_keeps_the_others_and_alpha_does_not_bring_it_back() {
     let a = started("alpha");

@@ -127,7 +127,8 @@ impl Default for AuditConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
     /// The most a machine introduced by a member may do here. It also never gets more than
-    /// that member grants it, nor more than that member may do here.
+    /// that member grants it, nor more than that member may do here. Applies at start to
+    /// machines introduced before, except those whose ceiling was set here by hand.
     pub introduced_caps: Vec<crate::trust::Capability>,
     /// Most machines one member may introduce here.
     pub max_introduced_per_member: usize,
@@ -726,7 +727,8 @@ name = "{name}"
 [trust]
 # The most a machine introduced by a member may do here (it also never gets more than that
 # member grants it, nor more than that member may do here). Paired machines get everything:
-# exec, pty, files-read, files-write, context, messages, introduce.
+# exec, pty, files-read, files-write, context, messages, introduce. A change reaches machines
+# introduced before it at the next start (not those you granted or revoked by hand).
 # introduced_caps = ["exec", "pty", "files-read", "files-write", "context", "messages", "introduce"]
 # Most machines one member may introduce here.
 # max_introduced_per_member = 64

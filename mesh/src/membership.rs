@@ -163,6 +163,7 @@ mod tests {
             vouchers: by
                 .map(|b| [(b.to_string(), Capability::ALL.to_vec())].into())
                 .unwrap_or_default(),
+            ceiling_set_here: false,
         }
     }
 

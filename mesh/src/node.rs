@@ -472,7 +472,11 @@ pub async fn spawn(
     identity: &Identity,
     cfg: NodeConfig,
 ) -> Result<(NodeHandle, mpsc::Receiver<InboundCall>), NodeError> {
-    let trust = Trust::load(&cfg.trust_path)?;
+    let mut trust = Trust::load(&cfg.trust_path)?;
+    // `[trust] introduced_caps` as configured now bounds machines introduced before too.
+    if trust.follow_introduced_caps(&cfg.trust.introduced_caps) {
+        trust.save(&cfg.trust_path)?;
+    }
     let allowed: behaviour::Allowed = Default::default();
     let refused: std::sync::Arc<std::sync::atomic::AtomicU64> = Default::default();
     let mut swarm = behaviour::build(

@@ -442,6 +442,7 @@ impl NodeTask {
                     addrs,
                     introduced_by: Some(by.clone()),
                     vouchers: [(by.clone(), caps)].into(),
+                    ceiling_set_here: false,
                 },
             );
             self.redial.insert(pid, (Instant::now(), MIN_REDIAL));

@@ -163,6 +163,7 @@ impl NodeTask {
                 addrs,
                 introduced_by: None,
                 vouchers: Default::default(),
+                ceiling_set_here: false,
             },
         );
         self.trust.removed.remove(&peer.to_string());

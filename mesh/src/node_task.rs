@@ -526,6 +526,9 @@ impl NodeTask {
             Command::SetCaps(who, caps, grant, r) => {
                 let res = self.resolve(&who).and_then(|p| {
                     if let Some(t) = self.trust.peers.get_mut(&p.to_string()) {
+                        // An introduced peer's ceiling set by hand no longer follows
+                        // `[trust] introduced_caps`.
+                        t.ceiling_set_here |= !t.paired_here();
                         if grant {
                             t.caps.extend(caps.iter().copied());
                             t.caps.sort();

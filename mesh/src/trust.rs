@@ -94,6 +94,11 @@ pub struct TrustedPeer {
     /// Members vouching for it now (PeerId → what each grants it), when introduced.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vouchers: BTreeMap<String, Vec<Capability>>,
+    /// For an introduced peer: its ceiling (`caps`) was set here by hand (`peers grant` or
+    /// `revoke`). Otherwise the ceiling follows `[trust] introduced_caps` as configured now,
+    /// so lowering that setting reaches machines introduced before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ceiling_set_here: bool,
 }
 
 impl TrustedPeer {
@@ -210,6 +215,22 @@ impl Trust {
             };
             self.removed.remove(&first);
         }
+    }
+
+    /// Introduced peers whose ceiling was not set here by hand get `introduced_caps` (the
+    /// configuration as it is now) as their ceiling. Returns whether anything changed.
+    pub fn follow_introduced_caps(&mut self, introduced_caps: &[Capability]) -> bool {
+        let mut ceiling: Vec<Capability> = introduced_caps.to_vec();
+        ceiling.sort();
+        ceiling.dedup();
+        let mut changed = false;
+        for p in self.peers.values_mut() {
+            if !p.paired_here() && !p.ceiling_set_here && p.caps != ceiling {
+                p.caps = ceiling.clone();
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// What each peer may do here, introductions followed. A peer paired here holds its own
@@ -406,6 +427,7 @@ mod tests {
                 addrs: vec![],
                 introduced_by: None,
                 vouchers: BTreeMap::new(),
+                ceiling_set_here: false,
             },
         );
         t.save(&path)?;
@@ -443,7 +465,35 @@ mod tests {
             vouchers: by
                 .map(|(v, g)| BTreeMap::from([(v.to_string(), g.to_vec())]))
                 .unwrap_or_default(),
+            ceiling_set_here: false,
         }
+    }
+
+    /// Lowering `[trust] introduced_caps` lowers the ceiling of machines introduced before,
+    /// except where the ceiling was set here by hand; paired machines are not touched.
+    #[test]
+    fn introduced_ceilings_follow_the_configuration() {
+        use Capability::*;
+        let mut t = Trust::default();
+        t.peers
+            .insert("A".into(), peer("alpha", &[Exec, Introduce], None));
+        t.peers.insert(
+            "M".into(),
+            peer("mallory", &Capability::ALL, Some(("A", &[Exec]))),
+        );
+        let mut kept = peer("kim", &[Exec, Pty], Some(("A", &[Exec])));
+        kept.ceiling_set_here = true;
+        t.peers.insert("K".into(), kept);
+        assert!(t.effective()["M"].contains(&Exec));
+        assert!(t.follow_introduced_caps(&[Context]));
+        assert_eq!(t.peers["M"].caps, vec![Context]);
+        assert!(t.effective()["M"].is_empty());
+        assert_eq!(t.peers["K"].caps, vec![Exec, Pty]);
+        assert_eq!(t.peers["A"].caps, vec![Exec, Introduce]);
+        assert!(!t.follow_introduced_caps(&[Context]));
+        // Raising it again gives the right back (alpha still grants exec).
+        assert!(t.follow_introduced_caps(&Capability::ALL));
+        assert!(t.effective()["M"].contains(&Exec));
     }
 
     /// A refusal says where the missing right can be granted: here for a machine paired
