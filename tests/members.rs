@@ -257,6 +257,7 @@ fn intros(v: Vec<Introduction>) -> MembersRequest {
     MembersRequest::Introduce {
         intros: v,
         complete: false,
+        parts: None,
     }
 }
 
@@ -368,4 +369,52 @@ async fn a_member_flooding_introductions_is_bounded_and_takes_no_name() {
     )
     .await;
     assert_eq!(r, MembersResponse::NotAllowed);
+}
+
+/// A complete list in parts: what the member no longer vouches for is withdrawn once every
+/// part of the round is in (in any order), and not before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_complete_list_in_parts_withdraws_only_when_whole() {
+    let a = started("alpha");
+    let e = started("evil");
+    pair(&a, &e);
+    e.ok(&["stop"]);
+    let (mut sw, alpha) = as_member(&e, &a).await;
+    let x: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+    let part = |names: &[usize], round: u64, index: u16, count: u16| MembersRequest::Introduce {
+        intros: names
+            .iter()
+            .map(|i| intro(x[*i], &format!("x{i}")))
+            .collect(),
+        complete: true,
+        parts: Some(loopsy_mesh::wire::Parts {
+            round,
+            index,
+            count,
+        }),
+    };
+    let names = |h: &TestHome| -> Vec<String> {
+        let mut v: Vec<String> = peers(h)
+            .iter()
+            .filter_map(|p| {
+                p["name"]
+                    .as_str()
+                    .filter(|n| n.starts_with('x'))
+                    .map(str::to_string)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    ask(&mut sw, alpha, part(&[0, 1, 2], 1, 0, 2)).await;
+    ask(&mut sw, alpha, part(&[3], 1, 1, 2)).await;
+    assert_eq!(names(&a), ["x0", "x1", "x2", "x3"]);
+    // Round 2 leaves x2 out; its last part arrives first: nothing is withdrawn yet.
+    ask(&mut sw, alpha, part(&[3], 2, 1, 2)).await;
+    assert_eq!(names(&a), ["x0", "x1", "x2", "x3"]);
+    // A part that cannot belong to any list withdraws nothing either.
+    ask(&mut sw, alpha, part(&[], 3, 5, 2)).await;
+    assert_eq!(names(&a), ["x0", "x1", "x2", "x3"]);
+    ask(&mut sw, alpha, part(&[0, 1], 2, 0, 2)).await;
+    assert_eq!(names(&a), ["x0", "x1", "x3"]);
 }

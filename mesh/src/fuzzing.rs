@@ -177,6 +177,11 @@ mod tests {
                 caps: crate::trust::Capability::ALL.to_vec(),
             }],
             complete: true,
+            parts: Some(crate::wire::Parts {
+                round: 7,
+                index: 0,
+                count: 2,
+            }),
         });
         out.push(br#"{"op":"push","path":"a","size":1,"id":"ab","overwrite":false}"#.to_vec());
         out.push(br#"{"version":1,"peers":{}}"#.to_vec());

@@ -6,7 +6,7 @@
 //! member that removed, applied by every member that accepts its authority, passed on, and
 //! re-sent whenever two members meet, so offline members catch up.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use libp2p::identity::Keypair;
@@ -17,7 +17,9 @@ use tracing::{info, warn};
 use crate::membership::{RateLimit, Refusal, check_removal};
 use crate::node_task::{MAX_ADDRS, MIN_REDIAL, NodeTask, now_unix};
 use crate::trust::{Capability, MAX_PEERS, MAX_REMOVED, MAX_VOUCHERS, TrustedPeer};
-use crate::wire::{Introduction, MAX_INTRODUCTIONS, MembersRequest, MembersResponse, Removal};
+use crate::wire::{
+    Introduction, MAX_INTRODUCTIONS, MAX_PARTS, MembersRequest, MembersResponse, Parts, Removal,
+};
 
 /// Ticks (500 ms) to keep retrying an introduction the peer refused.
 const INTRO_RETRIES: u8 = 10;
@@ -38,6 +40,56 @@ pub(crate) struct Members {
     retry: HashMap<PeerId, u8>,
     /// Bumped on every change to the trust list (the context replica's authors follow it).
     changed: tokio::sync::watch::Sender<u64>,
+    /// Complete introduction lists arriving in parts.
+    rounds: Rounds,
+}
+
+/// The parts of each member's complete introduction list received so far (one round per
+/// member; a part of another round starts over).
+#[derive(Default)]
+struct Rounds(HashMap<PeerId, Round>);
+
+struct Round {
+    id: u64,
+    count: u16,
+    seen: BTreeSet<u16>,
+    ids: HashSet<String>,
+}
+
+impl Rounds {
+    /// Add one part; the whole list's PeerIds once every part has arrived. Parts out of
+    /// range, and lists longer than a trust file can hold, never complete (nothing is
+    /// withdrawn on their account).
+    fn add(
+        &mut self,
+        from: PeerId,
+        p: Parts,
+        ids: impl Iterator<Item = String>,
+    ) -> Option<HashSet<String>> {
+        if p.count == 0 || p.count > MAX_PARTS || p.index >= p.count {
+            return None;
+        }
+        let r = self.0.entry(from).or_insert_with(|| Round {
+            id: p.round,
+            count: p.count,
+            seen: BTreeSet::new(),
+            ids: HashSet::new(),
+        });
+        if r.id != p.round || r.count != p.count {
+            *r = Round {
+                id: p.round,
+                count: p.count,
+                seen: BTreeSet::new(),
+                ids: HashSet::new(),
+            };
+        }
+        r.seen.insert(p.index);
+        r.ids.extend(ids.take(MAX_INTRODUCTIONS));
+        if r.seen.len() < usize::from(r.count) {
+            return None;
+        }
+        self.0.remove(&from).map(|r| r.ids)
+    }
 }
 
 impl Members {
@@ -53,6 +105,7 @@ impl Members {
             rate: RateLimit::default(),
             refused: 0,
             retry: HashMap::new(),
+            rounds: Rounds::default(),
             changed,
         }
     }
@@ -142,6 +195,7 @@ impl NodeTask {
                 MembersRequest::Introduce {
                     intros,
                     complete: false,
+                    parts: None,
                 },
             );
         }
@@ -167,7 +221,9 @@ impl NodeTask {
 
     fn send_members(&mut self, to: PeerId, req: MembersRequest) {
         let empty = match &req {
-            MembersRequest::Introduce { intros, complete } => intros.is_empty() && !complete,
+            MembersRequest::Introduce {
+                intros, complete, ..
+            } => intros.is_empty() && !complete,
             MembersRequest::Remove(v) => v.is_empty(),
         };
         if !empty {
@@ -188,11 +244,25 @@ impl NodeTask {
         for a in self.known_addrs(&to) {
             self.swarm.add_peer_address(to, a);
         }
-        // One message says "this is all": the member drops our vouches for anything else.
-        let complete = mine.len() <= MAX_INTRODUCTIONS;
-        for chunk in mine.chunks(MAX_INTRODUCTIONS) {
+        // The list says "this is all" (in numbered parts when it takes several messages): the
+        // member drops our vouches for anything else.
+        let count = mine.len().div_ceil(MAX_INTRODUCTIONS);
+        let round = rand::random::<u64>();
+        for (index, chunk) in mine.chunks(MAX_INTRODUCTIONS).enumerate() {
             let intros = chunk.iter().map(|p| self.introduction_of(p)).collect();
-            self.send_members(to, MembersRequest::Introduce { intros, complete });
+            let parts = (count > 1).then(|| Parts {
+                round,
+                index: u16::try_from(index).unwrap_or(u16::MAX),
+                count: u16::try_from(count).unwrap_or(u16::MAX),
+            });
+            self.send_members(
+                to,
+                MembersRequest::Introduce {
+                    intros,
+                    complete: true,
+                    parts,
+                },
+            );
         }
         if mine.is_empty() {
             self.send_members(
@@ -200,6 +270,7 @@ impl NodeTask {
                 MembersRequest::Introduce {
                     intros: Vec::new(),
                     complete: true,
+                    parts: None,
                 },
             );
         }
@@ -282,7 +353,11 @@ impl NodeTask {
             return MembersResponse::Limited;
         }
         let (applied, refused) = match req {
-            MembersRequest::Introduce { intros, complete } => {
+            MembersRequest::Introduce {
+                intros,
+                complete,
+                parts,
+            } => {
                 if !self.caps_of(&from).contains(&Capability::Introduce) {
                     self.members.refused += intros.len() as u64;
                     return MembersResponse::NotAllowed;
@@ -290,7 +365,14 @@ impl NodeTask {
                 let mut intros = intros;
                 intros.truncate(MAX_INTRODUCTIONS);
                 if complete {
-                    intros.extend(self.no_longer_vouched(from, &intros));
+                    let ids = intros.iter().map(|i| i.peer_id.clone());
+                    let whole = match parts {
+                        None => Some(ids.collect()),
+                        Some(p) => self.members.rounds.add(from, p, ids),
+                    };
+                    if let Some(all) = whole {
+                        intros.extend(self.no_longer_vouched(from, &all));
+                    }
                 }
                 self.on_introduce(from, intros)
             }
@@ -342,14 +424,12 @@ impl NodeTask {
 
     /// The peers `from` vouched for here that `all` (everything it vouches for now) leaves
     /// out, as withdrawals.
-    fn no_longer_vouched(&self, from: PeerId, all: &[Introduction]) -> Vec<Introduction> {
+    fn no_longer_vouched(&self, from: PeerId, all: &HashSet<String>) -> Vec<Introduction> {
         let by = from.to_string();
         self.trust
             .peers
             .iter()
-            .filter(|(id, p)| {
-                p.vouchers.contains_key(&by) && !all.iter().any(|i| i.peer_id == **id)
-            })
+            .filter(|(id, p)| p.vouchers.contains_key(&by) && !all.contains(*id))
             .map(|(id, _)| Introduction {
                 peer_id: id.clone(),
                 name: String::new(),

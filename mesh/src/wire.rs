@@ -110,6 +110,20 @@ pub struct Removal {
     pub sig: Vec<u8>,
 }
 
+/// Most parts one complete introduction list may take (every peer a trust file holds).
+pub const MAX_PARTS: u16 = 8;
+
+/// One part of a complete introduction list sent in several messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parts {
+    /// Random per list: a new round from the same member starts over.
+    pub round: u64,
+    /// This part's index, from 0.
+    pub index: u16,
+    /// How many parts the list has (1..=[`MAX_PARTS`]).
+    pub count: u16,
+}
+
 /// A membership message from a trusted member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembersRequest {
@@ -120,6 +134,10 @@ pub enum MembersRequest {
         /// This is every peer the sender vouches for: any other it vouched for before, it
         /// no longer does (sent when two members meet, so one that was offline catches up).
         complete: bool,
+        /// A complete list too long for one message: which part this is. The list counts as
+        /// complete once every part of the round has arrived, in any order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parts: Option<Parts>,
     },
     /// Signed removals the sender knows.
     Remove(Vec<Removal>),
