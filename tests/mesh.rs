@@ -282,7 +282,7 @@ fn peers_reconnect_after_a_restart() {
     pair(&a, &b);
     b.ok(&["stop"]);
     // A stop closes beta's connections (QUIC's too): alpha hears of it at once instead of
-    // after QUIC's 10 s idle timeout.
+    // after QUIC's 30 s idle timeout.
     wait_until("alpha sees beta offline", Duration::from_secs(5), || {
         peers(&a)[0]["online"] == false
     });

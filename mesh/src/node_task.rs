@@ -343,7 +343,7 @@ impl NodeTask {
 
     /// Close every connection and drive the swarm until they are closed (a second at most),
     /// so peers hear of it now. Only dropped, a QUIC connection would go without its close
-    /// packet when the process exits, and linger at the peer until its idle timeout (10 s):
+    /// packet when the process exits, and linger at the peer until its idle timeout (30 s):
     /// the peer would show this machine online, and gossipsub there would take a restarted
     /// machine's new connection for a second one and not tell it its subscriptions.
     async fn close_all(&mut self) {
