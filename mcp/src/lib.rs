@@ -11,6 +11,7 @@ pub mod http;
 pub mod listener;
 pub mod phone;
 pub mod resources;
+pub mod schema;
 pub mod server;
 pub mod tool_error;
 pub mod tools;

@@ -83,11 +83,29 @@ impl std::fmt::Debug for LoopsyServer {
 impl LoopsyServer {
     /// A server for one connection from `caller`.
     pub fn new(ctx: DaemonCtx, caller: Caller) -> Self {
-        let tool_router = if caller == Caller::Admin {
+        let mut tool_router = if caller == Caller::Admin {
             Self::tool_router() + Self::admin_router()
         } else {
             Self::tool_router()
         };
+        // Every tool as clients read it (schemas tidied once per process).
+        static TIDY: std::sync::OnceLock<std::collections::HashMap<String, rmcp::model::Tool>> =
+            std::sync::OnceLock::new();
+        let tidy = TIDY.get_or_init(|| {
+            (Self::tool_router() + Self::admin_router())
+                .map
+                .into_iter()
+                .map(|(name, mut route)| {
+                    crate::schema::tidy(&mut route.attr);
+                    (name.to_string(), route.attr)
+                })
+                .collect()
+        });
+        for (name, route) in tool_router.map.iter_mut() {
+            if let Some(t) = tidy.get(name.as_ref()) {
+                route.attr = t.clone();
+            }
+        }
         Self {
             ctx,
             caller,

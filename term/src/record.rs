@@ -95,12 +95,14 @@ pub struct SessionInfo {
     pub output_bytes: u64,
     /// The host process.
     pub host_pid: u32,
-    /// The host's protocol revision ([`HOST_PROTO`](crate::proto::HOST_PROTO) of the loopsy
-    /// that started it; 0 for hosts from before revisions were kept).
+    /// The host's protocol revision (that of the loopsy that started it; 0 for hosts from
+    /// before revisions were kept).
     #[serde(default)]
     pub proto: u32,
-    /// A spare nobody has claimed yet (never listed).
+    /// A spare nobody has claimed yet. Spares are never listed, so the tools' schemas leave
+    /// it out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(skip)]
     pub spare: bool,
 }
 

@@ -113,3 +113,40 @@ async def test_execute_streams_output_as_progress(daemon):
     assert len(seen) >= 2, f"output should arrive in several notifications while the job runs: {seen}"
     progress = [p for p, _ in seen]
     assert progress == sorted(progress), "progress must increase"
+
+
+RUST_FORMATS = {"int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float", "double"}
+
+
+def schema_findings(node, path, out):
+    """Non-standard `format`s and rustdoc link syntax anywhere in a schema."""
+    if isinstance(node, dict):
+        if node.get("format") in RUST_FORMATS:
+            out.append(f"{path}: format {node['format']}")
+        d = node.get("description")
+        if isinstance(d, str) and "[`" in d:
+            out.append(f"{path}: rustdoc link in {d[:60]!r}")
+        for k, v in node.items():
+            schema_findings(v, f"{path}/{k}", out)
+    elif isinstance(node, list):
+        for v in node:
+            schema_findings(v, path, out)
+
+
+@pytest.mark.anyio
+async def test_tool_schemas_are_plain_json_schema(daemon):
+    """Every tool's input and output schema is a valid 2020-12 schema with only JSON Schema's
+    own formats (strict validators warn about schemars' `uint64` & co.) and no rustdoc syntax;
+    fixed-width unsigned integers keep their bound as `maximum`."""
+    async with Client(params(daemon.home), mode="legacy") as client:
+        tools = (await client.list_tools()).tools
+        assert len(tools) > 30
+        findings = []
+        for t in tools:
+            for which, schema in (("input", t.input_schema), ("output", t.output_schema)):
+                if schema:
+                    jsonschema.Draft202012Validator.check_schema(schema)
+                    schema_findings(schema, f"{t.name}/{which}", findings)
+        assert findings == [], "\n".join(findings[:20])
+        wait = next(t for t in tools if t.name == "loopsy_session_wait")
+        assert "spare" not in json.dumps(wait.output_schema)
