@@ -148,5 +148,18 @@ async def test_tool_schemas_are_plain_json_schema(daemon):
                     jsonschema.Draft202012Validator.check_schema(schema)
                     schema_findings(schema, f"{t.name}/{which}", findings)
         assert findings == [], "\n".join(findings[:20])
-        wait = next(t for t in tools if t.name == "loopsy_session_wait")
-        assert "spare" not in json.dumps(wait.output_schema)
+        by = {t.name: t for t in tools}
+        assert "spare" not in json.dumps(by["loopsy_session_wait"].output_schema)
+        # Limits the tools enforce are in the schema, not only in prose.
+        limits = {
+            ("loopsy_execute", "wait_s"): (0, 60),
+            ("loopsy_job_wait", "timeout_s"): (0, 60),
+            ("loopsy_job_output", "limit"): (1, 1 << 20),
+            ("loopsy_session_wait", "timeout_s"): (0, 300),
+            ("loopsy_context_wait", "timeout_s"): (0, 300),
+            ("loopsy_send_message", "ttl_s"): (1, 30 * 24 * 3600),
+            ("loopsy_send_message", "wait_s"): (0, 60),
+        }
+        for (tool, field), (lo, hi) in limits.items():
+            prop = by[tool].input_schema["properties"][field]
+            assert (prop.get("minimum"), prop.get("maximum")) == (lo, hi), f"{tool}.{field}: {prop}"

@@ -268,6 +268,7 @@ pub struct BroadcastArgs {
     pub ttl_s: Option<u64>,
     /// Wait up to this many seconds for every online peer to have it (default 10, max 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 60))]
     pub wait_s: Option<u64>,
 }
 
@@ -296,6 +297,7 @@ pub struct WaitArgs {
     pub until_change_from: Option<u64>,
     /// Give up after this many seconds (default 30, max 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 300))]
     pub timeout_s: Option<u64>,
 }
 

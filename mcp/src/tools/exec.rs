@@ -46,6 +46,7 @@ pub struct ExecuteArgs {
     pub timeout_s: Option<u64>,
     /// Wait up to this many seconds for it to finish before returning a job id (default 30, max 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_WAIT_S))]
     pub wait_s: Option<u64>,
 }
 
@@ -147,6 +148,7 @@ pub struct JobWaitArgs {
     pub job_id: String,
     /// Seconds to wait (default 30, max 60); call again to keep waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_WAIT_S))]
     pub timeout_s: Option<u64>,
 }
 
@@ -164,8 +166,9 @@ pub struct JobOutputArgs {
     /// Byte offset to start at (default 0; use `next_offset` from the previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    /// Most bytes to return (default 64 KiB, max 1 MiB).
+    /// Most bytes to return (default 65536, 64 KiB; at most 1048576, 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub limit: Option<u32>,
 }
 

@@ -35,12 +35,14 @@ pub struct SendArgs {
     /// A conversation id; the recipient can wait for this thread only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<String>,
-    /// Keep retrying this long (default 7 days, at most 30).
+    /// Seconds to keep retrying (default 604800, 7 days; at most 2592000, 30 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = loopsy_mesh::msg::envelope::MAX_TTL_S))]
     pub ttl_s: Option<u64>,
     /// Wait up to this many seconds for the delivery ack from online recipients (default 5,
     /// max 60; 0: return once queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 60))]
     pub wait_s: Option<u64>,
 }
 
@@ -106,6 +108,7 @@ pub struct WaitArgs {
     pub thread: Option<String>,
     /// Give up after this many seconds (default 60, max 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 300))]
     pub timeout_s: Option<u64>,
 }
 

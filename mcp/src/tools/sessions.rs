@@ -135,6 +135,7 @@ pub struct WaitArgs {
     pub idle_ms: Option<u64>,
     /// Give up after this many seconds (default 30, max 300); the result then says timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_WAIT_S))]
     pub timeout_s: Option<u64>,
 }
 

@@ -83,6 +83,7 @@ pub struct WaitArgs {
     pub until_status: Option<TaskStatus>,
     /// Give up after this many seconds (default 60, max 300; max 110 for a task on a peer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 300))]
     pub timeout_s: Option<u64>,
 }
 
