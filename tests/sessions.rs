@@ -340,6 +340,12 @@ fn bad_input_gets_clear_errors() {
             json!({"command": "/bin/sh", "cwd": "/no/such/dir"}),
             "invalid_arguments",
         ),
+        // A custom session with no command is the caller's arguments, not a missing thing.
+        (
+            "loopsy_session_start",
+            json!({"kind": "custom"}),
+            "invalid_arguments",
+        ),
     ] {
         let (code, msg) = fails(&mut m, tool, args.clone());
         assert_eq!(code, want, "{tool} {args}: {msg}");

@@ -203,7 +203,15 @@ pub async fn start(ctx: &DaemonCtx, caller: &Caller, a: StartArgs) -> CallToolRe
         }
         _ => match kind.resolve(a.command.as_deref(), shell.as_deref(), path.as_deref()) {
             Ok(p) => (p, a.args.clone().unwrap_or_default()),
-            Err(e) => return ToolError::new(ErrorCode::NotFound, e.to_string()).into_result(),
+            Err(e) => {
+                // A missing program is not found; a custom session without one is the
+                // caller's arguments.
+                let code = match e {
+                    loopsy_term::kind::LaunchError::NoCommand => ErrorCode::InvalidArguments,
+                    loopsy_term::kind::LaunchError::NotInstalled { .. } => ErrorCode::NotFound,
+                };
+                return ToolError::new(code, e.to_string()).into_result();
+            }
         },
     };
     let mut args = args;
