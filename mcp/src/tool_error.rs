@@ -22,6 +22,16 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 6] = [
+        Self::InvalidArguments,
+        Self::NotFound,
+        Self::PermissionDenied,
+        Self::Unavailable,
+        Self::Internal,
+        Self::Conflict,
+    ];
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,5 +109,41 @@ mod tests {
         let sc = r.structured_content.unwrap_or_default();
         assert_eq!(sc["code"], "not_found");
         assert_eq!(sc["message"], "no such peer \"kai\"");
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::ErrorCode;
+
+    /// The codes README lists, AGENTS.md's advice table and the error schema are the codes
+    /// there are.
+    #[test]
+    fn every_code_is_documented() {
+        let readme = include_str!("../../README.md");
+        let agents = include_str!("../../agents-spec/AGENTS.md");
+        let schema = include_str!("../../agents-spec/schemas/tool_error.schema.json");
+        let list = readme
+            .split("The `code` is stable:")
+            .nth(1)
+            .and_then(|r| r.split(". An unknown").next())
+            .unwrap_or_default();
+        for c in ErrorCode::ALL {
+            let code = format!("`{}`", c.as_str());
+            assert!(list.contains(&code), "README's code list lacks {code}");
+            assert!(
+                agents.contains(&format!("| {code} |")),
+                "AGENTS.md's table lacks {code}"
+            );
+            assert!(
+                schema.contains(&format!("\"{}\"", c.as_str())),
+                "tool_error.schema.json lacks {code}"
+            );
+        }
+        assert_eq!(
+            list.matches('`').count(),
+            2 * ErrorCode::ALL.len(),
+            "{list}"
+        );
     }
 }
