@@ -133,6 +133,10 @@ pub const MAX_REMOVED: usize = 1024;
 /// Most members vouching for one introduced peer.
 pub const MAX_VOUCHERS: usize = 8;
 
+/// The trust file version from which introduced peers' hand-set ceilings are marked
+/// ([`TrustedPeer::ceiling_set_here`]).
+pub const CEILING_VERSION: u32 = 2;
+
 fn one() -> u32 {
     1
 }
@@ -219,14 +223,36 @@ impl Trust {
 
     /// Introduced peers whose ceiling was not set here by hand get `introduced_caps` (the
     /// configuration as it is now) as their ceiling. Returns whether anything changed.
+    ///
+    /// Files from before the marker existed (version 1) cannot say which ceilings were set
+    /// by hand, so they are read the safe way: each becomes what it was ∩ the configuration,
+    /// and one that then differs from the configuration (a revoke by hand) is marked as set
+    /// here, so raising the configuration later does not undo that revoke.
     pub fn follow_introduced_caps(&mut self, introduced_caps: &[Capability]) -> bool {
         let mut ceiling: Vec<Capability> = introduced_caps.to_vec();
         ceiling.sort();
         ceiling.dedup();
-        let mut changed = false;
+        let migrate = self.version < CEILING_VERSION;
+        let mut changed = migrate;
+        self.version = self.version.max(CEILING_VERSION);
         for p in self.peers.values_mut() {
-            if !p.paired_here() && !p.ceiling_set_here && p.caps != ceiling {
-                p.caps = ceiling.clone();
+            if p.paired_here() || p.ceiling_set_here {
+                continue;
+            }
+            let next: Vec<Capability> = if migrate {
+                ceiling
+                    .iter()
+                    .filter(|c| p.caps.contains(c))
+                    .copied()
+                    .collect()
+            } else {
+                ceiling.clone()
+            };
+            if migrate && next != ceiling {
+                p.ceiling_set_here = true;
+            }
+            if p.caps != next {
+                p.caps = next;
                 changed = true;
             }
         }
@@ -485,6 +511,7 @@ mod tests {
         kept.ceiling_set_here = true;
         t.peers.insert("K".into(), kept);
         assert!(t.effective()["M"].contains(&Exec));
+        t.version = CEILING_VERSION;
         assert!(t.follow_introduced_caps(&[Context]));
         assert_eq!(t.peers["M"].caps, vec![Context]);
         assert!(t.effective()["M"].is_empty());
@@ -494,6 +521,47 @@ mod tests {
         // Raising it again gives the right back (alpha still grants exec).
         assert!(t.follow_introduced_caps(&Capability::ALL));
         assert!(t.effective()["M"].contains(&Exec));
+    }
+
+    /// A version-1 file cannot tell a revoke by hand from the old configuration: its
+    /// ceilings are kept where lower (and marked, so a later raise does not undo them) and
+    /// lowered to the configuration where higher.
+    #[test]
+    fn old_files_keep_ceilings_lowered_by_hand() {
+        use Capability::*;
+        let mut t = Trust::default();
+        assert!(t.version < CEILING_VERSION);
+        t.peers
+            .insert("A".into(), peer("alpha", &[Exec, Introduce], None));
+        let mut revoked: Vec<Capability> = Capability::ALL
+            .iter()
+            .copied()
+            .filter(|c| *c != Exec)
+            .collect();
+        revoked.sort();
+        t.peers
+            .insert("M".into(), peer("mallory", &revoked, Some(("A", &[Exec]))));
+        t.peers.insert(
+            "N".into(),
+            peer("nina", &Capability::ALL, Some(("A", &[Exec]))),
+        );
+        assert!(t.follow_introduced_caps(&Capability::ALL));
+        assert_eq!(t.version, CEILING_VERSION);
+        assert_eq!(t.peers["M"].caps, revoked);
+        assert!(t.peers["M"].ceiling_set_here);
+        assert!(!t.peers["N"].ceiling_set_here);
+        assert!(!t.effective()["M"].contains(&Exec));
+        // Lowered configuration, old file: the higher ceiling comes down, unmarked.
+        let mut old = Trust::default();
+        old.peers
+            .insert("A".into(), peer("alpha", &[Exec, Introduce], None));
+        old.peers.insert(
+            "N".into(),
+            peer("nina", &Capability::ALL, Some(("A", &[Exec]))),
+        );
+        assert!(old.follow_introduced_caps(&[Context]));
+        assert_eq!(old.peers["N"].caps, vec![Context]);
+        assert!(!old.peers["N"].ceiling_set_here);
     }
 
     /// A refusal says where the missing right can be granted: here for a machine paired
