@@ -342,6 +342,17 @@ fn two_workers_on_two_machines_claim_one_task_and_exactly_one_wins() {
     );
     let id = t["id"].as_str().unwrap().to_string();
     assert_eq!(t["status"], "submitted");
+    // Updating a task nobody claimed says to claim it first (not "permission denied").
+    let r = ma.call_tool(
+        "loopsy_task_update",
+        json!({"id": id, "status": "completed"}),
+    );
+    let e = &r["result"]["structuredContent"];
+    assert_eq!(e["code"], "not_claimed", "{r}");
+    assert!(
+        e["message"].as_str().unwrap().contains("loopsy_task_claim"),
+        "{r}"
+    );
     // Both hear of it by message, then race to claim.
     let claims: Vec<Value> = [&b, &c]
         .map(|h| {

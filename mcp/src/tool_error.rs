@@ -19,17 +19,20 @@ pub enum ErrorCode {
     Internal,
     /// Someone else got there first (a task another worker claimed); the message says who.
     Conflict,
+    /// An update to a task the caller has not claimed: claim it first.
+    NotClaimed,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 6] = [
+    pub const ALL: [ErrorCode; 7] = [
         Self::InvalidArguments,
         Self::NotFound,
         Self::PermissionDenied,
         Self::Unavailable,
         Self::Internal,
         Self::Conflict,
+        Self::NotClaimed,
     ];
 
     /// The code as it appears on the wire.
@@ -41,6 +44,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
             Self::Conflict => "conflict",
+            Self::NotClaimed => "not_claimed",
         }
     }
 }

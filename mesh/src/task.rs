@@ -102,6 +102,9 @@ pub enum TaskError {
     /// Not the caller's to change.
     #[error("{0}")]
     Denied(String),
+    /// An update to a task the caller has not claimed (claim it first).
+    #[error("{0}")]
+    NotClaimed(String),
     /// Disk failure.
     #[error(transparent)]
     Store(#[from] LogError),
@@ -247,13 +250,16 @@ fn apply(t: &mut Task, who: &str, c: Change, now: u64) -> Result<(), TaskError> 
                 TaskStatus::Submitted => false,
             };
             if !allowed {
-                return Err(TaskError::Denied(match status {
-                    TaskStatus::Submitted => "a task cannot go back to submitted".to_string(),
-                    _ if t.claimed_by.is_none() => {
-                        format!("claim task {} before updating it", t.id)
+                return Err(match status {
+                    TaskStatus::Submitted => {
+                        TaskError::Invalid("a task cannot go back to submitted".to_string())
                     }
-                    _ => format!("task {} is claimed by another worker", t.id),
-                }));
+                    _ if t.claimed_by.is_none() => TaskError::NotClaimed(format!(
+                        "claim task {} (loopsy_task_claim) before updating it",
+                        t.id
+                    )),
+                    _ => TaskError::Denied(format!("task {} is claimed by another worker", t.id)),
+                });
             }
             t.status = status;
             if note.is_some() {
@@ -597,6 +603,8 @@ mod tests {
                 Ok(()) => "ok",
                 Err(TaskError::Conflict(_)) => "conflict",
                 Err(TaskError::Denied(_)) => "denied",
+                Err(TaskError::NotClaimed(_)) => "not_claimed",
+                Err(TaskError::Invalid(_)) => "invalid",
                 Err(e) => panic!("{}: {e}", v["name"]),
             };
             assert_eq!(got, v["expect"].as_str().unwrap(), "{}", v["name"]);

@@ -124,6 +124,7 @@ fn err(e: TaskError) -> CallToolResult {
         TaskError::NotFound(_) => ErrorCode::NotFound,
         TaskError::Conflict(_) => ErrorCode::Conflict,
         TaskError::Denied(_) => ErrorCode::PermissionDenied,
+        TaskError::NotClaimed(_) => ErrorCode::NotClaimed,
         TaskError::Stopped => ErrorCode::Unavailable,
         TaskError::Store(_) => ErrorCode::Internal,
     };
