@@ -8,36 +8,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::{TestHome, open_window, pair, peers, wait_until};
 use serde_json::Value;
-
-/// `b` pairs with `a` through `a`'s address containing `transport` (`/tcp/`, `/quic-v1/`).
-fn pair_over(a: &TestHome, b: &TestHome, transport: &str) {
-    let mut child = a
-        .cmd(&["pair", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kept open until the command ends: it prints the pairing's result too.
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let t: Value = serde_json::from_str(&line).unwrap();
-    let addr = t["addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|a| a.contains(transport))
-        .unwrap_or_else(|| panic!("no {transport} address in {t}"));
-    b.ok(&["pair", addr, "--code", t["code"].as_str().unwrap()]);
-    assert!(child.wait().unwrap().success());
-    drop(out);
-}
 
 fn started(name: &str) -> TestHome {
     let h = TestHome::new();
@@ -327,7 +302,7 @@ fn peers_reconnect_after_a_restart() {
 fn mesh_links_are_watched_by_the_kernel() {
     let a = started("alpha");
     let b = started("beta");
-    pair_over(&a, &b, "/tcp/");
+    common::pair_via(&a, &b, "/tcp/");
     assert_eq!(peers(&b)[0]["transport"], "tcp");
     let port = |h: &TestHome| -> u16 {
         let st = h.status();
@@ -506,7 +481,7 @@ fn peers_talk_over_quic_too() {
     let a = started("alpha");
     let b = started("beta");
     // Pair through alpha's QUIC address: the connection (and the jobs after it) use QUIC.
-    pair_over(&a, &b, "/quic-v1/");
+    common::pair_via(&a, &b, "/quic-v1/");
     let p = &peers(&b)[0];
     assert_eq!(p["transport"], "quic", "{p}");
     assert_eq!(

@@ -69,19 +69,15 @@ impl Rounds {
         if p.count == 0 || p.count > MAX_PARTS || p.index >= p.count {
             return None;
         }
-        let r = self.0.entry(from).or_insert_with(|| Round {
+        let fresh = || Round {
             id: p.round,
             count: p.count,
             seen: BTreeSet::new(),
             ids: HashSet::new(),
-        });
+        };
+        let r = self.0.entry(from).or_insert_with(fresh);
         if r.id != p.round || r.count != p.count {
-            *r = Round {
-                id: p.round,
-                count: p.count,
-                seen: BTreeSet::new(),
-                ids: HashSet::new(),
-            };
+            *r = fresh();
         }
         r.seen.insert(p.index);
         r.ids.extend(ids.take(MAX_INTRODUCTIONS));

@@ -567,32 +567,39 @@ impl Drop for NatLab {
     }
 }
 
-/// `joiner` pairs with `holder` at `addr` (a multiaddr ending in `/p2p/<id>`).
+/// `joiner` pairs with `holder` at one of its TCP addresses.
 pub fn pair_at(holder: &TestHome, joiner: &TestHome) {
+    pair_via(holder, joiner, "/tcp/");
+}
+
+/// `joiner` pairs with `holder` at one of its addresses containing `transport` (`/tcp/`,
+/// `/quic-v1/`): not loopback when there is another (the joiner may be elsewhere).
+pub fn pair_via(holder: &TestHome, joiner: &TestHome, transport: &str) {
     let mut child = holder
         .cmd(&["pair", "--json"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Kept open until the command ends: it prints the pairing's result too.
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let t: Value = serde_json::from_str(&line).unwrap();
     let code = t["code"].as_str().unwrap().to_string();
-    // A TCP address, not loopback when there is another (the joiner may be elsewhere).
-    let tcp: Vec<&str> = t["addrs"]
+    let addrs: Vec<&str> = t["addrs"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|a| a.as_str())
-        .filter(|a| a.contains("/tcp/") && !a.contains("p2p-circuit"))
+        .filter(|a| a.contains(transport) && !a.contains("p2p-circuit"))
         .collect();
-    let addr = tcp
+    let addr = addrs
         .iter()
         .find(|a| !a.contains("/127.0.0.1/"))
-        .or(tcp.first())
-        .unwrap_or_else(|| panic!("no address to pair at in {t}"))
+        .or(addrs.first())
+        .unwrap_or_else(|| panic!("no {transport} address to pair at in {t}"))
         .to_string();
     joiner.ok(&["pair", &addr, "--code", &code]);
     assert!(child.wait().unwrap().success());
+    drop(out);
 }
